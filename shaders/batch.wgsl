@@ -1,0 +1,106 @@
+// Batches are gathered on the device from data uploaded once: images stay as bytes (four
+// pixels per u32 word) and are scaled through a 256-entry table holding Keras's exact
+// f32(byte) / 255. `perm` is the epoch's sample order; the step index lives in the step
+// state and advance_step moves it on, so one planned step is recorded again and again.
+// Rows past the end of the data (a short last batch) are zero.
+
+struct StepState {
+    step: u32,
+    adam_t: u32,
+    samples: u32,
+    batch: u32,
+}
+
+struct Params {
+    batch: u32,
+    width: u32, // values per sample: pixels for gather_images, classes for the row copies
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> perm: array<u32>;
+// gather_images
+@group(0) @binding(3) var<storage, read> images: array<u32>;
+@group(0) @binding(4) var<storage, read> all_labels: array<u32>;
+@group(0) @binding(5) var<storage, read> scale: array<f32, 256>;
+@group(0) @binding(6) var<storage, read_write> x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> labels: array<u32>;
+// gather_rows: dest[i] = source[perm[step * batch + i]]
+@group(0) @binding(3) var<storage, read> source: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dest: array<f32>;
+// store_rows: table[step * batch + i] = rows[i]
+@group(0) @binding(2) var<storage, read> rows: array<f32>;
+@group(0) @binding(3) var<storage, read_write> table: array<f32>;
+// advance_step
+@group(0) @binding(0) var<storage, read_write> state_rw: StepState;
+
+fn valid_rows() -> u32 {
+    let start = state.step * state.batch;
+    if (start >= state.samples) {
+        return 0u;
+    }
+    return min(p.batch, state.samples - start);
+}
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+@compute @workgroup_size(256)
+fn gather_images(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.batch * p.width) {
+        return;
+    }
+    let i = idx / p.width;
+    let pixel = idx % p.width;
+    if (i >= valid_rows()) {
+        x[idx] = 0.0;
+        if (pixel == 0u) {
+            labels[i] = 0u;
+        }
+        return;
+    }
+    let sample = perm[state.step * state.batch + i];
+    let byte_at = sample * p.width + pixel;
+    let byte = (images[byte_at / 4u] >> (8u * (byte_at % 4u))) & 255u;
+    x[idx] = scale[byte];
+    if (pixel == 0u) {
+        labels[i] = all_labels[sample];
+    }
+}
+
+@compute @workgroup_size(256)
+fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.batch * p.width) {
+        return;
+    }
+    let i = idx / p.width;
+    if (i >= valid_rows()) {
+        dest[idx] = 0.0;
+        return;
+    }
+    let sample = perm[state.step * state.batch + i];
+    dest[idx] = source[sample * p.width + idx % p.width];
+}
+
+@compute @workgroup_size(256)
+fn store_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= valid_rows() * p.width) {
+        return;
+    }
+    table[state.step * state.batch * p.width + idx] = rows[idx];
+}
+
+@compute @workgroup_size(1)
+fn advance_step() {
+    state_rw.step += 1u;
+    state_rw.adam_t += 1u;
+}

@@ -1,0 +1,92 @@
+// Convolution as a matrix product, NHWC, TensorFlow "same" padding (the extra row and column
+// of padding, when the total is odd, go after: bottom and right).
+//
+// im2col: cols[m, (ky * kernel + kx) * in_c + ci] = x[b, oh*stride + ky - pad_top,
+//         ow*stride + kx - pad_left, ci] (0 outside the image), with m = (b * out_h + oh) * out_w + ow.
+//         The column order matches a Keras kernel (kh, kw, in, out) read as a (K, out) matrix, so
+//         forward is cols * kernel and the kernel gradient is cols^T * dy.
+// col2im: the adjoint, gathered: dx[b, ih, iw, ci] sums dcols over every (output, tap) that read
+//         that pixel, in a fixed order (no atomics).
+
+struct Conv {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Conv;
+@group(0) @binding(1) var<storage, read> image: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cols: array<f32>;
+
+@group(0) @binding(1) var<storage, read> dcols: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dimage: array<f32>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let k_len = p.kernel * p.kernel * p.in_c;
+    if (idx >= p.batch * p.out_h * p.out_w * k_len) {
+        return;
+    }
+    let m = idx / k_len;
+    let kk = idx % k_len;
+    let ci = kk % p.in_c;
+    let kx = (kk / p.in_c) % p.kernel;
+    let ky = kk / (p.in_c * p.kernel);
+    let ow = m % p.out_w;
+    let oh = (m / p.out_w) % p.out_h;
+    let b = m / (p.out_w * p.out_h);
+    let ih = i32(oh * p.stride + ky) - i32(p.pad_top);
+    let iw = i32(ow * p.stride + kx) - i32(p.pad_left);
+    var v = 0.0;
+    if (ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w)) {
+        v = image[((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci];
+    }
+    cols[idx] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.batch * p.in_h * p.in_w * p.in_c) {
+        return;
+    }
+    let ci = idx % p.in_c;
+    let iw = (idx / p.in_c) % p.in_w;
+    let ih = (idx / (p.in_c * p.in_w)) % p.in_h;
+    let b = idx / (p.in_c * p.in_w * p.in_h);
+    let k_len = p.kernel * p.kernel * p.in_c;
+    var sum = 0.0;
+    for (var ky = 0u; ky < p.kernel; ky++) {
+        let th = i32(ih + p.pad_top) - i32(ky);
+        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+            continue;
+        }
+        let oh = u32(th) / p.stride;
+        for (var kx = 0u; kx < p.kernel; kx++) {
+            let tw = i32(iw + p.pad_left) - i32(kx);
+            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
+                continue;
+            }
+            let ow = u32(tw) / p.stride;
+            let m = (b * p.out_h + oh) * p.out_w + ow;
+            sum += dcols[m * k_len + (ky * p.kernel + kx) * p.in_c + ci];
+        }
+    }
+    dimage[idx] = sum;
+}

@@ -1,0 +1,100 @@
+// Max pooling, NHWC, TensorFlow "same" padding. Padded cells never win.
+// Ties: the first maximum in row-major window order wins (strict >), and only it receives
+// the gradient. The forward pass records the winner's flat input index; the backward pass
+// gathers, for each input cell, the gradients of the windows it won, in a fixed order.
+
+struct Pool {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    channels: u32,
+    out_h: u32,
+    out_w: u32,
+    size: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Pool;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> winners: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+@compute @workgroup_size(256)
+fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.batch * p.out_h * p.out_w * p.channels) {
+        return;
+    }
+    let c = idx % p.channels;
+    let ow = (idx / p.channels) % p.out_w;
+    let oh = (idx / (p.channels * p.out_w)) % p.out_h;
+    let b = idx / (p.channels * p.out_w * p.out_h);
+    var best = 0.0;
+    var best_at = 0xffffffffu;
+    for (var dy_ = 0u; dy_ < p.size; dy_++) {
+        let ih = i32(oh * p.stride + dy_) - i32(p.pad_top);
+        if (ih < 0 || ih >= i32(p.in_h)) {
+            continue;
+        }
+        for (var dx_ = 0u; dx_ < p.size; dx_++) {
+            let iw = i32(ow * p.stride + dx_) - i32(p.pad_left);
+            if (iw < 0 || iw >= i32(p.in_w)) {
+                continue;
+            }
+            let at = ((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.channels + c;
+            let v = x[at];
+            if (best_at == 0xffffffffu || v > best) {
+                best = v;
+                best_at = at;
+            }
+        }
+    }
+    y[idx] = best;
+    argmax[idx] = best_at;
+}
+
+@compute @workgroup_size(256)
+fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.batch * p.in_h * p.in_w * p.channels) {
+        return;
+    }
+    let c = idx % p.channels;
+    let iw = (idx / p.channels) % p.in_w;
+    let ih = (idx / (p.channels * p.in_w)) % p.in_h;
+    let b = idx / (p.channels * p.in_w * p.in_h);
+    var sum = 0.0;
+    for (var dy_ = 0u; dy_ < p.size; dy_++) {
+        let th = i32(ih + p.pad_top) - i32(dy_);
+        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+            continue;
+        }
+        let oh = u32(th) / p.stride;
+        for (var dx_ = 0u; dx_ < p.size; dx_++) {
+            let tw = i32(iw + p.pad_left) - i32(dx_);
+            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
+                continue;
+            }
+            let ow = u32(tw) / p.stride;
+            let o = ((b * p.out_h + oh) * p.out_w + ow) * p.channels + c;
+            if (winners[o] == idx) {
+                sum += dy[o];
+            }
+        }
+    }
+    dx[idx] = sum;
+}

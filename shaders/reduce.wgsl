@@ -1,0 +1,62 @@
+// Deterministic sums in two passes, with no atomics: the same inputs always give the same bits.
+//
+// column_sum_partial: partial[s, j] = sum of x[i, j] over rows i of chunk s (x is rows x cols).
+// sum_parts:          out[j] = bias[j % bias_len] (if bias_len > 0) + sum over s of partial[s, j],
+//                     in order of s. Used for bias gradients and for the split-K dense forward.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    chunk: u32,
+    parts: u32,
+    bias_len: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
+
+@group(0) @binding(1) var<storage, read> parts_in: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+}
+
+@compute @workgroup_size(256)
+fn column_sum_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p.parts * p.cols) {
+        return;
+    }
+    let j = idx % p.cols;
+    let s = idx / p.cols;
+    let end = min(p.rows, (s + 1u) * p.chunk);
+    var sum = 0.0;
+    for (var i = s * p.chunk; i < end; i++) {
+        sum += x[i * p.cols + j];
+    }
+    partial[idx] = sum;
+}
+
+@compute @workgroup_size(256)
+fn sum_parts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let j = flat_index(wg, nwg, lid);
+    if (j >= p.cols) {
+        return;
+    }
+    var sum = 0.0;
+    if (p.bias_len > 0u) {
+        sum = bias[j % p.bias_len];
+    }
+    for (var s = 0u; s < p.parts; s++) {
+        sum += parts_in[s * p.cols + j];
+    }
+    out[j] = sum;
+}

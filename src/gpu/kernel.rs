@@ -1,0 +1,88 @@
+//! Shaders, entry points and recorded dispatches.
+
+use super::Gpu;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// One WGSL file of `shaders/`, compiled into the binary.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// `shader!("conv2d")` embeds `shaders/conv2d.wgsl`.
+#[macro_export]
+macro_rules! shader {
+    ($name:literal) => {
+        $crate::gpu::Shader {
+            name: $name,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+        }
+    };
+}
+
+/// One kernel launch with its bind group, built once when a step is planned and recorded
+/// into every step's compute pass without further allocation.
+pub struct Dispatch {
+    pub kernel: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// `resources[i]` is bound at `@group(0) @binding(i)`. The bind group keeps its buffers
+    /// (the launch's uniform among them) alive.
+    pub fn new(
+        gpu: &Gpu,
+        shader: &Shader,
+        entry: &'static str,
+        resources: &[wgpu::BindingResource<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let kernel = format!("{}::{entry}", shader.name);
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            bail!(
+                "kernel {kernel}: {workgroups:?} workgroups exceed the device limit of {max} per dimension; \
+                 use a smaller --batch-size"
+            );
+        }
+        let pipeline = gpu.pipeline(shader, entry)?;
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
+            .collect();
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            bail!("kernel {kernel}: binding its buffers failed: {e}");
+        }
+        Ok(Dispatch { kernel, pipeline, bind_group, workgroups })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Workgroup counts covering `items` invocations of a 1-D kernel of `workgroup_size`, folded
+/// into two dimensions past 32,768 groups. Kernels recover the flat index as
+/// `(wg.y * num_wg.x + wg.x) * workgroup_size + local` and skip indices past the end.
+pub fn grid_1d(items: usize, workgroup_size: u32) -> [u32; 3] {
+    let groups = items.div_ceil(workgroup_size as usize).max(1) as u32;
+    const FOLD: u32 = 32_768;
+    if groups <= FOLD {
+        [groups, 1, 1]
+    } else {
+        [FOLD, groups.div_ceil(FOLD), 1]
+    }
+}

@@ -1,0 +1,8 @@
+//! kd-wgpu: knowledge distillation on Fashion-MNIST with every kernel in WGSL on wgpu.
+//!
+//! - [`gpu`]: device, tensors, pipelines, dispatches.
+//! - [`ops`]: one module per WGSL kernel family, each with its CPU reference.
+
+pub mod data;
+pub mod gpu;
+pub mod ops;

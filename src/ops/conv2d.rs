@@ -1,0 +1,249 @@
+//! 2-D convolution, NHWC, TensorFlow "same" padding, as im2col + matrix product
+//! (`conv2d.wgsl` for the layout kernels, [`super::matmul`] for the arithmetic).
+//!
+//! With cols = im2col(x) (M x K, M = batch * out_h * out_w, K = kernel^2 * in_c) and the Keras
+//! kernel W (kh, kw, in, out) read as a K x out_c matrix:
+//!   forward          y = cols * W + b                 (LeakyReLU optionally fused)
+//!   input gradient   dx = col2im(dy * W^T)
+//!   kernel gradient  dW = cols^T * dy,  db = column sums of dy
+//! The forward pass keeps `cols` for the kernel gradient.
+
+use super::matmul::{ALayout, Matmul};
+use super::{reduce, same_padding, transpose::transpose};
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::shader;
+use anyhow::Result;
+
+/// Geometry of one convolution layer (square kernel, equal strides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl ConvShape {
+    pub fn out_h(&self) -> usize {
+        same_padding(self.in_h, self.kernel, self.stride).0
+    }
+    pub fn out_w(&self) -> usize {
+        same_padding(self.in_w, self.kernel, self.stride).0
+    }
+    pub fn pad_top(&self) -> usize {
+        same_padding(self.in_h, self.kernel, self.stride).1
+    }
+    pub fn pad_left(&self) -> usize {
+        same_padding(self.in_w, self.kernel, self.stride).1
+    }
+    /// Rows of the im2col matrix: one per output pixel.
+    pub fn m(&self) -> usize {
+        self.batch * self.out_h() * self.out_w()
+    }
+    /// Columns of the im2col matrix: one per kernel tap and input channel.
+    pub fn k(&self) -> usize {
+        self.kernel * self.kernel * self.in_c
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.in_c
+    }
+    pub fn output_len(&self) -> usize {
+        self.m() * self.out_c
+    }
+    pub fn kernel_len(&self) -> usize {
+        self.k() * self.out_c
+    }
+    /// Floating-point operations of one matrix product of this layer.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m() as f64 * self.k() as f64 * self.out_c as f64
+    }
+
+    fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
+        let p = [
+            self.batch,
+            self.in_h,
+            self.in_w,
+            self.in_c,
+            self.out_h(),
+            self.out_w(),
+            self.kernel,
+            self.stride,
+            self.pad_top(),
+            self.pad_left(),
+            0,
+            0,
+        ]
+        .map(|v| v as u32);
+        gpu.uniform("conv params", &p)
+    }
+}
+
+pub fn im2col(gpu: &Gpu, s: &ConvShape, x: &Tensor, cols: &Tensor) -> Result<Dispatch> {
+    let u = s.uniform(gpu);
+    let grid = grid_1d(s.m() * s.k(), 256);
+    Dispatch::new(gpu, &shader!("conv2d"), "im2col", &[u.as_entire_binding(), x.binding(), cols.binding()], grid)
+}
+
+pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let u = s.uniform(gpu);
+    let grid = grid_1d(s.input_len(), 256);
+    Dispatch::new(gpu, &shader!("conv2d"), "col2im", &[u.as_entire_binding(), dcols.binding(), dx.binding()], grid)
+}
+
+/// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` (M x K) on the way.
+pub fn forward(
+    gpu: &Gpu,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    leaky_slope: Option<f32>,
+    cols: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let product = Matmul {
+        m: s.m(),
+        n: s.out_c,
+        k: s.k(),
+        a: cols,
+        a_layout: ALayout::Normal,
+        b: w,
+        bias: Some(b),
+        leaky_slope,
+        c: y,
+    };
+    Ok(vec![im2col(gpu, s, x, cols)?, product.dispatch(gpu)?])
+}
+
+/// dx = col2im(dy * W^T), through scratch `w_t` (out_c x K) and `dcols` (M x K).
+pub fn backward_input(
+    gpu: &Gpu,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    w_t: &Tensor,
+    dcols: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let product = Matmul {
+        m: s.m(),
+        n: s.k(),
+        k: s.out_c,
+        a: dy,
+        a_layout: ALayout::Normal,
+        b: w_t,
+        bias: None,
+        leaky_slope: None,
+        c: dcols,
+    };
+    Ok(vec![transpose(gpu, w, w_t, s.k(), s.out_c)?, product.dispatch(gpu)?, col2im(gpu, s, dcols, dx)?])
+}
+
+/// dW = cols^T * dy and db = column sums of dy, through `scratch`
+/// ([`reduce::column_sum_scratch`]`(M, out_c)` elements).
+pub fn backward_kernel(
+    gpu: &Gpu,
+    s: &ConvShape,
+    cols: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+    scratch: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let product = Matmul {
+        m: s.k(),
+        n: s.out_c,
+        k: s.m(),
+        a: cols,
+        a_layout: ALayout::Transposed,
+        b: dy,
+        bias: None,
+        leaky_slope: None,
+        c: dw,
+    };
+    let mut d = vec![product.dispatch(gpu)?];
+    d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, db)?);
+    Ok(d)
+}
+
+/// Direct convolution loops (no im2col), so that they check the GPU path independently.
+pub mod reference {
+    use super::ConvShape;
+
+    /// Calls `f(output index, input index, kernel index without out channel)` for every
+    /// (output pixel, tap, input channel) that reads a real (unpadded) input pixel.
+    fn for_each_tap(s: &ConvShape, mut f: impl FnMut(usize, usize, usize)) {
+        let (oh_n, ow_n, pt, pl) = (s.out_h(), s.out_w(), s.pad_top() as isize, s.pad_left() as isize);
+        for b in 0..s.batch {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let m = (b * oh_n + oh) * ow_n + ow;
+                    for ky in 0..s.kernel {
+                        let ih = (oh * s.stride + ky) as isize - pt;
+                        if ih < 0 || ih >= s.in_h as isize {
+                            continue;
+                        }
+                        for kx in 0..s.kernel {
+                            let iw = (ow * s.stride + kx) as isize - pl;
+                            if iw < 0 || iw >= s.in_w as isize {
+                                continue;
+                            }
+                            for ci in 0..s.in_c {
+                                let xi = ((b * s.in_h + ih as usize) * s.in_w + iw as usize) * s.in_c + ci;
+                                f(m, xi, (ky * s.kernel + kx) * s.in_c + ci);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y[m, o] = b[o] + sum x * w, then LeakyReLU if `leaky_slope`.
+    pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32], leaky_slope: Option<f32>) -> Vec<f32> {
+        let oc = s.out_c;
+        let mut acc = vec![0f64; s.m() * oc];
+        for_each_tap(s, |m, xi, wi| {
+            for o in 0..oc {
+                acc[m * oc + o] += x[xi] as f64 * w[wi * oc + o] as f64;
+            }
+        });
+        acc.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = (v + b[i % oc] as f64) as f32;
+                match leaky_slope {
+                    Some(a) if v <= 0.0 => v * a,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+        let oc = s.out_c;
+        let mut dx = vec![0f64; s.input_len()];
+        for_each_tap(s, |m, xi, wi| {
+            for o in 0..oc {
+                dx[xi] += dy[m * oc + o] as f64 * w[wi * oc + o] as f64;
+            }
+        });
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// (dW, db).
+    pub fn backward_kernel(s: &ConvShape, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let oc = s.out_c;
+        let mut dw = vec![0f64; s.kernel_len()];
+        for_each_tap(s, |m, xi, wi| {
+            for o in 0..oc {
+                dw[wi * oc + o] += x[xi] as f64 * dy[m * oc + o] as f64;
+            }
+        });
+        let db = super::super::reduce::reference::column_sum(dy, s.m(), oc);
+        (dw.into_iter().map(|v| v as f32).collect(), db)
+    }
+}

@@ -1,0 +1,111 @@
+//! Max pooling, NHWC, "same" padding (`maxpool.wgsl`). Ties go to the first maximum in
+//! row-major window order, in the kernels and in the reference alike.
+
+use super::same_padding;
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::shader;
+use anyhow::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub channels: usize,
+    pub size: usize,
+    pub stride: usize,
+}
+
+impl PoolShape {
+    pub fn out_h(&self) -> usize {
+        same_padding(self.in_h, self.size, self.stride).0
+    }
+    pub fn out_w(&self) -> usize {
+        same_padding(self.in_w, self.size, self.stride).0
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.channels
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.channels
+    }
+    fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
+        let p = [
+            self.batch,
+            self.in_h,
+            self.in_w,
+            self.channels,
+            self.out_h(),
+            self.out_w(),
+            self.size,
+            self.stride,
+            same_padding(self.in_h, self.size, self.stride).1,
+            same_padding(self.in_w, self.size, self.stride).1,
+            0,
+            0,
+        ]
+        .map(|v| v as u32);
+        gpu.uniform("pool params", &p)
+    }
+}
+
+/// y = maxpool(x); `argmax` (u32) gets each window's winning flat input index.
+pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
+    let u = s.uniform(gpu);
+    let res = [u.as_entire_binding(), x.binding(), y.binding(), argmax.binding()];
+    Dispatch::new(gpu, &shader!("maxpool"), "maxpool_forward", &res, grid_1d(s.output_len(), 256))
+}
+
+/// dx: each input cell receives the gradients of the windows it won.
+pub fn backward(gpu: &Gpu, s: &PoolShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let u = s.uniform(gpu);
+    let res = [u.as_entire_binding(), dy.binding(), argmax.binding(), dx.binding()];
+    Dispatch::new(gpu, &shader!("maxpool"), "maxpool_backward", &res, grid_1d(s.input_len(), 256))
+}
+
+pub mod reference {
+    use super::super::same_padding;
+    use super::PoolShape;
+
+    /// (y, argmax as flat input indices).
+    pub fn forward(s: &PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+        let (oh_n, pt, _) = same_padding(s.in_h, s.size, s.stride);
+        let (ow_n, pl, _) = same_padding(s.in_w, s.size, s.stride);
+        let mut y = Vec::with_capacity(s.output_len());
+        let mut arg = Vec::with_capacity(s.output_len());
+        for b in 0..s.batch {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    for c in 0..s.channels {
+                        let mut best: Option<(f32, usize)> = None;
+                        for dy in 0..s.size {
+                            let ih = (oh * s.stride + dy) as isize - pt as isize;
+                            for dx in 0..s.size {
+                                let iw = (ow * s.stride + dx) as isize - pl as isize;
+                                if ih < 0 || iw < 0 || ih >= s.in_h as isize || iw >= s.in_w as isize {
+                                    continue;
+                                }
+                                let at = ((b * s.in_h + ih as usize) * s.in_w + iw as usize) * s.channels + c;
+                                if best.is_none_or(|(v, _)| x[at] > v) {
+                                    best = Some((x[at], at));
+                                }
+                            }
+                        }
+                        let (v, at) = best.expect("a 'same' window always covers a real cell");
+                        y.push(v);
+                        arg.push(at as u32);
+                    }
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    pub fn backward(s: &PoolShape, dy: &[f32], argmax: &[u32]) -> Vec<f32> {
+        let mut dx = vec![0f64; s.input_len()];
+        for (o, &at) in argmax.iter().enumerate() {
+            dx[at as usize] += dy[o] as f64;
+        }
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+}

@@ -1,0 +1,413 @@
+//! Every WGSL kernel against its CPU reference, on fresh random inputs, at the models' real
+//! shapes and at awkward ones, with outputs poisoned (NaN) before each dispatch.
+
+mod common;
+
+use common::*;
+use kd_wgpu::gpu::{Gpu, Tensor};
+use kd_wgpu::ops::adam::{self, AdamConfig};
+use kd_wgpu::ops::batch::{self, ImageSource, StepState};
+use kd_wgpu::ops::conv2d::{self, ConvShape};
+use kd_wgpu::ops::dense::{self, DenseShape};
+use kd_wgpu::ops::loss::{self, LossOutputs, Objective};
+use kd_wgpu::ops::matmul::{reference as mm_ref, ALayout, Matmul};
+use kd_wgpu::ops::maxpool::{self, PoolShape};
+use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose};
+use rand::Rng;
+
+fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> ConvShape {
+    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel, stride }
+}
+
+// The models' layers (teacher 256/512 channels, student 16/32) and awkward shapes: batch 1,
+// 3 and 17 channels, odd image sizes, stride 1 and 2, kernel 1 and 3.
+fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
+    vec![
+        ("teacher conv1", conv(8, (28, 28), 1, 256, 3, 2)),
+        ("teacher conv2", conv(32, (14, 14), 256, 512, 3, 2)),
+        ("student conv1", conv(32, (28, 28), 1, 16, 3, 2)),
+        ("student conv2", conv(32, (14, 14), 16, 32, 3, 2)),
+        ("batch1 odd", conv(1, (9, 7), 3, 17, 3, 2)),
+        ("stride1 c17->20", conv(2, (5, 6), 17, 20, 3, 1)),
+        ("1x1 c3->12", conv(3, (4, 5), 3, 12, 1, 1)),
+    ]
+}
+
+#[test]
+fn matmul_matches_reference() {
+    let mut r = rng("matmul");
+    // (m, n, k): tiles are 64x64 (tiled) and 16x64 (subgroup); none of these is a multiple.
+    for (m, n, k) in [(1, 4, 1), (17, 20, 13), (33, 68, 129), (70, 132, 5), (5, 17, 9), (130, 3, 31)] {
+        let a = uniform(&mut r, m * k, -1.0, 1.0);
+        let b = uniform(&mut r, k * n, -1.0, 1.0);
+        let bias = uniform(&mut r, n, -1.0, 1.0);
+        let plain = mm_ref::matmul(&a, &b, m, k, n);
+        let with_epilogue: Vec<f32> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = v + bias[i % n];
+                if v < 0.0 {
+                    v * 0.2
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let a_t = mm_ref::transpose(&a, m, k);
+        for gpu in variants() {
+            let (ta, tat, tb, tbias) = (upload(gpu, "a", &a), upload(gpu, "a_t", &a_t), upload(gpu, "b", &b), upload(gpu, "bias", &bias));
+            for (layout, at, epi) in [(ALayout::Normal, &ta, false), (ALayout::Transposed, &tat, false), (ALayout::Normal, &ta, true)] {
+                let c = poisoned(gpu, "c", m * n);
+                let mm = Matmul {
+                    m,
+                    n,
+                    k,
+                    a: at,
+                    a_layout: layout,
+                    b: &tb,
+                    bias: epi.then_some(&tbias),
+                    leaky_slope: epi.then_some(0.2),
+                    c: &c,
+                };
+                let d = mm.dispatch(gpu).unwrap();
+                gpu.run(&[&d]).unwrap();
+                let want = if epi { &with_epilogue } else { &plain };
+                let name = format!("matmul[{:?}] {m}x{n}x{k} {layout:?}{}", gpu.matmul, if epi { " +bias+leaky" } else { "" });
+                check(&name, &c.read_f32(gpu).unwrap(), want, F32_BOUND);
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_forward_matches_reference() {
+    let mut r = rng("conv2d forward");
+    for (name, s) in conv_shapes() {
+        let x = uniform(&mut r, s.input_len(), 0.0, 1.0);
+        let w = uniform(&mut r, s.kernel_len(), -0.2, 0.2);
+        let b = uniform(&mut r, s.out_c, -0.1, 0.1);
+        let want = conv2d::reference::forward(&s, &x, &w, &b, Some(0.2));
+        for gpu in variants() {
+            let (tx, tw, tb) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b));
+            let cols = poisoned(gpu, "cols", s.m() * s.k());
+            let y = poisoned(gpu, "y", s.output_len());
+            let d = conv2d::forward(gpu, &s, &tx, &tw, &tb, Some(0.2), &cols, &y).unwrap();
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            check(&format!("conv2d forward+leaky [{:?}] {name}", gpu.matmul), &y.read_f32(gpu).unwrap(), &want, F32_BOUND);
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_matches_reference() {
+    let mut r = rng("conv2d backward");
+    for (name, s) in conv_shapes() {
+        let x = uniform(&mut r, s.input_len(), 0.0, 1.0);
+        let w = uniform(&mut r, s.kernel_len(), -0.2, 0.2);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let want_dx = conv2d::reference::backward_input(&s, &dy, &w);
+        let (want_dw, want_db) = conv2d::reference::backward_kernel(&s, &x, &dy);
+        for gpu in variants() {
+            let (tx, tw, tdy) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "dy", &dy));
+            let cols = poisoned(gpu, "cols", s.m() * s.k());
+            let im2col = conv2d::im2col(gpu, &s, &tx, &cols).unwrap();
+            let w_t = poisoned(gpu, "w_t", s.kernel_len());
+            let dcols = poisoned(gpu, "dcols", s.m() * s.k());
+            let dx = poisoned(gpu, "dx", s.input_len());
+            let dw = poisoned(gpu, "dw", s.kernel_len());
+            let db = poisoned(gpu, "db", s.out_c);
+            let scratch = poisoned(gpu, "scratch", reduce::column_sum_scratch(s.m(), s.out_c));
+            let mut d = vec![im2col];
+            d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, &dcols, &dx).unwrap());
+            d.extend(conv2d::backward_kernel(gpu, &s, &cols, &tdy, &dw, &db, &scratch).unwrap());
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            let v = gpu.matmul;
+            check(&format!("conv2d input grad [{v:?}] {name}"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
+            check(&format!("conv2d kernel grad [{v:?}] {name}"), &dw.read_f32(gpu).unwrap(), &want_dw, F32_BOUND);
+            check(&format!("conv2d bias grad [{v:?}] {name}"), &db.read_f32(gpu).unwrap(), &want_db, F32_BOUND);
+        }
+    }
+}
+
+#[test]
+fn transpose_and_column_sum_match_reference() {
+    let mut r = rng("transpose");
+    let gpu = gpu();
+    for (rows, cols) in [(1, 1), (17, 3), (2304, 512), (65, 129)] {
+        let x = uniform(&mut r, rows * cols, -1.0, 1.0);
+        let tx = upload(gpu, "x", &x);
+        let y = poisoned(gpu, "y", rows * cols);
+        let sums = poisoned(gpu, "sums", cols);
+        let scratch = poisoned(gpu, "scratch", reduce::column_sum_scratch(rows, cols));
+        let mut d = vec![transpose::transpose(gpu, &tx, &y, rows, cols).unwrap()];
+        d.extend(reduce::column_sum(gpu, &tx, rows, cols, &scratch, &sums).unwrap());
+        gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(y.read_f32(gpu).unwrap(), mm_ref::transpose(&x, rows, cols), "transpose {rows}x{cols}");
+        check(&format!("column sum {rows}x{cols}"), &sums.read_f32(gpu).unwrap(), &reduce::reference::column_sum(&x, rows, cols), F32_BOUND);
+    }
+}
+
+#[test]
+fn maxpool_matches_reference() {
+    let mut r = rng("maxpool");
+    let gpu = gpu();
+    let shapes = [
+        PoolShape { batch: 4, in_h: 14, in_w: 14, channels: 256, size: 2, stride: 1 },
+        PoolShape { batch: 32, in_h: 14, in_w: 14, channels: 16, size: 2, stride: 1 },
+        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 3, size: 2, stride: 1 },
+        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 17, size: 3, stride: 2 },
+        PoolShape { batch: 2, in_h: 7, in_w: 7, channels: 5, size: 2, stride: 2 },
+    ];
+    for s in shapes {
+        // Values on a coarse grid, so that ties are frequent and the tie rule is exercised.
+        for coarse in [false, true] {
+            let x: Vec<f32> = (0..s.input_len())
+                .map(|_| if coarse { r.random_range(0..4) as f32 } else { r.random_range(-1.0..1.0) })
+                .collect();
+            let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+            let (want_y, want_arg) = maxpool::reference::forward(&s, &x);
+            let want_dx = maxpool::reference::backward(&s, &dy, &want_arg);
+            let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+            let y = poisoned(gpu, "y", s.output_len());
+            let arg = poisoned(gpu, "argmax", s.output_len());
+            let dx = poisoned(gpu, "dx", s.input_len());
+            let f = maxpool::forward(gpu, &s, &tx, &y, &arg).unwrap();
+            let b = maxpool::backward(gpu, &s, &tdy, &arg, &dx).unwrap();
+            gpu.run(&[&f, &b]).unwrap();
+            let name = format!("maxpool {}x{}x{} k{} s{}{}", s.in_h, s.in_w, s.channels, s.size, s.stride, if coarse { " ties" } else { "" });
+            assert_eq!(y.read_f32(gpu).unwrap(), want_y, "{name} forward");
+            assert_eq!(arg.read_u32(gpu).unwrap(), want_arg, "{name} argmax");
+            check(&format!("{name} backward"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
+        }
+    }
+}
+
+#[test]
+fn leaky_relu_matches_reference() {
+    let mut r = rng("leaky_relu");
+    let gpu = gpu();
+    for (n, slope) in [(1, 0.2), (1000, 0.2), (32 * 14 * 14 * 256, 0.2), (777, 0.01)] {
+        let mut x = uniform(&mut r, n, -1.0, 1.0);
+        x[0] = 0.0;
+        let dy = uniform(&mut r, n, -1.0, 1.0);
+        let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+        let y = poisoned(gpu, "y", n);
+        let dx = poisoned(gpu, "dx", n);
+        let f = activation::leaky_relu_forward(gpu, slope, &tx, &y).unwrap();
+        let b = activation::leaky_relu_backward(gpu, slope, &y, &tdy, &dx).unwrap();
+        gpu.run(&[&f, &b]).unwrap();
+        let want_y = activation::reference::forward(&x, slope);
+        check(&format!("leaky_relu forward n={n}"), &y.read_f32(gpu).unwrap(), &want_y, 0.0);
+        let want_dx = activation::reference::backward(&x, &dy, slope);
+        check(&format!("leaky_relu backward n={n}"), &dx.read_f32(gpu).unwrap(), &want_dx, 0.0);
+    }
+}
+
+#[test]
+fn dense_matches_reference() {
+    let mut r = rng("dense");
+    let gpu = gpu();
+    let shapes = [
+        DenseShape { batch: 32, inputs: 25088, units: 10 },
+        DenseShape { batch: 32, inputs: 1568, units: 10 },
+        DenseShape { batch: 1, inputs: 37, units: 5 },
+        DenseShape { batch: 3, inputs: 300, units: 17 },
+    ];
+    for s in shapes {
+        let x = uniform(&mut r, s.batch * s.inputs, -1.0, 1.0);
+        let w = uniform(&mut r, s.inputs * s.units, -0.05, 0.05);
+        let b = uniform(&mut r, s.units, -0.1, 0.1);
+        let dy = uniform(&mut r, s.batch * s.units, -1.0, 1.0);
+        let (tx, tw, tb, tdy) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b), upload(gpu, "dy", &dy));
+        let scratch = poisoned(gpu, "scratch", s.scratch_len());
+        let y = poisoned(gpu, "y", s.batch * s.units);
+        let f = dense::forward(gpu, &s, &tx, &tw, &tb, &scratch, &y).unwrap();
+        gpu.run(&f.iter().collect::<Vec<_>>()).unwrap();
+        let name = format!("dense {}x{}x{}", s.batch, s.inputs, s.units);
+        check(&format!("{name} forward"), &y.read_f32(gpu).unwrap(), &dense::reference::forward(&s, &x, &w, &b), F32_BOUND);
+
+        let dx = poisoned(gpu, "dx", s.batch * s.inputs);
+        let dw = poisoned(gpu, "dw", s.inputs * s.units);
+        let db = poisoned(gpu, "db", s.units);
+        let bw = dense::backward(gpu, &s, &tx, &tw, &tdy, Some(&dx), &dw, &db, &scratch).unwrap();
+        gpu.run(&bw.iter().collect::<Vec<_>>()).unwrap();
+        let (want_dx, want_dw, want_db) = dense::reference::backward(&s, &x, &w, &dy);
+        check(&format!("{name} input grad"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
+        check(&format!("{name} kernel grad"), &dw.read_f32(gpu).unwrap(), &want_dw, F32_BOUND);
+        check(&format!("{name} bias grad"), &db.read_f32(gpu).unwrap(), &want_db, F32_BOUND);
+    }
+}
+
+#[test]
+fn softmax_matches_reference() {
+    let mut r = rng("softmax");
+    let gpu = gpu();
+    for (rows, cols, t) in [(1, 10, 1.0), (32, 10, 10.0), (65, 7, 0.5), (3, 1, 2.0)] {
+        // Large logits: a stable softmax must not overflow.
+        let logits = uniform(&mut r, rows * cols, -60.0, 60.0);
+        let tl = upload(gpu, "logits", &logits);
+        let probs = poisoned(gpu, "probs", rows * cols);
+        let d = softmax::softmax(gpu, rows, cols, t, &tl, &probs).unwrap();
+        gpu.run(&[&d]).unwrap();
+        let want: Vec<f32> = softmax::reference::softmax(&logits, cols, t).iter().map(|&v| v as f32).collect();
+        // Probabilities near 1e-26 carry exp's relative error; compare on the mean floor.
+        check(&format!("softmax {rows}x{cols} T={t}"), &probs.read_f32(gpu).unwrap(), &want, F32_BOUND);
+    }
+}
+
+/// Runs a loss kernel and returns (dlogits, row loss, row correct).
+fn run_loss(gpu: &Gpu, objective: &Objective, logits: &[f32], labels: &[u32], classes: usize, valid: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = labels.len();
+    let state = StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
+    let tl = upload(gpu, "logits", logits);
+    let tlab = Tensor::from_u32(gpu, "labels", &[rows], labels).unwrap();
+    let out = LossOutputs {
+        dlogits: &poisoned(gpu, "dlogits", rows * classes),
+        row_loss: &poisoned(gpu, "row_loss", rows),
+        row_correct: &poisoned(gpu, "row_correct", rows),
+    };
+    let d = loss::loss(gpu, objective, rows, classes, &state, &tl, &tlab, &out).unwrap();
+    gpu.run(&[&d]).unwrap();
+    (out.dlogits.read_f32(gpu).unwrap(), out.row_loss.read_f32(gpu).unwrap(), out.row_correct.read_f32(gpu).unwrap())
+}
+
+fn as_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    let mut r = rng("cross_entropy");
+    let gpu = gpu();
+    // (rows, classes, valid rows): a full batch, a short last batch, batch 1, odd classes.
+    for (rows, classes, valid) in [(32, 10, 32), (32, 10, 16), (1, 10, 1), (70, 3, 69)] {
+        let logits = uniform(&mut r, rows * classes, -8.0, 8.0);
+        let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+        let (dl, loss_rows, correct) = run_loss(gpu, &Objective::CrossEntropy, &logits, &labels, classes, valid);
+        let want = loss::reference::cross_entropy(&logits, &labels, classes, valid);
+        let name = format!("cross_entropy {rows}x{classes} valid {valid}");
+        check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), F32_BOUND);
+        check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
+        let want_correct: Vec<f32> = want.correct.iter().map(|&c| c as u8 as f32).collect();
+        assert_eq!(correct, want_correct, "{name} correct");
+    }
+}
+
+#[test]
+fn distillation_matches_reference() {
+    let mut r = rng("distillation");
+    let gpu = gpu();
+    // The last case has confident teachers and students at T=1, so probabilities fall below
+    // Keras's 1e-7 clip and the clipped branch of the gradient is exercised.
+    for (rows, classes, valid, alpha, t, spread) in
+        [(32, 10, 32, 0.1, 10.0, 8.0), (32, 10, 21, 0.5, 4.0, 8.0), (1, 10, 1, 0.9, 1.0, 3.0), (40, 10, 40, 0.1, 1.0, 30.0)]
+    {
+        let logits = uniform(&mut r, rows * classes, -spread, spread);
+        let teacher = uniform(&mut r, rows * classes, -spread, spread);
+        let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+        let tt = upload(gpu, "teacher", &teacher);
+        let objective = Objective::Distillation { teacher_logits: &tt, alpha, temperature: t };
+        let (dl, loss_rows, correct) = run_loss(gpu, &objective, &logits, &labels, classes, valid);
+        let want = loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, alpha as f64, t as f64);
+        let name = format!("distillation {rows}x{classes} valid {valid} alpha {alpha} T {t}");
+        // The soft term subtracts nearly equal probabilities (p_s - p_t); at T=10 they agree
+        // to ~1e-2, so f32 exp/divide rounding (~1e-7 relative to p) shows up magnified.
+        check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), 2e-4);
+        check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
+        let want_correct: Vec<f32> = want.correct.iter().map(|&c| c as u8 as f32).collect();
+        assert_eq!(correct, want_correct, "{name} correct");
+    }
+}
+
+#[test]
+fn adam_matches_reference() {
+    let mut r = rng("adam");
+    let gpu = gpu();
+    let cfg = AdamConfig::default();
+    for n in [1, 1000, 20_490] {
+        let mut w = uniform(&mut r, n, -1.0, 1.0);
+        let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+        let (tw, tm, tv) = (upload(gpu, "w", &w), upload(gpu, "m", &m), upload(gpu, "v", &v));
+        let tg = upload(gpu, "g", &vec![0.0; n]);
+        let state = StepState { step: 0, adam_t: 1, samples: 1, batch: 1 }.upload(gpu, "state").unwrap();
+        let step = adam::step(gpu, &cfg, &state, &tw, &tg, &tm, &tv).unwrap();
+        let advance = batch::advance(gpu, &state).unwrap();
+        for t in 1..=5 {
+            let g = uniform(&mut r, n, -1.0, 1.0);
+            tg.write_f32(gpu, &g);
+            gpu.run(&[&step, &advance]).unwrap();
+            adam::reference::step(&cfg, t, &mut w, &g, &mut m, &mut v);
+        }
+        check(&format!("adam n={n} after 5 steps"), &tw.read_f32(gpu).unwrap(), &w, F32_BOUND);
+        check(&format!("adam n={n} m"), &tm.read_f32(gpu).unwrap(), &m, F32_BOUND);
+        check(&format!("adam n={n} v"), &tv.read_f32(gpu).unwrap(), &v, F32_BOUND);
+        assert_eq!(state.read_u32(gpu).unwrap()[..2], [5, 6], "step and t advance once per step");
+    }
+}
+
+#[test]
+fn batch_gather_and_metrics_follow_the_step_state() {
+    let mut r = rng("batch");
+    let gpu = gpu();
+    let (samples, pixels, batch, width) = (45, 7, 16, 3);
+    let images: Vec<u8> = (0..samples * pixels).map(|_| r.random()).collect();
+    let labels: Vec<u32> = (0..samples).map(|_| r.random_range(0..10)).collect();
+    let table = uniform(&mut r, samples * width, -1.0, 1.0);
+    let mut perm: Vec<u32> = (0..samples as u32).collect();
+    perm.reverse();
+    perm.swap(3, 40);
+
+    let scale = batch::scale_table();
+    let t_images = Tensor::from_u32(gpu, "images", &[images.len().div_ceil(4)], &batch::pack_bytes(&images)).unwrap();
+    let t_labels = Tensor::from_u32(gpu, "labels", &[samples], &labels).unwrap();
+    let t_scale = upload(gpu, "scale", &scale);
+    let t_perm = Tensor::from_u32(gpu, "perm", &[samples], &perm).unwrap();
+    let t_table = upload(gpu, "table", &table);
+    let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }.upload(gpu, "state").unwrap();
+    let x = poisoned(gpu, "x", batch * pixels);
+    let y = poisoned(gpu, "y", batch);
+    let rows = poisoned(gpu, "rows", batch * width);
+    let copy = poisoned(gpu, "copy", samples * width);
+    let row_loss = poisoned(gpu, "row_loss", batch);
+    let row_correct = poisoned(gpu, "row_correct", batch);
+    let metrics_buf = poisoned(gpu, "metrics", 2 * 3);
+    let src = ImageSource { images: &t_images, labels: &t_labels, scale: &t_scale, pixels };
+    let gather = batch::gather_images(gpu, batch, &state, &t_perm, &src, &x, &y).unwrap();
+    let gather_rows = batch::gather_rows(gpu, batch, width, &state, &t_perm, &t_table, &rows).unwrap();
+    let store = batch::store_rows(gpu, batch, width, &state, &rows, &copy).unwrap();
+    let record = metrics::record(gpu, &state, &row_loss, &row_correct, &metrics_buf).unwrap();
+    let advance = batch::advance(gpu, &state).unwrap();
+
+    let mut want_metrics = vec![];
+    for step in 0..3 {
+        let valid = batch.min(samples - step * batch);
+        let losses = uniform(&mut r, batch, 0.0, 2.0);
+        let correct: Vec<f32> = (0..batch).map(|_| r.random_range(0..2) as f32).collect();
+        row_loss.write_f32(gpu, &losses);
+        row_correct.write_f32(gpu, &correct);
+        gpu.run(&[&gather, &gather_rows, &store, &record, &advance]).unwrap();
+        let (gx, gy, grows) = (x.read_f32(gpu).unwrap(), y.read_u32(gpu).unwrap(), rows.read_f32(gpu).unwrap());
+        for i in 0..batch {
+            let real = i < valid;
+            let sample = perm.get(step * batch + i).copied().unwrap_or(0) as usize;
+            for p in 0..pixels {
+                let want = if real { scale[images[sample * pixels + p] as usize] } else { 0.0 };
+                assert_eq!(gx[i * pixels + p], want, "step {step} row {i} pixel {p}");
+            }
+            assert_eq!(gy[i], if real { labels[sample] } else { 0 }, "step {step} label {i}");
+            for j in 0..width {
+                let want = if real { table[sample * width + j] } else { 0.0 };
+                assert_eq!(grows[i * width + j], want, "step {step} gathered row {i}");
+            }
+        }
+        want_metrics.push(losses.iter().map(|&v| v as f64).sum::<f64>() as f32);
+        want_metrics.push(correct.iter().sum());
+    }
+    // store_rows wrote each step's gathered rows back in order: the table permuted.
+    let want_copy: Vec<f32> = (0..samples).flat_map(|i| table[perm[i] as usize * width..][..width].to_vec()).collect();
+    assert_eq!(copy.read_f32(gpu).unwrap(), want_copy);
+    check("metrics per step", &metrics_buf.read_f32(gpu).unwrap(), &want_metrics, 1e-6);
+    assert_eq!(scale[255], 1.0);
+    assert_eq!(scale[51], 51f32 / 255f32);
+}
