@@ -4,5 +4,9 @@
 //! - [`ops`]: one module per WGSL kernel family, each with its CPU reference.
 
 pub mod data;
+pub mod experiment;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod progress;
+pub mod train;

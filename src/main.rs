@@ -1,1 +1,135 @@
-fn main() {}
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
+use kd_wgpu::experiment::{self, Config};
+use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Knowledge distillation on Fashion-MNIST, every kernel in WGSL on wgpu.
+///
+/// Without a subcommand: trains the teacher, distils it into the student, trains the student
+/// from scratch, and compares them on the test set, as the Keras seed program does.
+#[derive(Parser)]
+#[command(name = "kd-wgpu", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print every adapter of --backend (all with `auto`) and exit.
+    #[arg(long)]
+    list_adapters: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// Graphics API to run on.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    backend: BackendChoice,
+    /// Matrix-product kernel: auto picks `subgroup` on CPU drivers (lavapipe), `tiled` on GPUs.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    matmul: MatmulVariant,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Directory holding the four Fashion-MNIST IDX files (.gz or unpacked); the only place looked in when given.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Never download the data set.
+    #[arg(long, global = true)]
+    offline: bool,
+    #[arg(long, default_value_t = 5)]
+    teacher_epochs: usize,
+    #[arg(long, default_value_t = 3)]
+    student_epochs: usize,
+    #[arg(long, default_value_t = 32, global = true)]
+    batch_size: usize,
+    /// Weight of the hard-label loss in distillation, in [0, 1].
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    alpha: f32,
+    /// Distillation temperature, above 0.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    learning_rate: f32,
+    /// Seed of the initial weights and the shuffles.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N", global = true)]
+    test_limit: Option<usize>,
+    /// Keep the file order instead of reshuffling every epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Metric readbacks per epoch (progress and NaN checks).
+    #[arg(long, default_value_t = 10, hide = true)]
+    sync_points: usize,
+}
+
+impl RunArgs {
+    fn config(&self, device: &DeviceArgs) -> Config {
+        Config {
+            backend: device.backend,
+            matmul: device.matmul,
+            data: LoadOptions {
+                data_dir: self.data_dir.clone(),
+                offline: self.offline,
+                base_url: UPSTREAM_URL.to_string(),
+                progress: true,
+            },
+            teacher_epochs: self.teacher_epochs,
+            student_epochs: self.student_epochs,
+            batch_size: self.batch_size,
+            alpha: self.alpha,
+            temperature: self.temperature,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            shuffle: !self.no_shuffle,
+            sync_points: self.sync_points,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cli.list_adapters {
+        let adapters = gpu::list_adapters(cli.device.backend);
+        if adapters.is_empty() {
+            anyhow::bail!("no adapters for backend {:?}; on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers", cli.device.backend);
+        }
+        for a in adapters {
+            println!("{a}");
+        }
+        return Ok(());
+    }
+    match cli.command {
+        None => {
+            let cfg = cli.run.config(&cli.device);
+            let report = experiment::run(&cfg)?;
+            print!("{}", report.render());
+            Ok(())
+        }
+    }
+}

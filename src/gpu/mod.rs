@@ -7,14 +7,14 @@ mod kernel;
 mod tensor;
 
 pub use kernel::{grid_1d, Dispatch, Shader};
-pub use tensor::Tensor;
+pub use tensor::{read_staging, Tensor};
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The graphics API to run on. `Auto` lets wgpu pick among the platform's primary backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum BackendChoice {
     Auto,
     Vulkan,

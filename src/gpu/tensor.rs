@@ -143,7 +143,7 @@ impl Tensor {
 }
 
 /// Maps a MAP_READ buffer (after its copy was submitted) and returns its contents.
-pub(crate) fn read_staging(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+pub fn read_staging(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
     let slice = staging.slice(..);
     let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -1,0 +1,51 @@
+//! Keras-like epoch lines: a live bar on a terminal, plain lines otherwise.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+pub struct EpochProgress {
+    bar: Option<ProgressBar>,
+    steps: usize,
+    metric: &'static str,
+    start: Instant,
+}
+
+impl EpochProgress {
+    /// `metric` is the accuracy's Keras name (`sparse_categorical_accuracy`, `acc`, ...).
+    pub fn new(title: Option<String>, steps: usize, metric: &'static str) -> EpochProgress {
+        if let Some(t) = title {
+            println!("{t}");
+        }
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(ProgressStyle::with_template("{pos:>5}/{len} {bar:20} {elapsed} {msg}").expect("valid template"));
+            bar
+        });
+        EpochProgress { bar, steps, metric, start: Instant::now() }
+    }
+
+    /// Called at the epoch's sync points with the running means.
+    pub fn update(&self, done: usize, loss: f64, accuracy: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+            bar.set_message(format!("- loss: {loss:.4} - {}: {accuracy:.4}", self.metric));
+        }
+    }
+
+    /// The final line, as Keras prints it: steps, seconds, ms/step, loss, accuracy.
+    pub fn finish(self, loss: f64, accuracy: f64) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let line = format!(
+            "{s}/{s} - {secs:.0}s {ms:.0}ms/step - loss: {loss:.4} - {m}: {accuracy:.4}",
+            s = self.steps,
+            ms = 1000.0 * secs / self.steps as f64,
+            m = self.metric
+        );
+        match self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None => {}
+        }
+        println!("{line}");
+    }
+}

@@ -1,0 +1,413 @@
+//! The CPU references' backward passes against central finite differences of their own
+//! forward passes, for every element of every input and parameter on small shapes. The GPU
+//! kernels are checked against these references elsewhere (tests/kernels.rs); this file checks
+//! that the references themselves are the gradients of the forward passes.
+//!
+//! Layers: the scalar objective is L = sum_i y_i r_i for fixed random r, so dL/dy = r and the
+//! analytic gradient is the backward reference fed dy = r. Losses: the objective is the batch
+//! loss itself, whose gradient the reference returns as `dlogits`.
+
+mod common;
+
+use common::{rng, uniform};
+use kd_wgpu::ops::conv2d::{self, ConvShape};
+use kd_wgpu::ops::dense::{self, DenseShape};
+use kd_wgpu::ops::maxpool::{self, PoolShape};
+use kd_wgpu::ops::softmax::reference::softmax;
+use kd_wgpu::ops::{activation, loss};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Step for the layers' f32 inputs. Every layer here is linear (conv, dense) or piecewise
+/// linear away from its kinks (LeakyReLU, max), so central differences carry no truncation
+/// error; the only error is the f32 rounding of the outputs that L is summed from, divided by
+/// 2h. A large step keeps that small; the inputs are built so that no step crosses a kink.
+const H_LAYER: f32 = 1e-2;
+
+/// Layers: the f32 rounding of ~100-250 outputs of magnitude ~1-5 puts up to ~1e-6 of noise
+/// into L, i.e. up to ~1e-4 absolute after dividing by 2h, against gradients of mean magnitude
+/// ~1 (measured: worst ~4e-5 relative over 30 seeds). 1e-3 leaves margin for unlucky draws, while a wrong
+/// index, a missed or extra tap, a wrong padding offset or slope gives errors of order 1.
+const LAYER_BOUND: f64 = 1e-3;
+
+/// Step for the logits: the losses are smooth and computed in f64, so the truncation error
+/// h^2/6 * |f'''| (with |f'''| = O(1) for softmax-based losses at these temperatures) is
+/// ~1e-7 absolute, and f64 rounding of L divided by 2h is ~1e-12.
+const H_LOSS: f32 = 1e-3;
+
+/// Losses: a truncation bound of ~1e-7 against gradients of mean magnitude ~1e-2 (they are
+/// divided by the number of valid rows) gives ~1e-5; measured errors are ~1e-7. 1e-4 keeps
+/// margin and still catches any wrong term: a missing T factor, 1/valid or clip is an error of
+/// order 1 (a gradient that ignores the clip scores 1.0 on the +-30 case).
+const LOSS_BOUND: f64 = 1e-4;
+
+/// Central differences of `f` with respect to every element of `p`. The divisor is the step
+/// actually taken after rounding p +- h to f32 (which differs from 2h by up to ulp(p) / h,
+/// ~2e-3 for logits near 30), so that rounding of the inputs does not count as error.
+fn numeric_grad(p: &[f32], h: f32, mut f: impl FnMut(&[f32]) -> f64) -> Vec<f64> {
+    let mut q = p.to_vec();
+    (0..p.len())
+        .map(|i| {
+            let (up, down) = (p[i] + h, p[i] - h);
+            q[i] = up;
+            let f_up = f(&q);
+            q[i] = down;
+            let f_down = f(&q);
+            q[i] = p[i];
+            (f_up - f_down) / (up as f64 - down as f64)
+        })
+        .collect()
+}
+
+/// sum_i y_i r_i in f64.
+fn dot(y: &[f32], r: &[f32]) -> f64 {
+    assert_eq!(y.len(), r.len());
+    y.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Largest |analytic - numeric| / max(|analytic|, mean |analytic|), printed and asserted.
+/// The mean magnitude is the floor so that near-zero elements do not dominate.
+fn check(name: &str, analytic: &[f64], numeric: &[f64], bound: f64) -> f64 {
+    assert_eq!(analytic.len(), numeric.len(), "{name}: length mismatch");
+    let mean = analytic.iter().map(|v| v.abs()).sum::<f64>() / analytic.len() as f64;
+    assert!(
+        mean > 0.0,
+        "{name}: analytic gradient is all zero, the check would be vacuous"
+    );
+    let mut worst = (0f64, 0usize);
+    for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
+        let e = (a - n).abs() / a.abs().max(mean);
+        if !(e <= worst.0) {
+            worst = (e, i);
+        }
+    }
+    let (e, i) = worst;
+    println!(
+        "{name}: max relative error {e:.3e} (n = {})",
+        analytic.len()
+    );
+    assert!(
+        e <= bound,
+        "{name}: element {i}: analytic {} vs numeric {}: relative error {e:.3e} > {bound:.0e}",
+        analytic[i],
+        numeric[i]
+    );
+    e
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Values in +-[lo, 1) with a random sign: at least `lo` away from the LeakyReLU kink.
+fn away_from_zero(rng: &mut ChaCha8Rng, n: usize, lo: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.random_range(lo..1.0) * if rng.random_bool(0.5) { 1.0 } else { -1.0 })
+        .collect()
+}
+
+fn conv(
+    batch: usize,
+    in_hw: (usize, usize),
+    in_c: usize,
+    out_c: usize,
+    stride: usize,
+) -> ConvShape {
+    ConvShape {
+        batch,
+        in_h: in_hw.0,
+        in_w: in_hw.1,
+        in_c,
+        out_c,
+        kernel: 3,
+        stride,
+    }
+}
+
+#[test]
+fn conv2d_backward_is_gradient_of_forward() {
+    use conv2d::reference::{backward_input, backward_kernel, forward};
+    let mut r = rng("conv2d gradients");
+    // 5x6 pads (1, 1) / (0, 1) at stride 2 and (1, 1) at stride 1; 28 -> 14 and 14 -> 7 are
+    // the models' padding pattern (nothing before, one after) at small channel counts.
+    let shapes = [
+        ("5x6 c3->4 s2", conv(2, (5, 6), 3, 4, 2)),
+        ("5x6 c3->4 s1", conv(2, (5, 6), 3, 4, 1)),
+        ("28x28 c1->2 s2", conv(2, (28, 28), 1, 2, 2)),
+        ("14x14 c2->3 s2", conv(2, (14, 14), 2, 3, 2)),
+    ];
+    for (name, s) in shapes {
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let w = uniform(&mut r, s.kernel_len(), -1.0, 1.0);
+        let b = uniform(&mut r, s.out_c, -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let dx = backward_input(&s, &dy, &w);
+        let (dw, db) = backward_kernel(&s, &x, &dy);
+        let num_dx = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x, &w, &b, None), &dy));
+        let num_dw = numeric_grad(&w, H_LAYER, |w| dot(&forward(&s, &x, w, &b, None), &dy));
+        let num_db = numeric_grad(&b, H_LAYER, |b| dot(&forward(&s, &x, &w, b, None), &dy));
+        check(&format!("conv {name} dx"), &f64s(&dx), &num_dx, LAYER_BOUND);
+        check(&format!("conv {name} dw"), &f64s(&dw), &num_dw, LAYER_BOUND);
+        check(&format!("conv {name} db"), &f64s(&db), &num_db, LAYER_BOUND);
+
+        // The fused LeakyReLU is the standalone one applied to the plain output (whose
+        // gradient `leaky_relu_backward_is_gradient_of_forward` checks), bit for bit; checking
+        // through it by differences would need every pre-activation to stay clear of 0.
+        let plain = forward(&s, &x, &w, &b, None);
+        assert_eq!(
+            forward(&s, &x, &w, &b, Some(0.2)),
+            activation::reference::forward(&plain, 0.2),
+            "conv {name}: fused leaky"
+        );
+    }
+}
+
+#[test]
+fn leaky_relu_backward_is_gradient_of_forward() {
+    use activation::reference::{backward, forward};
+    let mut r = rng("leaky relu gradients");
+    let slope = 0.2;
+    // |x| > 2h: no step crosses the kink at 0.
+    let x = away_from_zero(&mut r, 200, 2.0 * H_LAYER);
+    let dy = uniform(&mut r, x.len(), -1.0, 1.0);
+    let dx = backward(&x, &dy, slope);
+    let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(x, slope), &dy));
+    check("leaky relu dx", &f64s(&dx), &num, LAYER_BOUND);
+    // Documented: the output gives the same gradient as the input (same sign for slope > 0).
+    assert_eq!(
+        backward(&forward(&x, slope), &dy, slope),
+        dx,
+        "leaky relu: gradient from the output"
+    );
+}
+
+#[test]
+fn dense_backward_is_gradient_of_forward() {
+    use dense::reference::{backward, forward};
+    let mut r = rng("dense gradients");
+    let s = DenseShape {
+        batch: 3,
+        inputs: 7,
+        units: 5,
+    };
+    let x = uniform(&mut r, s.batch * s.inputs, -1.0, 1.0);
+    let w = uniform(&mut r, s.inputs * s.units, -1.0, 1.0);
+    let b = uniform(&mut r, s.units, -1.0, 1.0);
+    let dy = uniform(&mut r, s.batch * s.units, -1.0, 1.0);
+    let (dx, dw, db) = backward(&s, &x, &w, &dy);
+    check(
+        "dense dx",
+        &f64s(&dx),
+        &numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x, &w, &b), &dy)),
+        LAYER_BOUND,
+    );
+    check(
+        "dense dw",
+        &f64s(&dw),
+        &numeric_grad(&w, H_LAYER, |w| dot(&forward(&s, &x, w, &b), &dy)),
+        LAYER_BOUND,
+    );
+    check(
+        "dense db",
+        &f64s(&db),
+        &numeric_grad(&b, H_LAYER, |b| dot(&forward(&s, &x, &w, b), &dy)),
+        LAYER_BOUND,
+    );
+}
+
+#[test]
+fn maxpool_backward_is_gradient_of_forward() {
+    use maxpool::reference::{backward, forward};
+    let mut r = rng("maxpool gradients");
+    let pool = |in_h, in_w, size, stride| PoolShape {
+        batch: 2,
+        in_h,
+        in_w,
+        channels: 3,
+        size,
+        stride,
+    };
+    // 2x2 stride 1 pads one after; 3x3 stride 2 on 7x6 pads (1, 1) rows and (0, 1) columns.
+    for (name, s) in [
+        ("2x2 s1 on 5x6", pool(5, 6, 2, 1)),
+        ("3x3 s2 on 7x6", pool(7, 6, 3, 2)),
+    ] {
+        // Distinct values 0.1 apart (> 2h): every window has a unique max that no step
+        // changes, so the pool is linear around x and its gradient exists.
+        let mut x: Vec<f32> = (0..s.input_len()).map(|k| k as f32 * 0.1).collect();
+        x.shuffle(&mut r);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let (_, argmax) = forward(&s, &x);
+        let dx = backward(&s, &dy, &argmax);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x).0, &dy));
+        check(&format!("maxpool {name} dx"), &f64s(&dx), &num, LAYER_BOUND);
+    }
+}
+
+/// Whether every student probability softmax(logits / T) is at least `margin` away from the
+/// clip 1e-7 in log space. d ln p_j / d z_k = (delta_jk - p_k) / T has magnitude below 1 / T,
+/// so a step of h on one logit moves every ln p_j by less than h / T <= h (T >= 1): with
+/// margin > h no step in the difference moves a probability across the clip.
+fn clear_of_clip(logits: &[f32], classes: usize, t: f64, margin: f64) -> bool {
+    softmax(logits, classes, t as f32)
+        .iter()
+        .all(|&p| (p.ln() - loss::reference::CLIP.ln()).abs() > margin)
+}
+
+/// Checks `dlogits` of the distillation reference (or cross-entropy with `teacher = None`)
+/// against differences of its batch loss; returns how many student probabilities are clipped.
+#[allow(clippy::too_many_arguments)]
+fn check_loss(
+    name: &str,
+    r: &mut ChaCha8Rng,
+    rows: usize,
+    classes: usize,
+    valid: usize,
+    spread: f32,
+    with_teacher: bool,
+    alpha: f64,
+    t: f64,
+) -> usize {
+    use loss::reference::{batch_loss, distillation};
+    // Redraw the (rare) logits with a probability within 10h of the clip in log space.
+    let logits = loop {
+        let l = uniform(r, rows * classes, -spread, spread);
+        if clear_of_clip(&l, classes, t, 10.0 * H_LOSS as f64) {
+            break l;
+        }
+    };
+    let teacher = uniform(r, rows * classes, -spread, spread);
+    let teacher = with_teacher.then_some(&teacher[..]);
+    let labels: Vec<u32> = (0..rows)
+        .map(|_| r.random_range(0..classes as u32))
+        .collect();
+    let f = |l: &[f32]| {
+        batch_loss(
+            &distillation(l, teacher, &labels, classes, valid, alpha, t),
+            valid,
+        )
+    };
+    let analytic = distillation(&logits, teacher, &labels, classes, valid, alpha, t).dlogits;
+    assert!(
+        analytic[valid * classes..].iter().all(|&g| g == 0.0),
+        "{name}: rows past valid have a gradient"
+    );
+    check(
+        name,
+        &analytic,
+        &numeric_grad(&logits, H_LOSS, f),
+        LOSS_BOUND,
+    );
+    let p = softmax(&logits[..valid * classes], classes, t as f32);
+    p.iter().filter(|&&p| p < loss::reference::CLIP).count()
+}
+
+#[test]
+fn cross_entropy_dlogits_is_gradient_of_batch_loss() {
+    let mut r = rng("cross-entropy gradients");
+    check_loss(
+        "cross-entropy all valid",
+        &mut r,
+        6,
+        10,
+        6,
+        3.0,
+        false,
+        1.0,
+        1.0,
+    );
+    check_loss(
+        "cross-entropy 4 of 6 valid",
+        &mut r,
+        6,
+        10,
+        4,
+        3.0,
+        false,
+        1.0,
+        1.0,
+    );
+    // Confident logits: probabilities down to ~e^-60 (not clipped in plain cross-entropy).
+    check_loss(
+        "cross-entropy logits +-30",
+        &mut r,
+        6,
+        10,
+        5,
+        30.0,
+        false,
+        1.0,
+        1.0,
+    );
+}
+
+#[test]
+fn distillation_dlogits_is_gradient_of_batch_loss() {
+    let mut r = rng("distillation gradients");
+    check_loss(
+        "distillation a=0.1 T=10",
+        &mut r,
+        6,
+        10,
+        6,
+        5.0,
+        true,
+        0.1,
+        10.0,
+    );
+    check_loss(
+        "distillation a=0.1 T=10 4 of 6 valid",
+        &mut r,
+        6,
+        10,
+        4,
+        5.0,
+        true,
+        0.1,
+        10.0,
+    );
+    check_loss(
+        "distillation a=0.5 T=4 5 of 6 valid",
+        &mut r,
+        6,
+        10,
+        5,
+        5.0,
+        true,
+        0.5,
+        4.0,
+    );
+    // Logits spread +-30 at T = 1 push student probabilities far below 1e-7. Keras clips them
+    // (and the teacher's) to [1e-7, 1] inside the KL, so the KL term of a clipped class is
+    // constant and contributes no gradient; the reference follows that, and so do the
+    // differences as long as no step moves a probability across the clip, which `check_loss`
+    // guarantees by drawing logits whose log-probabilities are 10h clear of it.
+    let clipped = check_loss(
+        "distillation a=0.1 T=1 logits +-30 (clipped)",
+        &mut r,
+        6,
+        10,
+        5,
+        30.0,
+        true,
+        0.1,
+        1.0,
+    );
+    assert!(
+        clipped > 0,
+        "the +-30 case clipped no student probability: it checks nothing about the clip"
+    );
+    println!("clipped student probabilities in the +-30 case: {clipped}");
+    check_loss(
+        "distillation a=0.5 T=1 logits +-30 (clipped)",
+        &mut r,
+        6,
+        10,
+        6,
+        30.0,
+        true,
+        0.5,
+        1.0,
+    );
+}
