@@ -3,6 +3,8 @@
 //! - [`gpu`]: device, tensors, pipelines, dispatches.
 //! - [`ops`]: one module per WGSL kernel family, each with its CPU reference.
 
+pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod experiment;
 pub mod gpu;

@@ -25,7 +25,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Time every kernel of a training step at the models' real shapes, whole steps, and a
+    /// CPU matrix product for scale.
+    Bench {
+        /// Timed runs per kernel (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Steps per whole-step timing.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Also write the results as JSON.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+}
 
 #[derive(Args, Clone)]
 struct DeviceArgs {
@@ -103,8 +117,9 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -113,7 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if cli.list_adapters {
         let adapters = gpu::list_adapters(cli.device.backend);
         if adapters.is_empty() {
@@ -129,6 +144,19 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = cli.run.config(&cli.device);
             let report = experiment::run(&cfg)?;
             print!("{}", report.render());
+            Ok(())
+        }
+        Some(Command::Bench { reps, steps, json }) => {
+            anyhow::ensure!(cli.run.batch_size > 0, "--batch-size must be at least 1");
+            anyhow::ensure!(reps > 0 && steps > 0, "--reps and --steps must be at least 1");
+            let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?;
+            println!("Adapter: {}", gpu::describe(&gpu.info));
+            let report = kd_wgpu::bench::run(&gpu, cli.run.batch_size, reps, steps, started)?;
+            print!("{}", report.render());
+            if let Some(path) = json {
+                kd_wgpu::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+                println!("Wrote {}", path.display());
+            }
             Ok(())
         }
     }

@@ -5,7 +5,7 @@
 //! the device and are read back only at a few sync points per epoch.
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, LEAKY_SLOPE};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, ImageSource, StepState};
@@ -215,14 +215,14 @@ impl Plan {
         let (arch, b) = (&model.arch, self.batch);
         let w = |n: &str| model.view(&model.weights, n);
         let d = &mut self.dispatches;
-        d.push(batch::gather_images(gpu, b, &self.state, &self.perm, &data.source(split), &act.x, &act.labels)?);
+        d.extend(tag("batch", vec![batch::gather_images(gpu, b, &self.state, &self.perm, &data.source(split), &act.x, &act.labels)?]));
         if let Some(table) = teacher_table {
-            d.push(batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?);
+            d.extend(tag("batch", vec![batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?]));
         }
-        d.extend(conv2d::forward(gpu, &arch.conv1_shape(b), &act.x, &w("conv1.kernel")?, &w("conv1.bias")?, Some(LEAKY_SLOPE), &act.cols1, &act.a1)?);
-        d.push(maxpool::forward(gpu, &arch.pool_shape(b), &act.a1, &act.p1, &act.argmax1)?);
-        d.extend(conv2d::forward(gpu, &arch.conv2_shape(b), &act.p1, &w("conv2.kernel")?, &w("conv2.bias")?, None, &act.cols2, &act.z2)?);
-        d.extend(dense::forward(gpu, &arch.dense_shape(b), &act.z2, &w("dense.kernel")?, &w("dense.bias")?, &act.scratch, &act.logits)?);
+        d.extend(tag("conv1 forward", conv2d::forward(gpu, &arch.conv1_shape(b), &act.x, &w("conv1.kernel")?, &w("conv1.bias")?, Some(LEAKY_SLOPE), &act.cols1, &act.a1)?));
+        d.extend(tag("pool forward", vec![maxpool::forward(gpu, &arch.pool_shape(b), &act.a1, &act.p1, &act.argmax1)?]));
+        d.extend(tag("conv2 forward", conv2d::forward(gpu, &arch.conv2_shape(b), &act.p1, &w("conv2.kernel")?, &w("conv2.bias")?, None, &act.cols2, &act.z2)?));
+        d.extend(tag("dense forward", dense::forward(gpu, &arch.dense_shape(b), &act.z2, &w("dense.kernel")?, &w("dense.bias")?, &act.scratch, &act.logits)?));
         Ok(())
     }
 
@@ -233,8 +233,9 @@ impl Plan {
                 Objective::Distillation { teacher_logits: &act.teacher_logits, alpha, temperature }
             }
         };
-        self.dispatches.push(loss::loss(gpu, &objective, self.batch, NUM_CLASSES, &self.state, &act.logits, &act.labels, out)?);
-        self.dispatches.push(metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?);
+        let l = loss::loss(gpu, &objective, self.batch, NUM_CLASSES, &self.state, &act.logits, &act.labels, out)?;
+        let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?;
+        self.dispatches.extend(tag("loss", vec![l, m]));
         Ok(())
     }
 
@@ -279,14 +280,14 @@ impl Plan {
         let da1 = t("conv1 output gradient", c1.output_len())?;
         let dz1 = t("conv1 pre-activation gradient", c1.output_len())?;
         let ds = &mut plan.dispatches;
-        ds.extend(dense::backward(gpu, &d, &act.z2, &w("dense.kernel")?, &dlogits, Some(&dz2), &g("dense.kernel")?, &g("dense.bias")?, &act.scratch)?);
-        ds.extend(conv2d::backward_input(gpu, &c2, &dz2, &w("conv2.kernel")?, &w2t, &dcols2, &dp1)?);
-        ds.extend(conv2d::backward_kernel(gpu, &c2, &act.cols2, &dz2, &g("conv2.kernel")?, &g("conv2.bias")?, &act.scratch)?);
-        ds.push(maxpool::backward(gpu, &p, &dp1, &act.argmax1, &da1)?);
-        ds.push(activation::leaky_relu_backward(gpu, LEAKY_SLOPE, &act.a1, &da1, &dz1)?);
-        ds.extend(conv2d::backward_kernel(gpu, &c1, &act.cols1, &dz1, &g("conv1.kernel")?, &g("conv1.bias")?, &act.scratch)?);
-        ds.push(adam::step(gpu, adam_cfg, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?);
-        ds.push(batch::advance(gpu, &plan.state)?);
+        ds.extend(tag("dense backward", dense::backward(gpu, &d, &act.z2, &w("dense.kernel")?, &dlogits, Some(&dz2), &g("dense.kernel")?, &g("dense.bias")?, &act.scratch)?));
+        ds.extend(tag("conv2 input grad", conv2d::backward_input(gpu, &c2, &dz2, &w("conv2.kernel")?, &w2t, &dcols2, &dp1)?));
+        ds.extend(tag("conv2 kernel grad", conv2d::backward_kernel(gpu, &c2, &act.cols2, &dz2, &g("conv2.kernel")?, &g("conv2.bias")?, &act.scratch)?));
+        ds.extend(tag("pool backward", vec![maxpool::backward(gpu, &p, &dp1, &act.argmax1, &da1)?]));
+        ds.extend(tag("leaky backward", vec![activation::leaky_relu_backward(gpu, LEAKY_SLOPE, &act.a1, &da1, &dz1)?]));
+        ds.extend(tag("conv1 kernel grad", conv2d::backward_kernel(gpu, &c1, &act.cols1, &dz1, &g("conv1.kernel")?, &g("conv1.bias")?, &act.scratch)?));
+        ds.extend(tag("adam", vec![adam::step(gpu, adam_cfg, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?]));
+        ds.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
     }
 

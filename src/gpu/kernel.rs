@@ -25,6 +25,11 @@ macro_rules! shader {
 /// into every step's compute pass without further allocation.
 pub struct Dispatch {
     pub kernel: String,
+    /// The layer or stage it belongs to, for reports ("conv2 forward", ...).
+    pub layer: String,
+    /// Floating-point operations and bytes moved, for the benchmark's rates (0 when not modelled).
+    pub flops: f64,
+    pub bytes: f64,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
@@ -63,7 +68,13 @@ impl Dispatch {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("kernel {kernel}: binding its buffers failed: {e}");
         }
-        Ok(Dispatch { kernel, pipeline, bind_group, workgroups })
+        Ok(Dispatch { kernel, layer: String::new(), flops: 0.0, bytes: 0.0, pipeline, bind_group, workgroups })
+    }
+
+    pub fn with_cost(mut self, flops: f64, bytes: f64) -> Dispatch {
+        self.flops = flops;
+        self.bytes = bytes;
+        self
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -85,4 +96,12 @@ pub fn grid_1d(items: usize, workgroup_size: u32) -> [u32; 3] {
     } else {
         [FOLD, groups.div_ceil(FOLD), 1]
     }
+}
+
+/// Labels every dispatch of a layer.
+pub fn tag(layer: &str, dispatches: Vec<Dispatch>) -> Vec<Dispatch> {
+    dispatches.into_iter().map(|mut d| {
+        d.layer = layer.to_string();
+        d
+    }).collect()
 }

@@ -5,8 +5,9 @@
 
 mod kernel;
 mod tensor;
+pub mod timing;
 
-pub use kernel::{grid_1d, Dispatch, Shader};
+pub use kernel::{grid_1d, tag, Dispatch, Shader};
 pub use tensor::{read_staging, Tensor};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -203,10 +204,11 @@ impl Gpu {
             return Ok(m.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),
             source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-        });
+        };
+        let module = self.device.create_shader_module(desc);
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("shader {}.wgsl failed to compile: {e}", shader.name);
         }

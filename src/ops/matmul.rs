@@ -17,6 +17,10 @@ struct Params {
     _pad: u32,
 }
 
+/// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
+pub const SUBGROUP_TILE_ROWS: usize = 32;
+pub const SUBGROUP_TILE_COLS: usize = 64;
+
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ALayout {
@@ -75,14 +79,17 @@ impl Matmul<'_> {
             self.c.binding(),
         ];
         let use_subgroup = variant == MatmulVariant::Subgroup && n % 4 == 0;
-        if use_subgroup {
-            // 16 rows x 64 columns per 8-lane workgroup.
-            let groups = [n.div_ceil(64) as u32, m.div_ceil(16) as u32, 1];
-            Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup", &resources, groups)
+        let d = if use_subgroup {
+            let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, 1];
+            // The vec4 path needs every row of A to start on a 16-byte boundary.
+            let entry = if a_col_stride == 1 && k % 4 == 0 && a_row_stride % 4 == 0 { "matmul_subgroup" } else { "matmul_subgroup_strided" };
+            Dispatch::new(gpu, &shader!("matmul_subgroup"), entry, &resources, groups)?
         } else {
             let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-            Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)
-        }
+            Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)?
+        };
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Ok(d.with_cost(2.0 * m * n * k, 4.0 * (m * k + k * n + m * n)))
     }
 }
 

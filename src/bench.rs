@@ -1,0 +1,148 @@
+//! `kd-wgpu bench`: every kernel of a training step at the models' real shapes, whole steps,
+//! and a CPU matrix product of the teacher's main shape on the same machine for scale.
+
+use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
+use crate::gpu::{self, timing, Gpu, Tensor};
+use crate::model::{Architecture, STUDENT, TEACHER};
+use crate::ops::adam::AdamConfig;
+use crate::train::{DeviceData, Loss, Model, Plan};
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTime {
+    pub model: String,
+    pub layer: String,
+    pub kernel: String,
+    pub workgroups: [u32; 3],
+    pub seconds: f64,
+    pub gflops: f64,
+    pub gbytes_per_second: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepTime {
+    pub model: String,
+    pub what: String,
+    pub batch: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub gflops: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub matmul: gpu::MatmulVariant,
+    pub timestamps: bool,
+    pub kernels: Vec<KernelTime>,
+    pub steps: Vec<StepTime>,
+    /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
+    pub cpu_matmul_gflops: f64,
+    pub startup_seconds: f64,
+}
+
+fn synthetic(samples: usize, seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Split {
+        images: (0..samples * IMAGE_SIDE * IMAGE_SIDE).map(|_| rng.random()).collect(),
+        labels: (0..samples).map(|_| rng.random_range(0..NUM_CLASSES as u8)).collect(),
+    }
+}
+
+/// Times every kernel, then whole training and inference steps, of each model.
+/// `started` is when the process began: start-up time runs until the teacher's first step is done.
+pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant) -> Result<BenchReport> {
+    let mut startup_seconds = 0.0;
+    let samples = batch * steps.max(1);
+    let data = DeviceData::upload(gpu, &synthetic(samples, 1), &synthetic(samples, 2))?;
+    let mut kernels = Vec::new();
+    let mut step_times = Vec::new();
+    for arch in [TEACHER, STUDENT] {
+        let model = Model::new(gpu, arch, &arch.init_glorot(3))?;
+        let plan = Plan::train(gpu, arch.name, &model, Loss::CrossEntropy, &data, &data.train, None, batch, &AdamConfig::default())?;
+        let order: Vec<u32> = (0..samples as u32).collect();
+        plan.run_epoch(gpu, &order, 1, |_, _, _| {})?; // warm-up and a sane step state
+        if startup_seconds == 0.0 {
+            startup_seconds = started.elapsed().as_secs_f64();
+        }
+        for d in plan.dispatches() {
+            let s = timing::median_seconds(gpu, &[d], reps)?;
+            kernels.push(KernelTime {
+                model: arch.name.into(),
+                layer: d.layer.clone(),
+                kernel: d.kernel.clone(),
+                workgroups: d.workgroups,
+                seconds: s,
+                gflops: d.flops / s / 1e9,
+                gbytes_per_second: d.bytes / s / 1e9,
+            });
+        }
+        let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        step_times.push(step_time(&arch, "train step", batch, stats.seconds / stats.steps as f64, arch.train_flops(batch)));
+        let table = Tensor::zeros(gpu, "logits", &[samples, NUM_CLASSES])?;
+        let infer = Plan::logits(gpu, "inference", &model, &data, &data.train, &table, batch)?;
+        infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        let stats = infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        step_times.push(step_time(&arch, "forward step", batch, stats.seconds / stats.steps as f64, arch.forward_flops(batch)));
+    }
+    Ok(BenchReport {
+        adapter: gpu::describe(&gpu.info),
+        matmul: gpu.matmul,
+        timestamps: gpu.has_timestamps(),
+        kernels,
+        steps: step_times,
+        cpu_matmul_gflops: cpu_matmul_gflops(),
+        startup_seconds,
+    })
+}
+
+fn step_time(arch: &Architecture, what: &str, batch: usize, seconds: f64, flops: f64) -> StepTime {
+    StepTime {
+        model: arch.name.into(),
+        what: what.into(),
+        batch,
+        seconds,
+        samples_per_second: batch as f64 / seconds,
+        gflops: flops / seconds / 1e9,
+    }
+}
+
+/// Best of three f32 products of the teacher's conv2 shape with `matrixmultiply` on all cores.
+pub fn cpu_matmul_gflops() -> f64 {
+    let (m, k, n) = (1568, 2304, 512);
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0f32; m * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        // SAFETY: the pointers and strides describe the row-major buffers above exactly.
+        unsafe {
+            matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    assert!((c[0] - 0.125 * k as f32).abs() < 1.0, "CPU product is wrong");
+    2.0 * (m * k * n) as f64 / best / 1e9
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        let mut s = format!("Adapter: {}\nMatrix-product kernel: {:?}; timing: {}\n\n", self.adapter, self.matmul, if self.timestamps { "device timestamps" } else { "wall clock" });
+        s += &format!("{:<8} {:<18} {:<34} {:>10} {:>9} {:>9}\n", "model", "layer", "kernel", "time (ms)", "GFLOP/s", "GB/s");
+        for k in &self.kernels {
+            let rate = |v: f64| if v > 0.0 { format!("{v:.1}") } else { "-".into() };
+            s += &format!("{:<8} {:<18} {:<34} {:>10.3} {:>9} {:>9}\n", k.model, k.layer, k.kernel, 1e3 * k.seconds, rate(k.gflops), rate(k.gbytes_per_second));
+        }
+        s += "\n";
+        for t in &self.steps {
+            s += &format!("{:<8} {:<13} batch {:<4} {:>9.2} ms {:>9.0} samples/s {:>8.1} GFLOP/s\n", t.model, t.what, t.batch, 1e3 * t.seconds, t.samples_per_second, t.gflops);
+        }
+        s += &format!("\nCPU f32 matrix product 1568x512x2304 (matrixmultiply, all cores): {:.1} GFLOP/s\n", self.cpu_matmul_gflops);
+        s += &format!("Start-up (device, data, pipelines, first teacher epoch of the bench): {:.2} s\n", self.startup_seconds);
+        s
+    }
+}

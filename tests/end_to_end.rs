@@ -1,0 +1,115 @@
+//! The whole program on a slice of the real Fashion-MNIST (CI installs `dataset-fashion-mnist`),
+//! and the refusals of bad input.
+
+use kd_wgpu::data::LoadOptions;
+use kd_wgpu::experiment::{self, Config, Report};
+use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant};
+use std::process::Command;
+
+fn config() -> Config {
+    Config {
+        backend: BackendChoice::Auto,
+        matmul: MatmulVariant::Auto,
+        data: LoadOptions { offline: true, ..LoadOptions::default() },
+        teacher_epochs: 1,
+        student_epochs: 3,
+        batch_size: 32,
+        alpha: 0.1,
+        temperature: 10.0,
+        learning_rate: 1e-3,
+        seed: 7,
+        train_limit: Some(640),
+        test_limit: Some(320),
+        shuffle: true,
+        sync_points: 3,
+    }
+}
+
+fn figures(r: &Report) -> Vec<f64> {
+    let mut v = vec![];
+    for run in [&r.teacher, &r.distilled, &r.scratch] {
+        for e in &run.epochs {
+            v.extend([e.loss, e.accuracy]);
+        }
+        v.extend([run.test_loss, run.test_accuracy, run.test_cross_entropy]);
+    }
+    v
+}
+
+#[test]
+fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
+    let cfg = config();
+    let first = experiment::run(&cfg).expect("experiment runs");
+    print!("{}", first.render());
+    // Chance is 0.10; one teacher epoch and three student epochs on 640 images get far past it.
+    for run in [&first.teacher, &first.distilled, &first.scratch] {
+        assert!(run.test_accuracy > 0.4, "{} test accuracy {:.3} is too close to chance", run.name, run.test_accuracy);
+        assert!(run.test_cross_entropy < 2.0, "{} test loss {:.3}", run.name, run.test_cross_entropy);
+    }
+    assert_eq!(first.teacher.epochs.len(), 1);
+    assert_eq!(first.scratch.epochs.len(), 3);
+    let second = experiment::run(&cfg).expect("experiment runs again");
+    assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
+}
+
+fn refused(cfg: Config, expect: &str) {
+    let err = experiment::run(&cfg).expect_err("bad input must be refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(expect), "error `{msg}` should mention `{expect}`");
+}
+
+#[test]
+fn out_of_range_settings_are_refused_before_any_work() {
+    refused(Config { alpha: 1.5, ..config() }, "--alpha");
+    refused(Config { alpha: -0.1, ..config() }, "--alpha");
+    refused(Config { temperature: 0.0, ..config() }, "--temperature");
+    refused(Config { temperature: f32::NAN, ..config() }, "--temperature");
+    refused(Config { batch_size: 0, ..config() }, "--batch-size");
+    refused(Config { learning_rate: -1.0, ..config() }, "--learning-rate");
+    refused(Config { train_limit: Some(0), ..config() }, "--train-limit");
+}
+
+#[test]
+fn a_batch_beyond_the_binding_limit_is_refused_with_the_limit() {
+    // The teacher's im2col matrix alone is 451 KiB a sample.
+    refused(Config { batch_size: 1_000_000, ..config() }, "--batch-size");
+}
+
+#[test]
+fn an_explicit_data_dir_without_the_files_is_an_error_naming_them() {
+    let dir = std::env::temp_dir().join(format!("kd-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = Config { data: LoadOptions { data_dir: Some(dir.clone()), offline: true, ..LoadOptions::default() }, ..config() };
+    refused(cfg, "train-images-idx3-ubyte");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_backend_without_an_adapter_names_the_backend_and_the_fix() {
+    #[cfg(not(target_os = "macos"))]
+    {
+        let err = Gpu::new(BackendChoice::Metal, MatmulVariant::Auto).err().expect("no Metal adapter here");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("metal") && msg.contains("Fix"), "{msg}");
+    }
+}
+
+#[test]
+fn the_command_line_refuses_bad_flags_with_a_message_and_no_panic() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    for (args, expect) in [
+        (vec!["--alpha", "2"], "--alpha"),
+        (vec!["--temperature", "-1"], "--temperature"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+        (vec!["--backend", "vulkan", "--batch-size", "abc"], "invalid value"),
+    ] {
+        let out = Command::new(exe).args(&args).arg("--offline").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expect), "{args:?}: stderr `{stderr}` should mention `{expect}`");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    }
+    let out = Command::new(exe).arg("--list-adapters").output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "at least one adapter is listed");
+}
