@@ -412,3 +412,23 @@ fn batch_gather_and_metrics_follow_the_step_state() {
     assert_eq!(scale[255], 1.0);
     assert_eq!(scale[51], 51f32 / 255f32);
 }
+
+#[test]
+fn device_validation_errors_are_errors_naming_the_kernel() {
+    let gpu = gpu();
+    let x = upload(gpu, "x", &[1.0; 8]);
+    // A uniform buffer where the kernel declares storage: wgpu rejects the bind group.
+    let wrong = gpu.uniform("wrong", &[0u32; 4]);
+    let err = kd_wgpu::gpu::Dispatch::new(
+        gpu,
+        &kd_wgpu::shader!("leaky_relu"),
+        "leaky_relu_forward",
+        &[x.binding(), x.binding(), wrong.as_entire_binding()],
+        [1, 1, 1],
+    )
+    .err()
+    .expect("a mismatched binding must be refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("leaky_relu::leaky_relu_forward"), "{msg}");
+    assert!(gpu.check("after the refused binding").is_ok(), "the error was captured, not left pending");
+}

@@ -1,0 +1,24 @@
+//! `kd-wgpu bench` runs end to end and writes its JSON (a smoke test: no timing assertions).
+
+use std::process::Command;
+
+#[test]
+fn bench_runs_and_writes_json() {
+    let json = std::env::temp_dir().join(format!("kd-bench-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["bench", "--reps", "1", "--steps", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    for expect in ["conv2 forward", "train step", "CPU f32 matrix product"] {
+        assert!(stdout.contains(expect), "bench output lacks `{expect}`:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert!(report["adapter"].as_str().is_some_and(|a| !a.is_empty()));
+    let kernels = report["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 20, "every kernel of both models is timed");
+    assert!(kernels.iter().all(|k| k["seconds"].as_f64().is_some_and(|s| s > 0.0)));
+}
