@@ -5,6 +5,10 @@
 // A(i, k) = a[i * a_row_stride + k * a_col_stride], so A may be a transposed view (the kernel
 // gradient of a convolution reads the im2col matrix transposed). B is K x N row-major,
 // C is M x N row-major. Every shape is allowed: loads past the edges read 0, stores are masked.
+//
+// Split K: workgroup z covers k in [z * k_chunk, (z + 1) * k_chunk) and writes its partial
+// product to C + z * M * N (reduce.wgsl's sum_parts adds the parts), so that products with a
+// small C and a long K (kernel gradients) still fill the device. Without a split, k_chunk = K.
 
 struct Params {
     m: u32,
@@ -15,7 +19,7 @@ struct Params {
     // bit 0: add bias[n]; bit 1: apply LeakyReLU with `slope`
     epilogue: u32,
     slope: f32,
-    _pad: u32,
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,8 +34,8 @@ const DEPTH: u32 = 16u;
 var<workgroup> a_tile: array<array<f32, 64>, 16>; // [k][row]
 var<workgroup> b_tile: array<array<f32, 64>, 16>; // [k][col]
 
-fn load_a(row: u32, k: u32) -> f32 {
-    if (row < p.m && k < p.k) {
+fn load_a(row: u32, k: u32, k_end: u32) -> f32 {
+    if (row < p.m && k < k_end) {
         return a[row * p.a_row_stride + k * p.a_col_stride];
     }
     return 0.0;
@@ -42,21 +46,23 @@ fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
                 @builtin(local_invocation_index) li: u32) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
     var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += DEPTH) {
+    for (var k0 = k_begin; k0 < k_end; k0 += DEPTH) {
         // 1024 elements of each tile, 4 per invocation. Neighbouring invocations walk the
         // unit-stride direction of A, whichever it is, so that loads coalesce.
         for (var i = 0u; i < 4u; i++) {
             let e = li + i * 256u;
             if (p.a_col_stride == 1u) {
-                a_tile[e % DEPTH][e / DEPTH] = load_a(row0 + e / DEPTH, k0 + e % DEPTH);
+                a_tile[e % DEPTH][e / DEPTH] = load_a(row0 + e / DEPTH, k0 + e % DEPTH, k_end);
             } else {
-                a_tile[e / TILE][e % TILE] = load_a(row0 + e % TILE, k0 + e / TILE);
+                a_tile[e / TILE][e % TILE] = load_a(row0 + e % TILE, k0 + e / TILE, k_end);
             }
             let kb = k0 + e / TILE;
             let cb = col0 + e % TILE;
             var w = 0.0;
-            if (kb < p.k && cb < p.n) {
+            if (kb < k_end && cb < p.n) {
                 w = b[kb * p.n + cb];
             }
             b_tile[e / TILE][e % TILE] = w;
@@ -89,7 +95,7 @@ fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
                 if ((p.epilogue & 2u) != 0u && v < 0.0) {
                     v *= p.slope;
                 }
-                c[row * p.n + col] = v;
+                c[wg.z * p.m * p.n + row * p.n + col] = v;
             }
         }
     }

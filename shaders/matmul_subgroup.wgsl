@@ -16,8 +16,9 @@
 // slow load again. Rows past M and columns past N are clamped onto real ones instead of
 // branching in the inner loop, and their results dropped when storing.
 //
-// Same parameters as matmul.wgsl, but N must be a multiple of 4 (B, bias and C are read as
-// vec4 rows) and subgroups at least 8 lanes wide.
+// Same parameters as matmul.wgsl (split K over workgroup z included; the vec4 path needs
+// k_chunk and K multiples of 4), but N must be a multiple of 4 (B, bias and C are read as vec4
+// rows) and subgroups at least 8 lanes wide.
 
 struct Params {
     m: u32,
@@ -27,7 +28,7 @@ struct Params {
     a_col_stride: u32,
     epilogue: u32,
     slope: f32,
-    _pad: u32,
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -148,77 +149,77 @@ fn epilogue(v: vec4<f32>, col4: u32) -> vec4<f32> {
     return r;
 }
 
-fn store_vec(row: u32, col4: u32, v: vec4<f32>) {
+fn store_vec(part: u32, row: u32, col4: u32, v: vec4<f32>) {
     if (row < p.m && col4 < p.n / 4u) {
-        c[row * (p.n / 4u) + col4] = epilogue(v, col4);
+        c[(part * p.m + row) * (p.n / 4u) + col4] = epilogue(v, col4);
     }
 }
 
-fn store_tile(row0: u32, col4: u32, acc: ptr<function, array<vec4<f32>, 64>>) {
-    store_vec(row0 + 0u, col4 + 0u, (*acc)[0]);
-    store_vec(row0 + 0u, col4 + 1u, (*acc)[1]);
-    store_vec(row0 + 1u, col4 + 0u, (*acc)[2]);
-    store_vec(row0 + 1u, col4 + 1u, (*acc)[3]);
-    store_vec(row0 + 2u, col4 + 0u, (*acc)[4]);
-    store_vec(row0 + 2u, col4 + 1u, (*acc)[5]);
-    store_vec(row0 + 3u, col4 + 0u, (*acc)[6]);
-    store_vec(row0 + 3u, col4 + 1u, (*acc)[7]);
-    store_vec(row0 + 4u, col4 + 0u, (*acc)[8]);
-    store_vec(row0 + 4u, col4 + 1u, (*acc)[9]);
-    store_vec(row0 + 5u, col4 + 0u, (*acc)[10]);
-    store_vec(row0 + 5u, col4 + 1u, (*acc)[11]);
-    store_vec(row0 + 6u, col4 + 0u, (*acc)[12]);
-    store_vec(row0 + 6u, col4 + 1u, (*acc)[13]);
-    store_vec(row0 + 7u, col4 + 0u, (*acc)[14]);
-    store_vec(row0 + 7u, col4 + 1u, (*acc)[15]);
-    store_vec(row0 + 8u, col4 + 0u, (*acc)[16]);
-    store_vec(row0 + 8u, col4 + 1u, (*acc)[17]);
-    store_vec(row0 + 9u, col4 + 0u, (*acc)[18]);
-    store_vec(row0 + 9u, col4 + 1u, (*acc)[19]);
-    store_vec(row0 + 10u, col4 + 0u, (*acc)[20]);
-    store_vec(row0 + 10u, col4 + 1u, (*acc)[21]);
-    store_vec(row0 + 11u, col4 + 0u, (*acc)[22]);
-    store_vec(row0 + 11u, col4 + 1u, (*acc)[23]);
-    store_vec(row0 + 12u, col4 + 0u, (*acc)[24]);
-    store_vec(row0 + 12u, col4 + 1u, (*acc)[25]);
-    store_vec(row0 + 13u, col4 + 0u, (*acc)[26]);
-    store_vec(row0 + 13u, col4 + 1u, (*acc)[27]);
-    store_vec(row0 + 14u, col4 + 0u, (*acc)[28]);
-    store_vec(row0 + 14u, col4 + 1u, (*acc)[29]);
-    store_vec(row0 + 15u, col4 + 0u, (*acc)[30]);
-    store_vec(row0 + 15u, col4 + 1u, (*acc)[31]);
-    store_vec(row0 + 16u, col4 + 0u, (*acc)[32]);
-    store_vec(row0 + 16u, col4 + 1u, (*acc)[33]);
-    store_vec(row0 + 17u, col4 + 0u, (*acc)[34]);
-    store_vec(row0 + 17u, col4 + 1u, (*acc)[35]);
-    store_vec(row0 + 18u, col4 + 0u, (*acc)[36]);
-    store_vec(row0 + 18u, col4 + 1u, (*acc)[37]);
-    store_vec(row0 + 19u, col4 + 0u, (*acc)[38]);
-    store_vec(row0 + 19u, col4 + 1u, (*acc)[39]);
-    store_vec(row0 + 20u, col4 + 0u, (*acc)[40]);
-    store_vec(row0 + 20u, col4 + 1u, (*acc)[41]);
-    store_vec(row0 + 21u, col4 + 0u, (*acc)[42]);
-    store_vec(row0 + 21u, col4 + 1u, (*acc)[43]);
-    store_vec(row0 + 22u, col4 + 0u, (*acc)[44]);
-    store_vec(row0 + 22u, col4 + 1u, (*acc)[45]);
-    store_vec(row0 + 23u, col4 + 0u, (*acc)[46]);
-    store_vec(row0 + 23u, col4 + 1u, (*acc)[47]);
-    store_vec(row0 + 24u, col4 + 0u, (*acc)[48]);
-    store_vec(row0 + 24u, col4 + 1u, (*acc)[49]);
-    store_vec(row0 + 25u, col4 + 0u, (*acc)[50]);
-    store_vec(row0 + 25u, col4 + 1u, (*acc)[51]);
-    store_vec(row0 + 26u, col4 + 0u, (*acc)[52]);
-    store_vec(row0 + 26u, col4 + 1u, (*acc)[53]);
-    store_vec(row0 + 27u, col4 + 0u, (*acc)[54]);
-    store_vec(row0 + 27u, col4 + 1u, (*acc)[55]);
-    store_vec(row0 + 28u, col4 + 0u, (*acc)[56]);
-    store_vec(row0 + 28u, col4 + 1u, (*acc)[57]);
-    store_vec(row0 + 29u, col4 + 0u, (*acc)[58]);
-    store_vec(row0 + 29u, col4 + 1u, (*acc)[59]);
-    store_vec(row0 + 30u, col4 + 0u, (*acc)[60]);
-    store_vec(row0 + 30u, col4 + 1u, (*acc)[61]);
-    store_vec(row0 + 31u, col4 + 0u, (*acc)[62]);
-    store_vec(row0 + 31u, col4 + 1u, (*acc)[63]);
+fn store_tile(part: u32, row0: u32, col4: u32, acc: ptr<function, array<vec4<f32>, 64>>) {
+    store_vec(part, row0 + 0u, col4 + 0u, (*acc)[0]);
+    store_vec(part, row0 + 0u, col4 + 1u, (*acc)[1]);
+    store_vec(part, row0 + 1u, col4 + 0u, (*acc)[2]);
+    store_vec(part, row0 + 1u, col4 + 1u, (*acc)[3]);
+    store_vec(part, row0 + 2u, col4 + 0u, (*acc)[4]);
+    store_vec(part, row0 + 2u, col4 + 1u, (*acc)[5]);
+    store_vec(part, row0 + 3u, col4 + 0u, (*acc)[6]);
+    store_vec(part, row0 + 3u, col4 + 1u, (*acc)[7]);
+    store_vec(part, row0 + 4u, col4 + 0u, (*acc)[8]);
+    store_vec(part, row0 + 4u, col4 + 1u, (*acc)[9]);
+    store_vec(part, row0 + 5u, col4 + 0u, (*acc)[10]);
+    store_vec(part, row0 + 5u, col4 + 1u, (*acc)[11]);
+    store_vec(part, row0 + 6u, col4 + 0u, (*acc)[12]);
+    store_vec(part, row0 + 6u, col4 + 1u, (*acc)[13]);
+    store_vec(part, row0 + 7u, col4 + 0u, (*acc)[14]);
+    store_vec(part, row0 + 7u, col4 + 1u, (*acc)[15]);
+    store_vec(part, row0 + 8u, col4 + 0u, (*acc)[16]);
+    store_vec(part, row0 + 8u, col4 + 1u, (*acc)[17]);
+    store_vec(part, row0 + 9u, col4 + 0u, (*acc)[18]);
+    store_vec(part, row0 + 9u, col4 + 1u, (*acc)[19]);
+    store_vec(part, row0 + 10u, col4 + 0u, (*acc)[20]);
+    store_vec(part, row0 + 10u, col4 + 1u, (*acc)[21]);
+    store_vec(part, row0 + 11u, col4 + 0u, (*acc)[22]);
+    store_vec(part, row0 + 11u, col4 + 1u, (*acc)[23]);
+    store_vec(part, row0 + 12u, col4 + 0u, (*acc)[24]);
+    store_vec(part, row0 + 12u, col4 + 1u, (*acc)[25]);
+    store_vec(part, row0 + 13u, col4 + 0u, (*acc)[26]);
+    store_vec(part, row0 + 13u, col4 + 1u, (*acc)[27]);
+    store_vec(part, row0 + 14u, col4 + 0u, (*acc)[28]);
+    store_vec(part, row0 + 14u, col4 + 1u, (*acc)[29]);
+    store_vec(part, row0 + 15u, col4 + 0u, (*acc)[30]);
+    store_vec(part, row0 + 15u, col4 + 1u, (*acc)[31]);
+    store_vec(part, row0 + 16u, col4 + 0u, (*acc)[32]);
+    store_vec(part, row0 + 16u, col4 + 1u, (*acc)[33]);
+    store_vec(part, row0 + 17u, col4 + 0u, (*acc)[34]);
+    store_vec(part, row0 + 17u, col4 + 1u, (*acc)[35]);
+    store_vec(part, row0 + 18u, col4 + 0u, (*acc)[36]);
+    store_vec(part, row0 + 18u, col4 + 1u, (*acc)[37]);
+    store_vec(part, row0 + 19u, col4 + 0u, (*acc)[38]);
+    store_vec(part, row0 + 19u, col4 + 1u, (*acc)[39]);
+    store_vec(part, row0 + 20u, col4 + 0u, (*acc)[40]);
+    store_vec(part, row0 + 20u, col4 + 1u, (*acc)[41]);
+    store_vec(part, row0 + 21u, col4 + 0u, (*acc)[42]);
+    store_vec(part, row0 + 21u, col4 + 1u, (*acc)[43]);
+    store_vec(part, row0 + 22u, col4 + 0u, (*acc)[44]);
+    store_vec(part, row0 + 22u, col4 + 1u, (*acc)[45]);
+    store_vec(part, row0 + 23u, col4 + 0u, (*acc)[46]);
+    store_vec(part, row0 + 23u, col4 + 1u, (*acc)[47]);
+    store_vec(part, row0 + 24u, col4 + 0u, (*acc)[48]);
+    store_vec(part, row0 + 24u, col4 + 1u, (*acc)[49]);
+    store_vec(part, row0 + 25u, col4 + 0u, (*acc)[50]);
+    store_vec(part, row0 + 25u, col4 + 1u, (*acc)[51]);
+    store_vec(part, row0 + 26u, col4 + 0u, (*acc)[52]);
+    store_vec(part, row0 + 26u, col4 + 1u, (*acc)[53]);
+    store_vec(part, row0 + 27u, col4 + 0u, (*acc)[54]);
+    store_vec(part, row0 + 27u, col4 + 1u, (*acc)[55]);
+    store_vec(part, row0 + 28u, col4 + 0u, (*acc)[56]);
+    store_vec(part, row0 + 28u, col4 + 1u, (*acc)[57]);
+    store_vec(part, row0 + 29u, col4 + 0u, (*acc)[58]);
+    store_vec(part, row0 + 29u, col4 + 1u, (*acc)[59]);
+    store_vec(part, row0 + 30u, col4 + 0u, (*acc)[60]);
+    store_vec(part, row0 + 30u, col4 + 1u, (*acc)[61]);
+    store_vec(part, row0 + 31u, col4 + 0u, (*acc)[62]);
+    store_vec(part, row0 + 31u, col4 + 1u, (*acc)[63]);
 }
 
 // A row-major, K and the row stride multiples of 4: one vec4 load of A per four steps of k.
@@ -233,8 +234,10 @@ fn matmul_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let a_at3 = min(row0 + 24u + lane, p.m - 1u) * (p.a_row_stride / 4u);
     let b_at0 = min(col4 + 0u, n4 - 1u);
     let b_at1 = min(col4 + 1u, n4 - 1u);
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
     var acc: array<vec4<f32>, 64>;
-    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+    for (var k4 = k_begin / 4u; k4 < k_end / 4u; k4++) {
         let a0 = a4[a_at0 + k4];
         let a1 = a4[a_at1 + k4];
         let a2 = a4[a_at2 + k4];
@@ -248,7 +251,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         let k3 = 4u * k4 + 3u;
         step(&acc, a0.w, a1.w, a2.w, a3.w, b[k3 * n4 + b_at0], b[k3 * n4 + b_at1]);
     }
-    store_tile(row0, col4, &acc);
+    store_tile(wg.z, row0, col4, &acc);
 }
 
 // Any layout of A: one scalar load per step of k.
@@ -263,9 +266,11 @@ fn matmul_subgroup_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_
     let a_at3 = min(row0 + 24u + lane, p.m - 1u) * p.a_row_stride;
     let b_at0 = min(col4 + 0u, n4 - 1u);
     let b_at1 = min(col4 + 1u, n4 - 1u);
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
     var acc: array<vec4<f32>, 64>;
-    for (var k = 0u; k < p.k; k++) {
+    for (var k = k_begin; k < k_end; k++) {
         step(&acc, a[a_at0 + k * p.a_col_stride], a[a_at1 + k * p.a_col_stride], a[a_at2 + k * p.a_col_stride], a[a_at3 + k * p.a_col_stride], b[k * n4 + b_at0], b[k * n4 + b_at1]);
     }
-    store_tile(row0, col4, &acc);
+    store_tile(wg.z, row0, col4, &acc);
 }

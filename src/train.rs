@@ -10,7 +10,7 @@ use crate::model::{Architecture, LEAKY_SLOPE};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, ImageSource, StepState};
 use crate::ops::loss::{self, LossOutputs, Objective};
-use crate::ops::{activation, conv2d, dense, maxpool, metrics, reduce};
+use crate::ops::{activation, conv2d, dense, maxpool, metrics};
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Instant;
 
@@ -119,9 +119,7 @@ impl Activations {
 /// One scratch buffer serves every split reduction of a step (they run one after another).
 fn scratch_len(arch: &Architecture, b: usize) -> usize {
     let (c1, c2, d) = (arch.conv1_shape(b), arch.conv2_shape(b), arch.dense_shape(b));
-    d.scratch_len()
-        .max(reduce::column_sum_scratch(c1.m(), c1.out_c))
-        .max(reduce::column_sum_scratch(c2.m(), c2.out_c))
+    d.scratch_len().max(c1.kernel_grad_scratch()).max(c2.kernel_grad_scratch())
 }
 
 /// Checks before any work that every buffer of a training step fits the device's binding limit.

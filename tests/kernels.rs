@@ -10,7 +10,7 @@ use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
 use kd_wgpu::ops::loss::{self, LossOutputs, Objective};
-use kd_wgpu::ops::matmul::{reference as mm_ref, ALayout, Matmul};
+use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Matmul};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose};
 use rand::Rng;
@@ -38,7 +38,21 @@ fn matmul_matches_reference() {
     let mut r = rng("matmul");
     // (m, n, k): tiles are 64x64 (tiled) and 16x64 (subgroup); none of these is a multiple.
     // K a multiple of 4 takes the subgroup kernel's vec4 path for A; other K the strided one.
-    for (m, n, k) in [(1, 4, 1), (17, 20, 13), (33, 68, 129), (70, 132, 5), (5, 17, 9), (130, 3, 31), (37, 36, 24), (9, 8, 4), (65, 196, 100)] {
+    // The last three split K (a small C, a long K): the teacher's first kernel gradient among them.
+    for (m, n, k) in [
+        (1, 4, 1),
+        (17, 20, 13),
+        (33, 68, 129),
+        (70, 132, 5),
+        (5, 17, 9),
+        (130, 3, 31),
+        (37, 36, 24),
+        (9, 8, 4),
+        (65, 196, 100),
+        (9, 256, 6272),
+        (21, 36, 3001),
+        (3, 5, 2050),
+    ] {
         let a = uniform(&mut r, m * k, -1.0, 1.0);
         let b = uniform(&mut r, k * n, -1.0, 1.0);
         let bias = uniform(&mut r, n, -1.0, 1.0);
@@ -58,6 +72,7 @@ fn matmul_matches_reference() {
         let a_t = mm_ref::transpose(&a, m, k);
         for gpu in variants() {
             let (ta, tat, tb, tbias) = (upload(gpu, "a", &a), upload(gpu, "a_t", &a_t), upload(gpu, "b", &b), upload(gpu, "bias", &bias));
+            let scratch = poisoned(gpu, "split scratch", split_scratch_len(m, n, k).max(1));
             for (layout, at, epi) in [(ALayout::Normal, &ta, false), (ALayout::Transposed, &tat, false), (ALayout::Normal, &ta, true)] {
                 let c = poisoned(gpu, "c", m * n);
                 let mm = Matmul {
@@ -70,11 +85,13 @@ fn matmul_matches_reference() {
                     bias: epi.then_some(&tbias),
                     leaky_slope: epi.then_some(0.2),
                     c: &c,
+                    split_scratch: (!epi).then_some(&scratch),
                 };
                 let d = mm.dispatch(gpu).unwrap();
-                gpu.run(&[&d]).unwrap();
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
                 let want = if epi { &with_epilogue } else { &plain };
-                let name = format!("matmul[{:?}] {m}x{n}x{k} {layout:?}{}", gpu.matmul, if epi { " +bias+leaky" } else { "" });
+                let split = if epi { 1 } else { split_parts(m, n, k) };
+                let name = format!("matmul[{:?}] {m}x{n}x{k} {layout:?}{}{}", gpu.matmul, if epi { " +bias+leaky" } else { "" }, if split > 1 { format!(" split {split}") } else { String::new() });
                 check(&name, &c.read_f32(gpu).unwrap(), want, F32_BOUND);
             }
         }
@@ -118,7 +135,7 @@ fn conv2d_backward_matches_reference() {
             let dx = poisoned(gpu, "dx", s.input_len());
             let dw = poisoned(gpu, "dw", s.kernel_len());
             let db = poisoned(gpu, "db", s.out_c);
-            let scratch = poisoned(gpu, "scratch", reduce::column_sum_scratch(s.m(), s.out_c));
+            let scratch = poisoned(gpu, "scratch", s.kernel_grad_scratch());
             let mut d = vec![im2col];
             d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, &dcols, &dx).unwrap());
             d.extend(conv2d::backward_kernel(gpu, &s, &cols, &tdy, &dw, &db, &scratch).unwrap());

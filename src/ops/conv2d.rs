@@ -56,6 +56,11 @@ impl ConvShape {
     pub fn kernel_len(&self) -> usize {
         self.k() * self.out_c
     }
+    /// Scratch the kernel gradient needs: split-K parts, then the bias sums.
+    pub fn kernel_grad_scratch(&self) -> usize {
+        super::matmul::split_scratch_len(self.k(), self.out_c, self.m()).max(super::reduce::column_sum_scratch(self.m(), self.out_c))
+    }
+
     /// Floating-point operations of one matrix product of this layer.
     pub fn flops(&self) -> f64 {
         2.0 * self.m() as f64 * self.k() as f64 * self.out_c as f64
@@ -114,8 +119,11 @@ pub fn forward(
         bias: Some(b),
         leaky_slope,
         c: y,
+        split_scratch: None,
     };
-    Ok(vec![im2col(gpu, s, x, cols)?, product.dispatch(gpu)?])
+    let mut d = vec![im2col(gpu, s, x, cols)?];
+    d.extend(product.dispatch(gpu)?);
+    Ok(d)
 }
 
 /// dx = col2im(dy * W^T), through scratch `w_t` (out_c x K) and `dcols` (M x K).
@@ -138,12 +146,16 @@ pub fn backward_input(
         bias: None,
         leaky_slope: None,
         c: dcols,
+        split_scratch: None,
     };
-    Ok(vec![transpose(gpu, w, w_t, s.k(), s.out_c)?, product.dispatch(gpu)?, col2im(gpu, s, dcols, dx)?])
+    let mut d = vec![transpose(gpu, w, w_t, s.k(), s.out_c)?];
+    d.extend(product.dispatch(gpu)?);
+    d.push(col2im(gpu, s, dcols, dx)?);
+    Ok(d)
 }
 
 /// dW = cols^T * dy and db = column sums of dy, through `scratch`
-/// ([`reduce::column_sum_scratch`]`(M, out_c)` elements).
+/// ([`ConvShape::kernel_grad_scratch`] elements).
 pub fn backward_kernel(
     gpu: &Gpu,
     s: &ConvShape,
@@ -163,8 +175,9 @@ pub fn backward_kernel(
         bias: None,
         leaky_slope: None,
         c: dw,
+        split_scratch: Some(scratch),
     };
-    let mut d = vec![product.dispatch(gpu)?];
+    let mut d = product.dispatch(gpu)?;
     d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, db)?);
     Ok(d)
 }

@@ -1,5 +1,6 @@
 //! Matrix product with an optional bias + LeakyReLU epilogue (`matmul.wgsl`, `matmul_subgroup.wgsl`).
 
+use super::reduce;
 use crate::gpu::{Dispatch, Gpu, MatmulVariant, Tensor};
 use crate::shader;
 use anyhow::{bail, Result};
@@ -14,7 +15,7 @@ struct Params {
     a_col_stride: u32,
     epilogue: u32,
     slope: f32,
-    _pad: u32,
+    k_chunk: u32,
 }
 
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
@@ -28,6 +29,32 @@ pub enum ALayout {
     Transposed,
 }
 
+/// How many parts K is split into: products whose C is only a few tiles but whose K is long
+/// (the kernel gradients: C is 9 x 256 for the teacher's first layer, K = 6,272) would keep a
+/// handful of workgroups busy, so their K is cut into chunks computed side by side and summed.
+/// Depends on the shape alone, so every device sums in the same order.
+pub fn split_parts(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(64) * n.div_ceil(64);
+    if tiles >= 32 || k < 1024 {
+        return 1;
+    }
+    let parts = (k / 512).clamp(1, 4 * 32usize.div_ceil(tiles));
+    k.div_ceil(split_chunk(k, parts))
+}
+
+/// K per part: a multiple of 16 (a whole number of tiled-kernel steps and of vec4s).
+fn split_chunk(k: usize, parts: usize) -> usize {
+    k.div_ceil(parts).next_multiple_of(16)
+}
+
+/// Scratch elements a product of this shape needs for its split-K parts (0 if not split).
+pub fn split_scratch_len(m: usize, n: usize, k: usize) -> usize {
+    match split_parts(m, n, k) {
+        1 => 0,
+        parts => parts * m * n,
+    }
+}
+
 /// Operands of C (M x N) = A (M x K) * B (K x N, row-major) [+ bias] [then LeakyReLU].
 pub struct Matmul<'a> {
     pub m: usize,
@@ -39,16 +66,16 @@ pub struct Matmul<'a> {
     pub bias: Option<&'a Tensor>,
     pub leaky_slope: Option<f32>,
     pub c: &'a Tensor,
+    /// Scratch for split-K parts ([`split_scratch_len`] elements); None never splits.
+    pub split_scratch: Option<&'a Tensor>,
 }
 
 impl Matmul<'_> {
-    /// The variant the device prefers, falling back to `Tiled` where `Subgroup` cannot run this shape.
-    pub fn dispatch(&self, gpu: &Gpu) -> Result<Dispatch> {
-        self.dispatch_with(gpu, gpu.matmul)
-    }
-
-    pub fn dispatch_with(&self, gpu: &Gpu, variant: MatmulVariant) -> Result<Dispatch> {
+    /// The variant the device prefers, falling back to `Tiled` where `Subgroup` cannot run this
+    /// shape; with split K, a second dispatch adds the parts.
+    pub fn dispatch(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
         let (m, n, k) = (self.m, self.n, self.k);
+        let parts = if self.split_scratch.is_some() { split_parts(m, n, k) } else { 1 };
         for (t, len, name) in [(self.a, m * k, "A"), (self.b, k * n, "B"), (self.c, m * n, "C")] {
             if t.len() < len {
                 bail!("matmul {m}x{n}x{k}: operand {name} `{}` holds {} elements, needs {len}", t.label, t.len());
@@ -58,6 +85,18 @@ impl Matmul<'_> {
             ALayout::Normal => (k as u32, 1),
             ALayout::Transposed => (1, m as u32),
         };
+        let (k_chunk, out) = match (parts, self.split_scratch) {
+            (1, _) | (_, None) => (k, self.c),
+            (_, Some(scratch)) => {
+                if self.bias.is_some() || self.leaky_slope.is_some() {
+                    bail!("matmul {m}x{n}x{k}: a split product takes no epilogue");
+                }
+                if scratch.len() < parts * m * n {
+                    bail!("matmul {m}x{n}x{k}: split scratch `{}` holds {}, needs {}", scratch.label, scratch.len(), parts * m * n);
+                }
+                (split_chunk(k, parts), scratch)
+            }
+        };
         let params = Params {
             m: m as u32,
             n: n as u32,
@@ -66,7 +105,7 @@ impl Matmul<'_> {
             a_col_stride,
             epilogue: self.bias.is_some() as u32 | (self.leaky_slope.is_some() as u32) << 1,
             slope: self.leaky_slope.unwrap_or(0.0),
-            _pad: 0,
+            k_chunk: k_chunk as u32,
         };
         let uniform = gpu.uniform("matmul params", &params);
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
@@ -76,20 +115,24 @@ impl Matmul<'_> {
             self.a.binding(),
             self.b.binding(),
             bias.binding(),
-            self.c.binding(),
+            out.binding(),
         ];
-        let use_subgroup = variant == MatmulVariant::Subgroup && n % 4 == 0;
+        let use_subgroup = gpu.matmul == MatmulVariant::Subgroup && n % 4 == 0;
         let d = if use_subgroup {
-            let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, 1];
+            let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
             // The vec4 path needs every row of A to start on a 16-byte boundary.
             let entry = if a_col_stride == 1 && k % 4 == 0 && a_row_stride % 4 == 0 { "matmul_subgroup" } else { "matmul_subgroup_strided" };
             Dispatch::new(gpu, &shader!("matmul_subgroup"), entry, &resources, groups)?
         } else {
-            let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+            let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, parts as u32];
             Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)?
         };
-        let (m, n, k) = (m as f64, n as f64, k as f64);
-        Ok(d.with_cost(2.0 * m * n * k, 4.0 * (m * k + k * n + m * n)))
+        let (mf, nf, kf) = (m as f64, n as f64, k as f64);
+        let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
+        if parts > 1 {
+            d.push(reduce::sum_parts(gpu, out, parts, m * n, None, self.c)?);
+        }
+        Ok(d)
     }
 }
 
