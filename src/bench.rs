@@ -62,7 +62,17 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
     let mut step_times = Vec::new();
     for arch in [TEACHER, STUDENT] {
         let model = Model::new(gpu, arch, &arch.init_glorot(3))?;
-        let plan = Plan::train(gpu, arch.name, &model, Loss::CrossEntropy, &data, &data.train, None, batch, &AdamConfig::default())?;
+        let plan = Plan::train(
+            gpu,
+            arch.name,
+            &model,
+            Loss::CrossEntropy,
+            &data,
+            &data.train,
+            None,
+            batch,
+            &AdamConfig::default(),
+        )?;
         let order: Vec<u32> = (0..samples as u32).collect();
         plan.run_epoch(gpu, &order, 1, |_, _, _| {})?; // warm-up and a sane step state
         if startup_seconds == 0.0 {
@@ -81,12 +91,24 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
             });
         }
         let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
-        step_times.push(step_time(&arch, "train step", batch, stats.seconds / stats.steps as f64, arch.train_flops(batch)));
+        step_times.push(step_time(
+            &arch,
+            "train step",
+            batch,
+            stats.seconds / stats.steps as f64,
+            arch.train_flops(batch),
+        ));
         let table = Tensor::zeros(gpu, "logits", &[samples, NUM_CLASSES])?;
         let infer = Plan::logits(gpu, "inference", &model, &data, &data.train, &table, batch)?;
         infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         let stats = infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
-        step_times.push(step_time(&arch, "forward step", batch, stats.seconds / stats.steps as f64, arch.forward_flops(batch)));
+        step_times.push(step_time(
+            &arch,
+            "forward step",
+            batch,
+            stats.seconds / stats.steps as f64,
+            arch.forward_flops(batch),
+        ));
     }
     Ok(BenchReport {
         adapter: gpu::describe(&gpu.info),
@@ -121,7 +143,22 @@ pub fn cpu_matmul_gflops() -> f64 {
         let t = Instant::now();
         // SAFETY: the pointers and strides describe the row-major buffers above exactly.
         unsafe {
-            matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
         best = best.min(t.elapsed().as_secs_f64());
     }
@@ -131,18 +168,48 @@ pub fn cpu_matmul_gflops() -> f64 {
 
 impl BenchReport {
     pub fn render(&self) -> String {
-        let mut s = format!("Adapter: {}\nMatrix-product kernel: {:?}; timing: {}\n\n", self.adapter, self.matmul, if self.timestamps { "device timestamps" } else { "wall clock" });
-        s += &format!("{:<8} {:<18} {:<34} {:>10} {:>9} {:>9}\n", "model", "layer", "kernel", "time (ms)", "GFLOP/s", "GB/s");
+        let mut s = format!(
+            "Adapter: {}\nMatrix-product kernel: {:?}; timing: {}\n\n",
+            self.adapter,
+            self.matmul,
+            if self.timestamps { "device timestamps" } else { "wall clock" }
+        );
+        s += &format!(
+            "{:<8} {:<18} {:<34} {:>10} {:>9} {:>9}\n",
+            "model", "layer", "kernel", "time (ms)", "GFLOP/s", "GB/s"
+        );
         for k in &self.kernels {
             let rate = |v: f64| if v > 0.0 { format!("{v:.1}") } else { "-".into() };
-            s += &format!("{:<8} {:<18} {:<34} {:>10.3} {:>9} {:>9}\n", k.model, k.layer, k.kernel, 1e3 * k.seconds, rate(k.gflops), rate(k.gbytes_per_second));
+            s += &format!(
+                "{:<8} {:<18} {:<34} {:>10.3} {:>9} {:>9}\n",
+                k.model,
+                k.layer,
+                k.kernel,
+                1e3 * k.seconds,
+                rate(k.gflops),
+                rate(k.gbytes_per_second)
+            );
         }
         s += "\n";
         for t in &self.steps {
-            s += &format!("{:<8} {:<13} batch {:<4} {:>9.2} ms {:>9.0} samples/s {:>8.1} GFLOP/s\n", t.model, t.what, t.batch, 1e3 * t.seconds, t.samples_per_second, t.gflops);
+            s += &format!(
+                "{:<8} {:<13} batch {:<4} {:>9.2} ms {:>9.0} samples/s {:>8.1} GFLOP/s\n",
+                t.model,
+                t.what,
+                t.batch,
+                1e3 * t.seconds,
+                t.samples_per_second,
+                t.gflops
+            );
         }
-        s += &format!("\nCPU f32 matrix product 1568x512x2304 (matrixmultiply, all cores): {:.1} GFLOP/s\n", self.cpu_matmul_gflops);
-        s += &format!("Start-up (device, data, pipelines, first teacher epoch of the bench): {:.2} s\n", self.startup_seconds);
+        s += &format!(
+            "\nCPU f32 matrix product 1568x512x2304 (matrixmultiply, all cores): {:.1} GFLOP/s\n",
+            self.cpu_matmul_gflops
+        );
+        s += &format!(
+            "Start-up (device, data, pipelines, first teacher epoch of the bench): {:.2} s\n",
+            self.startup_seconds
+        );
         s
     }
 }

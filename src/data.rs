@@ -33,18 +33,8 @@ use sha2::{Digest, Sha256};
 
 pub const IMAGE_SIDE: usize = 28;
 pub const NUM_CLASSES: usize = 10;
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 pub const UPSTREAM_URL: &str = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/";
 
 const IMAGE_BYTES: usize = IMAGE_SIDE * IMAGE_SIDE;
@@ -65,26 +55,10 @@ type Expected<'a> = (&'a str, &'a str, u64);
 /// Checksums of the decompressed files. Upstream only publishes MD5s of its `.gz` files, and
 /// other mirrors recompress, so the decompressed content is what is compared.
 const EXPECTED: [Expected<'static>; 4] = [
-    (
-        TRAIN_IMAGES,
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        47_040_016,
-    ),
-    (
-        TRAIN_LABELS,
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        60_008,
-    ),
-    (
-        TEST_IMAGES,
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        7_840_016,
-    ),
-    (
-        TEST_LABELS,
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        10_008,
-    ),
+    (TRAIN_IMAGES, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
+    (TRAIN_LABELS, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
+    (TEST_IMAGES, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016),
+    (TEST_LABELS, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
 ];
 
 /// Upper bound on any file, compressed or not: the real ones are under 50 MB, and the bound
@@ -146,23 +120,13 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            data_dir: None,
-            offline: false,
-            base_url: UPSTREAM_URL.to_string(),
-            progress: false,
-        }
+        LoadOptions { data_dir: None, offline: false, base_url: UPSTREAM_URL.to_string(), progress: false }
     }
 }
 
 /// Loads Fashion-MNIST; see the module documentation for where it looks and when it downloads.
 pub fn load(opts: &LoadOptions) -> Result<Dataset> {
-    load_from(
-        opts,
-        &search_dirs(),
-        default_download_dir().as_deref(),
-        &EXPECTED,
-    )
+    load_from(opts, &search_dirs(), default_download_dir().as_deref(), &EXPECTED)
 }
 
 /// Directories searched for the data when no `--data-dir` is given, in order:
@@ -175,11 +139,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
     }
     let local = Path::new("data").join("fashion-mnist");
     // Absolute, so that error messages say exactly where was looked.
-    dirs.push(
-        std::env::current_dir()
-            .map(|cwd| cwd.join(&local))
-            .unwrap_or(local),
-    );
+    dirs.push(std::env::current_dir().map(|cwd| cwd.join(&local)).unwrap_or(local));
     if let Some(keras) = keras_cache_dir() {
         dirs.push(keras);
     }
@@ -201,21 +161,12 @@ pub fn parse_labels(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn env_data_dir() -> Option<PathBuf> {
-    std::env::var_os("KD_DATA_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os("KD_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 fn keras_cache_dir() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .or_else(|| std::env::var_os("USERPROFILE"))
-        .filter(|v| !v.is_empty())?;
-    Some(
-        PathBuf::from(home)
-            .join(".keras")
-            .join("datasets")
-            .join("fashion-mnist"),
-    )
+    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")).filter(|v| !v.is_empty())?;
+    Some(PathBuf::from(home).join(".keras").join("datasets").join("fashion-mnist"))
 }
 
 fn default_download_dir() -> Option<PathBuf> {
@@ -241,10 +192,8 @@ fn load_from(
         }
         let missing = missing_files(dir);
         if !missing.is_empty() {
-            let list: Vec<String> = missing
-                .iter()
-                .map(|name| format!("{name} (neither {name}.gz nor {name})"))
-                .collect();
+            let list: Vec<String> =
+                missing.iter().map(|name| format!("{name} (neither {name}.gz nor {name})")).collect();
             bail!(
                 "--data-dir {}: missing {} (with --data-dir nothing else is searched and nothing \
                  is downloaded)",
@@ -318,11 +267,7 @@ fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn missing_files(dir: &Path) -> Vec<&'static str> {
-    FILE_NAMES
-        .iter()
-        .copied()
-        .filter(|name| locate(dir, name).is_none())
-        .collect()
+    FILE_NAMES.iter().copied().filter(|name| locate(dir, name).is_none()).collect()
 }
 
 fn read_dataset(dir: &Path) -> Result<Dataset> {
@@ -334,9 +279,7 @@ fn read_dataset(dir: &Path) -> Result<Dataset> {
 }
 
 fn read_split(dir: &Path, split: &str, images_name: &str, labels_name: &str) -> Result<Split> {
-    let find = |name: &str| {
-        locate(dir, name).ok_or_else(|| anyhow!("{}: missing {name}(.gz)", dir.display()))
-    };
+    let find = |name: &str| locate(dir, name).ok_or_else(|| anyhow!("{}: missing {name}(.gz)", dir.display()));
     let images_path = find(images_name)?;
     let labels_path = find(labels_name)?;
 
@@ -368,27 +311,17 @@ fn is_gz(path: &Path) -> bool {
 fn read_decompressed(path: &Path) -> Result<Vec<u8>> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let gz = is_gz(path);
-    let reader: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(file)
-    };
+    let reader: Box<dyn Read> = if gz { Box::new(MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(file) };
     let mut bytes = Vec::new();
-    reader
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            if gz {
-                anyhow!("{}: corrupt gzip: {e}", path.display())
-            } else {
-                anyhow!("{}: read error: {e}", path.display())
-            }
-        })?;
+    reader.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| {
+        if gz {
+            anyhow!("{}: corrupt gzip: {e}", path.display())
+        } else {
+            anyhow!("{}: read error: {e}", path.display())
+        }
+    })?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        bail!(
-            "{}: more than {MAX_FILE_BYTES} bytes (decompressed); not a Fashion-MNIST file",
-            path.display()
-        );
+        bail!("{}: more than {MAX_FILE_BYTES} bytes (decompressed); not a Fashion-MNIST file", path.display());
     }
     Ok(bytes)
 }
@@ -411,11 +344,7 @@ fn check_images(name: &str, bytes: &[u8]) -> Result<usize> {
         bail!(
             "{name}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX image \
              file){}",
-            if magic == LABELS_MAGIC {
-                "; this is a label file"
-            } else {
-                ""
-            }
+            if magic == LABELS_MAGIC { "; this is a label file" } else { "" }
         );
     }
     let count = be_u32(bytes, 4) as u64;
@@ -424,12 +353,7 @@ fn check_images(name: &str, bytes: &[u8]) -> Result<usize> {
         bail!("{name}: wrong dimensions: images are {rows}x{cols}, expected {IMAGE_SIDE}x{IMAGE_SIDE}");
     }
     let what = format!("{count} images of {rows}x{cols}");
-    check_length(
-        name,
-        &what,
-        IMAGES_HEADER as u64 + count * IMAGE_BYTES as u64,
-        bytes.len(),
-    )?;
+    check_length(name, &what, IMAGES_HEADER as u64 + count * IMAGE_BYTES as u64, bytes.len())?;
     Ok(count as usize)
 }
 
@@ -447,29 +371,15 @@ fn check_labels(name: &str, bytes: &[u8]) -> Result<()> {
         bail!(
             "{name}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} (IDX label \
              file){}",
-            if magic == IMAGES_MAGIC {
-                "; this is an image file"
-            } else {
-                ""
-            }
+            if magic == IMAGES_MAGIC { "; this is an image file" } else { "" }
         );
     }
     let count = be_u32(bytes, 4) as u64;
-    check_length(
-        name,
-        &format!("{count} labels"),
-        LABELS_HEADER as u64 + count,
-        bytes.len(),
-    )?;
-    if let Some((i, &label)) = bytes[LABELS_HEADER..]
-        .iter()
-        .enumerate()
-        .find(|(_, &label)| label as usize >= NUM_CLASSES)
+    check_length(name, &format!("{count} labels"), LABELS_HEADER as u64 + count, bytes.len())?;
+    if let Some((i, &label)) =
+        bytes[LABELS_HEADER..].iter().enumerate().find(|(_, &label)| label as usize >= NUM_CLASSES)
     {
-        bail!(
-            "{name}: label {label} at index {i} is out of range (classes are 0..={})",
-            NUM_CLASSES - 1
-        );
+        bail!("{name}: label {label} at index {i} is out of range (classes are 0..={})", NUM_CLASSES - 1);
     }
     Ok(())
 }
@@ -477,9 +387,7 @@ fn check_labels(name: &str, bytes: &[u8]) -> Result<()> {
 fn check_length(name: &str, what: &str, expected: u64, actual: usize) -> Result<()> {
     let actual = actual as u64;
     if actual < expected {
-        bail!(
-            "{name}: truncated: header says {what} ({expected} bytes) but the file holds {actual}"
-        );
+        bail!("{name}: truncated: header says {what} ({expected} bytes) but the file holds {actual}");
     }
     if actual > expected {
         bail!(
@@ -499,15 +407,9 @@ struct DownloadError {
 
 /// Downloads the files that `dir` lacks; files already there (from an earlier, partly
 /// successful run) are kept, since every file this code writes was verified first.
-fn download_missing(
-    opts: &LoadOptions,
-    dir: &Path,
-    expected: &[Expected],
-) -> std::result::Result<(), DownloadError> {
-    fs::create_dir_all(dir).map_err(|e| DownloadError {
-        url: None,
-        reason: anyhow!("cannot create {}: {e}", dir.display()),
-    })?;
+fn download_missing(opts: &LoadOptions, dir: &Path, expected: &[Expected]) -> std::result::Result<(), DownloadError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| DownloadError { url: None, reason: anyhow!("cannot create {}: {e}", dir.display()) })?;
     let mut base = opts.base_url.clone();
     if !base.ends_with('/') {
         base.push('/');
@@ -515,23 +417,15 @@ fn download_missing(
     let agent = make_agent(&base);
     let missing = missing_files(dir);
     if opts.progress && !missing.is_empty() {
-        eprintln!(
-            "Downloading Fashion-MNIST from {base} into {}",
-            dir.display()
-        );
+        eprintln!("Downloading Fashion-MNIST from {base} into {}", dir.display());
     }
     for name in missing {
         let url = format!("{base}{name}.gz");
         let result = match expected.iter().find(|e| e.0 == name) {
-            Some(&(_, sha256, size)) => {
-                download_one(&agent, &url, dir, name, sha256, size, opts.progress)
-            }
+            Some(&(_, sha256, size)) => download_one(&agent, &url, dir, name, sha256, size, opts.progress),
             None => Err(anyhow!("no checksum known for {name}")),
         };
-        result.map_err(|reason| DownloadError {
-            url: Some(url),
-            reason,
-        })?;
+        result.map_err(|reason| DownloadError { url: Some(url), reason })?;
     }
     Ok(())
 }
@@ -550,10 +444,7 @@ fn make_agent(base_url: &str) -> ureq::Agent {
 
 fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    ["127.", "localhost:", "localhost/", "[::1]"]
-        .iter()
-        .any(|prefix| rest.starts_with(prefix))
-        || rest == "localhost"
+    ["127.", "localhost:", "localhost/", "[::1]"].iter().any(|prefix| rest.starts_with(prefix)) || rest == "localhost"
 }
 
 /// Removes a file when dropped, unless disarmed: the `.part` file must not outlive a failure.
@@ -586,17 +477,14 @@ fn download_one(
     let total = response.body().content_length();
 
     let mut guard = RemoveOnDrop(Some(part_path.clone()));
-    let file = File::create(&part_path)
-        .with_context(|| format!("cannot create {}", part_path.display()))?;
+    let file = File::create(&part_path).with_context(|| format!("cannot create {}", part_path.display()))?;
     let bar = progress_bar(progress, name, total);
     let mut out = BufWriter::new(file);
     let mut body = response.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
     let mut received: u64 = 0;
     loop {
-        let n = body
-            .read(&mut buf)
-            .map_err(|e| anyhow!("transfer failed after {received} bytes: {e}"))?;
+        let n = body.read(&mut buf).map_err(|e| anyhow!("transfer failed after {received} bytes: {e}"))?;
         if n == 0 {
             break;
         }
@@ -604,26 +492,17 @@ fn download_one(
         if received > MAX_FILE_BYTES {
             bail!("the server sent more than {MAX_FILE_BYTES} bytes; not a Fashion-MNIST file");
         }
-        out.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", part_path.display()))?;
+        out.write_all(&buf[..n]).with_context(|| format!("cannot write {}", part_path.display()))?;
         bar.inc(n as u64);
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| anyhow!("cannot write {}: {}", part_path.display(), e.error()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", part_path.display()))?;
+    let file = out.into_inner().map_err(|e| anyhow!("cannot write {}: {}", part_path.display(), e.error()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", part_path.display()))?;
     drop(file);
     bar.finish_and_clear();
 
     verify(&part_path, name, sha256, size)?;
-    fs::rename(&part_path, &final_path).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            part_path.display(),
-            final_path.display()
-        )
-    })?;
+    fs::rename(&part_path, &final_path)
+        .with_context(|| format!("cannot rename {} to {}", part_path.display(), final_path.display()))?;
     guard.0 = None;
     // Persist the rename itself; not all platforms can sync a directory, hence best effort.
     if let Ok(d) = File::open(dir) {
@@ -640,14 +519,8 @@ fn progress_bar(show: bool, name: &str, total: Option<u64>) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let (bar, template) = match total {
-        Some(len) => (
-            ProgressBar::new(len),
-            "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{msg:28} {spinner} {bytes} {bytes_per_sec}",
-        ),
+        Some(len) => (ProgressBar::new(len), "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"),
+        None => (ProgressBar::new_spinner(), "{msg:28} {spinner} {bytes} {bytes_per_sec}"),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
@@ -717,9 +590,7 @@ mod tests {
     }
 
     fn pixels(count: usize, seed: u8) -> Vec<u8> {
-        (0..count * IMAGE_BYTES)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..count * IMAGE_BYTES).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     fn labels_for(count: usize) -> Vec<u8> {
@@ -735,15 +606,9 @@ mod tests {
     /// The decompressed content of the four files of a small synthetic data set.
     fn synthetic(train: usize, test: usize) -> Vec<(&'static str, Vec<u8>)> {
         vec![
-            (
-                TRAIN_IMAGES,
-                idx_images(train as u32, 28, 28, &pixels(train, 1)),
-            ),
+            (TRAIN_IMAGES, idx_images(train as u32, 28, 28, &pixels(train, 1))),
             (TRAIN_LABELS, idx_labels(&labels_for(train))),
-            (
-                TEST_IMAGES,
-                idx_images(test as u32, 28, 28, &pixels(test, 2)),
-            ),
+            (TEST_IMAGES, idx_images(test as u32, 28, 28, &pixels(test, 2))),
             (TEST_LABELS, idx_labels(&labels_for(test))),
         ]
     }
@@ -760,23 +625,11 @@ mod tests {
     }
 
     fn hashes_of(files: &[(&str, Vec<u8>)]) -> Vec<(String, String, u64)> {
-        files
-            .iter()
-            .map(|(name, bytes)| {
-                (
-                    name.to_string(),
-                    hex(&Sha256::digest(bytes)),
-                    bytes.len() as u64,
-                )
-            })
-            .collect()
+        files.iter().map(|(name, bytes)| (name.to_string(), hex(&Sha256::digest(bytes)), bytes.len() as u64)).collect()
     }
 
     fn as_expected(table: &[(String, String, u64)]) -> Vec<Expected<'_>> {
-        table
-            .iter()
-            .map(|(n, h, s)| (n.as_str(), h.as_str(), *s))
-            .collect()
+        table.iter().map(|(n, h, s)| (n.as_str(), h.as_str(), *s)).collect()
     }
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -810,10 +663,7 @@ mod tests {
     }
 
     fn opts_for_dir(dir: &Path) -> LoadOptions {
-        LoadOptions {
-            data_dir: Some(dir.to_path_buf()),
-            ..LoadOptions::default()
-        }
+        LoadOptions { data_dir: Some(dir.to_path_buf()), ..LoadOptions::default() }
     }
 
     // ---- a tiny HTTP/1.1 server on loopback ----
@@ -849,9 +699,7 @@ mod tests {
                         Err(_) => break,
                     };
                     stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(5)))
-                        .unwrap();
+                    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     let mut request = Vec::new();
                     let mut byte = [0u8; 1];
                     while !request.ends_with(b"\r\n\r\n") {
@@ -910,17 +758,12 @@ mod tests {
     }
 
     fn gz_routes(files: &[(&str, Vec<u8>)]) -> Vec<(String, Reply)> {
-        files
-            .iter()
-            .map(|(name, bytes)| (format!("/files/{name}.gz"), Reply::Body(gz(bytes))))
-            .collect()
+        files.iter().map(|(name, bytes)| (format!("/files/{name}.gz"), Reply::Body(gz(bytes)))).collect()
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
         match fs::read_dir(dir) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
+            Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -944,31 +787,19 @@ mod tests {
         let mut bytes = idx_images(1, 28, 28, &pixels(1, 0));
         bytes[3] = 0x01;
         let msg = err_text(parse_images("some/imgs", &bytes));
-        assert!(
-            msg.contains("some/imgs") && msg.contains("bad magic"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("0x00000801") && msg.contains("label file"),
-            "{msg}"
-        );
+        assert!(msg.contains("some/imgs") && msg.contains("bad magic"), "{msg}");
+        assert!(msg.contains("0x00000801") && msg.contains("label file"), "{msg}");
 
         let mut bytes = idx_labels(&[1, 2]);
         bytes[3] = 0x03;
         let msg = err_text(parse_labels("some/labs", &bytes));
-        assert!(
-            msg.contains("some/labs") && msg.contains("bad magic"),
-            "{msg}"
-        );
+        assert!(msg.contains("some/labs") && msg.contains("bad magic"), "{msg}");
     }
 
     #[test]
     fn wrong_dimensions() {
         let msg = err_text(parse_images("imgs", &idx_images(1, 27, 28, &[0; 27 * 28])));
-        assert!(
-            msg.contains("imgs") && msg.contains("27x28") && msg.contains("expected 28x28"),
-            "{msg}"
-        );
+        assert!(msg.contains("imgs") && msg.contains("27x28") && msg.contains("expected 28x28"), "{msg}");
     }
 
     #[test]
@@ -980,10 +811,7 @@ mod tests {
             "{msg}"
         );
         let msg = err_text(parse_images("imgs", &full[..10]));
-        assert!(
-            msg.contains("imgs: truncated") && msg.contains("header"),
-            "{msg}"
-        );
+        assert!(msg.contains("imgs: truncated") && msg.contains("header"), "{msg}");
 
         let mut long = full.clone();
         long.extend_from_slice(&[0; 5]);
@@ -992,10 +820,7 @@ mod tests {
 
         let labels = idx_labels(&[1, 2, 3]);
         let msg = err_text(parse_labels("labs", &labels[..9]));
-        assert!(
-            msg.contains("labs: truncated: header says 3 labels"),
-            "{msg}"
-        );
+        assert!(msg.contains("labs: truncated: header says 3 labels"), "{msg}");
         let mut long = labels.clone();
         long.push(0);
         let msg = err_text(parse_labels("labs", &long));
@@ -1007,12 +832,7 @@ mod tests {
     #[test]
     fn label_out_of_range() {
         let msg = err_text(parse_labels("labs", &idx_labels(&[0, 9, 10, 3])));
-        assert!(
-            msg.contains("labs")
-                && msg.contains("label 10 at index 2")
-                && msg.contains("out of range"),
-            "{msg}"
-        );
+        assert!(msg.contains("labs") && msg.contains("label 10 at index 2") && msg.contains("out of range"), "{msg}");
     }
 
     // ---- loading from directories ----
@@ -1052,15 +872,8 @@ mod tests {
         files[1].1 = idx_labels(&labels_for(3));
         write_files(&dir, &files, true);
         let msg = err_text(load_from(&opts_for_dir(&dir), &[], None, &EXPECTED));
-        assert!(
-            msg.contains("train split") && msg.contains("4 images") && msg.contains("3 labels"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains(&format!("{TRAIN_IMAGES}.gz"))
-                && msg.contains(&format!("{TRAIN_LABELS}.gz")),
-            "{msg}"
-        );
+        assert!(msg.contains("train split") && msg.contains("4 images") && msg.contains("3 labels"), "{msg}");
+        assert!(msg.contains(&format!("{TRAIN_IMAGES}.gz")) && msg.contains(&format!("{TRAIN_LABELS}.gz")), "{msg}");
     }
 
     #[test]
@@ -1074,17 +887,11 @@ mod tests {
         let packed = gz(&files[2].1);
         fs::write(&path, &packed[..packed.len() / 2]).unwrap();
         let msg = err_text(load_from(&opts_for_dir(&dir), &[], None, &EXPECTED));
-        assert!(
-            msg.contains(&path.display().to_string()) && msg.contains("corrupt gzip"),
-            "{msg}"
-        );
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("corrupt gzip"), "{msg}");
 
         fs::write(&path, b"this is not gzip data at all").unwrap();
         let msg = err_text(load_from(&opts_for_dir(&dir), &[], None, &EXPECTED));
-        assert!(
-            msg.contains(&path.display().to_string()) && msg.contains("corrupt gzip"),
-            "{msg}"
-        );
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("corrupt gzip"), "{msg}");
 
         // A flipped bit inside the stream is caught by the deflate decoder or the CRC.
         let mut flipped = packed.clone();
@@ -1115,43 +922,18 @@ mod tests {
         let partial = tmp.sub("partial");
         write_files(&partial, &synthetic(2, 2)[..3], true);
         let (listener, url) = silent_listener();
-        let opts = LoadOptions {
-            base_url: url,
-            ..opts_for_dir(&partial)
-        };
+        let opts = LoadOptions { base_url: url, ..opts_for_dir(&partial) };
 
         // A complete directory in the search list and a download directory are both ignored.
-        let msg = err_text(load_from(
-            &opts,
-            std::slice::from_ref(&good),
-            Some(&good),
-            &EXPECTED,
-        ));
-        assert!(
-            msg.contains(&partial.display().to_string()) && msg.contains(TEST_LABELS),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("missing") && !msg.contains(TRAIN_IMAGES),
-            "{msg}"
-        );
+        let msg = err_text(load_from(&opts, std::slice::from_ref(&good), Some(&good), &EXPECTED));
+        assert!(msg.contains(&partial.display().to_string()) && msg.contains(TEST_LABELS), "{msg}");
+        assert!(msg.contains("missing") && !msg.contains(TRAIN_IMAGES), "{msg}");
         assert_untouched(&listener);
 
         let nowhere = tmp.sub("nowhere");
-        let opts = LoadOptions {
-            data_dir: Some(nowhere.clone()),
-            ..opts
-        };
-        let msg = err_text(load_from(
-            &opts,
-            std::slice::from_ref(&good),
-            Some(&good),
-            &EXPECTED,
-        ));
-        assert!(
-            msg.contains(&nowhere.display().to_string()) && msg.contains("no such directory"),
-            "{msg}"
-        );
+        let opts = LoadOptions { data_dir: Some(nowhere.clone()), ..opts };
+        let msg = err_text(load_from(&opts, std::slice::from_ref(&good), Some(&good), &EXPECTED));
+        assert!(msg.contains(&nowhere.display().to_string()) && msg.contains("no such directory"), "{msg}");
         assert_untouched(&listener);
     }
 
@@ -1177,10 +959,7 @@ mod tests {
         let table = hashes_of(&files);
         let server = Server::start(gz_routes(&files), 4);
         let dest = tmp.sub("cache/fashion-mnist"); // created on demand
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..LoadOptions::default()
-        };
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..LoadOptions::default() };
         let search = [tmp.sub("empty"), dest.clone()];
 
         let ds = load_from(&opts, &search, Some(&dest), &as_expected(&table)).unwrap();
@@ -1189,10 +968,7 @@ mod tests {
         assert_eq!(ds.test.images, pixels(4, 2));
         let mut requested = server.requests();
         requested.sort();
-        let mut wanted: Vec<String> = FILE_NAMES
-            .iter()
-            .map(|n| format!("/files/{n}.gz"))
-            .collect();
+        let mut wanted: Vec<String> = FILE_NAMES.iter().map(|n| format!("/files/{n}.gz")).collect();
         wanted.sort();
         assert_eq!(requested, wanted);
         let mut names = leftovers(&dest);
@@ -1210,27 +986,12 @@ mod tests {
         let dest = tmp.sub("dl");
         write_files(&dest, &files[..2], true);
         let server = Server::start(gz_routes(&files), 2);
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..LoadOptions::default()
-        };
-        let ds = load_from(
-            &opts,
-            std::slice::from_ref(&dest),
-            Some(&dest),
-            &as_expected(&table),
-        )
-        .unwrap();
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..LoadOptions::default() };
+        let ds = load_from(&opts, std::slice::from_ref(&dest), Some(&dest), &as_expected(&table)).unwrap();
         assert_eq!(ds.test.len(), 2);
         let mut requested = server.requests();
         requested.sort();
-        assert_eq!(
-            requested,
-            vec![
-                format!("/files/{TEST_IMAGES}.gz"),
-                format!("/files/{TEST_LABELS}.gz")
-            ]
-        );
+        assert_eq!(requested, vec![format!("/files/{TEST_IMAGES}.gz"), format!("/files/{TEST_LABELS}.gz")]);
     }
 
     #[test]
@@ -1243,42 +1004,19 @@ mod tests {
         entry.1 = "00".repeat(32);
         let server = Server::start(gz_routes(&files), 1);
         let dest = tmp.sub("dl");
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..LoadOptions::default()
-        };
-        let msg = err_text(load_from(
-            &opts,
-            std::slice::from_ref(&dest),
-            Some(&dest),
-            &as_expected(&table),
-        ));
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..LoadOptions::default() };
+        let msg = err_text(load_from(&opts, std::slice::from_ref(&dest), Some(&dest), &as_expected(&table)));
         assert_eq!(server.requests().len(), 1);
-        assert!(
-            msg.contains("SHA-256 mismatch")
-                && msg.contains(&format!("{}{first}.gz", opts.base_url)),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist") && msg.contains("--data-dir DIR"),
-            "{msg}"
-        );
+        assert!(msg.contains("SHA-256 mismatch") && msg.contains(&format!("{}{first}.gz", opts.base_url)), "{msg}");
+        assert!(msg.contains("apt-get install dataset-fashion-mnist") && msg.contains("--data-dir DIR"), "{msg}");
         assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
 
         // A wrong size is caught the same way.
         let mut table = hashes_of(&files);
         table.iter_mut().find(|e| e.0 == first).unwrap().2 += 1;
         let server = Server::start(gz_routes(&files), 1);
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..opts
-        };
-        let msg = err_text(load_from(
-            &opts,
-            std::slice::from_ref(&dest),
-            Some(&dest),
-            &as_expected(&table),
-        ));
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..opts };
+        let msg = err_text(load_from(&opts, std::slice::from_ref(&dest), Some(&dest), &as_expected(&table)));
         server.requests();
         assert!(msg.contains("size mismatch"), "{msg}");
         assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
@@ -1289,22 +1027,11 @@ mod tests {
         let tmp = TempDir::new();
         let files = synthetic(50, 2);
         let table = hashes_of(&files);
-        let routes = files
-            .iter()
-            .map(|(name, bytes)| (format!("/files/{name}.gz"), Reply::Cut(gz(bytes))))
-            .collect();
+        let routes = files.iter().map(|(name, bytes)| (format!("/files/{name}.gz"), Reply::Cut(gz(bytes)))).collect();
         let server = Server::start(routes, 1);
         let dest = tmp.sub("dl");
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..LoadOptions::default()
-        };
-        let msg = err_text(load_from(
-            &opts,
-            std::slice::from_ref(&dest),
-            Some(&dest),
-            &as_expected(&table),
-        ));
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..LoadOptions::default() };
+        let msg = err_text(load_from(&opts, std::slice::from_ref(&dest), Some(&dest), &as_expected(&table)));
         server.requests();
         assert!(msg.contains("transfer failed"), "{msg}");
         assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
@@ -1316,31 +1043,14 @@ mod tests {
         let server = Server::start(Vec::new(), 1);
         let dest = tmp.sub("dl");
         let other = tmp.sub("other");
-        let opts = LoadOptions {
-            base_url: server.base_url.clone(),
-            ..LoadOptions::default()
-        };
-        let msg = err_text(load_from(
-            &opts,
-            &[dest.clone(), other.clone()],
-            Some(&dest),
-            &EXPECTED,
-        ));
+        let opts = LoadOptions { base_url: server.base_url.clone(), ..LoadOptions::default() };
+        let msg = err_text(load_from(&opts, &[dest.clone(), other.clone()], Some(&dest), &EXPECTED));
         let requested = server.requests();
         assert_eq!(requested.len(), 1);
-        assert!(
-            msg.contains(&format!("URL tried: {}{}.gz", opts.base_url, FILE_NAMES[0])),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("URL tried: {}{}.gz", opts.base_url, FILE_NAMES[0])), "{msg}");
         assert!(msg.contains("404"), "{msg}");
-        assert!(
-            msg.contains(&dest.display().to_string()) && msg.contains(&other.display().to_string()),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist") && msg.contains(DEBIAN_DIR),
-            "{msg}"
-        );
+        assert!(msg.contains(&dest.display().to_string()) && msg.contains(&other.display().to_string()), "{msg}");
+        assert!(msg.contains("apt-get install dataset-fashion-mnist") && msg.contains(DEBIAN_DIR), "{msg}");
         assert!(msg.contains("--data-dir DIR"), "{msg}");
         assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
     }
@@ -1351,37 +1061,13 @@ mod tests {
         let (a, b) = (tmp.sub("a"), tmp.sub("b"));
         write_files(&b, &synthetic(2, 2)[..2], true);
         let (listener, url) = silent_listener();
-        let opts = LoadOptions {
-            offline: true,
-            base_url: url,
-            ..LoadOptions::default()
-        };
-        let msg = err_text(load_from(
-            &opts,
-            &[a.clone(), b.clone()],
-            Some(&a),
-            &EXPECTED,
-        ));
+        let opts = LoadOptions { offline: true, base_url: url, ..LoadOptions::default() };
+        let msg = err_text(load_from(&opts, &[a.clone(), b.clone()], Some(&a), &EXPECTED));
         assert_untouched(&listener);
-        assert!(
-            msg.contains(&format!("{}: no such directory", a.display())),
-            "{msg}"
-        );
-        assert!(
-            msg.contains(&format!(
-                "{}: missing {TEST_IMAGES}, {TEST_LABELS}",
-                b.display()
-            )),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("--offline") && !msg.contains("URL tried"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist") && msg.contains("--data-dir DIR"),
-            "{msg}"
-        );
+        assert!(msg.contains(&format!("{}: no such directory", a.display())), "{msg}");
+        assert!(msg.contains(&format!("{}: missing {TEST_IMAGES}, {TEST_LABELS}", b.display())), "{msg}");
+        assert!(msg.contains("--offline") && !msg.contains("URL tried"), "{msg}");
+        assert!(msg.contains("apt-get install dataset-fashion-mnist") && msg.contains("--data-dir DIR"), "{msg}");
         assert!(!a.exists());
     }
 

@@ -1,8 +1,9 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
-use kd_wgpu::experiment::{self, Config};
+use kd_wgpu::experiment::{self, Config, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
+use kd_wgpu::model::{Architecture, STUDENT, TEACHER};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +40,33 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// Evaluate saved weights on the test set: cross-entropy loss and accuracy.
+    Evaluate {
+        /// Which architecture the weights are for.
+        #[arg(long, value_enum)]
+        model: ModelChoice,
+        /// A safetensors weights file (as written by --save-dir or scripts/keras_to_safetensors.py).
+        #[arg(long, value_name = "PATH")]
+        weights: PathBuf,
+        /// Also write the test logits as a float32 (N, 10) .npy file.
+        #[arg(long, value_name = "PATH")]
+        logits_out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum ModelChoice {
+    Teacher,
+    Student,
+}
+
+impl ModelChoice {
+    fn arch(self) -> Architecture {
+        match self {
+            ModelChoice::Teacher => TEACHER,
+            ModelChoice::Student => STUDENT,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -88,6 +116,26 @@ struct RunArgs {
     /// Metric readbacks per epoch (progress and NaN checks).
     #[arg(long, default_value_t = 10, hide = true)]
     sync_points: usize,
+    /// Save teacher.safetensors, student.safetensors (distilled) and scratch.safetensors here,
+    /// each when its training ends (the directory is created if needed).
+    #[arg(long, value_name = "DIR")]
+    save_dir: Option<PathBuf>,
+    /// A trained teacher's weights: its training is skipped (it is still evaluated).
+    #[arg(long, value_name = "PATH", conflicts_with = "teacher_init")]
+    teacher: Option<PathBuf>,
+    /// Start the teacher's training from these weights instead of random ones.
+    #[arg(long, value_name = "PATH")]
+    teacher_init: Option<PathBuf>,
+    /// Start both students (distilled and scratch) from these weights instead of random ones.
+    #[arg(long, value_name = "PATH")]
+    student_init: Option<PathBuf>,
+    /// Train the distilled and the scratch student N times over seeds, with one teacher, and
+    /// report means, deviations and the paired difference with its 95% confidence interval.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    runs: usize,
+    /// Write the configuration, adapter, per-epoch metrics, test results and phase times as JSON.
+    #[arg(long, value_name = "PATH")]
+    metrics_out: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -112,6 +160,16 @@ impl RunArgs {
             test_limit: self.test_limit,
             shuffle: !self.no_shuffle,
             sync_points: self.sync_points,
+            runs: self.runs,
+        }
+    }
+
+    fn weight_files(&self) -> WeightFiles {
+        WeightFiles {
+            save_dir: self.save_dir.clone(),
+            teacher: self.teacher.clone(),
+            teacher_init: self.teacher_init.clone(),
+            student_init: self.student_init.clone(),
         }
     }
 }
@@ -132,7 +190,10 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if cli.list_adapters {
         let adapters = gpu::list_adapters(cli.device.backend);
         if adapters.is_empty() {
-            anyhow::bail!("no adapters for backend {:?}; on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers", cli.device.backend);
+            anyhow::bail!(
+                "no adapters for backend {:?}; on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers",
+                cli.device.backend
+            );
         }
         for a in adapters {
             println!("{a}");
@@ -142,21 +203,36 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     match cli.command {
         None => {
             let cfg = cli.run.config(&cli.device);
-            let report = experiment::run(&cfg)?;
+            if let Some(dir) = cli.run.metrics_out.as_deref().and_then(|p| p.parent()) {
+                anyhow::ensure!(
+                    dir.as_os_str().is_empty() || dir.is_dir(),
+                    "--metrics-out: the directory {} does not exist",
+                    dir.display()
+                );
+            }
+            let report = experiment::run_with(&cfg, &cli.run.weight_files())?;
             print!("{}", report.render());
+            if let Some(path) = &cli.run.metrics_out {
+                kd_wgpu::checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+                println!("Wrote {}", path.display());
+            }
             Ok(())
         }
         Some(Command::Bench { reps, steps, json }) => {
             anyhow::ensure!(cli.run.batch_size > 0, "--batch-size must be at least 1");
             anyhow::ensure!(reps > 0 && steps > 0, "--reps and --steps must be at least 1");
             let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?;
-            println!("Adapter: {}", gpu::describe(&gpu.info));
             let report = kd_wgpu::bench::run(&gpu, cli.run.batch_size, reps, steps, started)?;
             print!("{}", report.render());
             if let Some(path) = json {
                 kd_wgpu::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
                 println!("Wrote {}", path.display());
             }
+            Ok(())
+        }
+        Some(Command::Evaluate { model, weights, logits_out }) => {
+            let cfg = cli.run.config(&cli.device);
+            experiment::evaluate_file(&cfg, &model.arch(), &weights, logits_out.as_deref())?;
             Ok(())
         }
     }

@@ -140,10 +140,18 @@ impl Architecture {
         let (c1, c2, d) = (self.conv1_shape(1), self.conv2_shape(1), self.dense_shape(1));
         let p = |name: &str| self.param(name).len();
         let rows = [
-            ("conv2d (Conv2D)", format!("(None, {}, {}, {})", c1.out_h(), c1.out_w(), c1.out_c), p("conv1.kernel") + p("conv1.bias")),
+            (
+                "conv2d (Conv2D)",
+                format!("(None, {}, {}, {})", c1.out_h(), c1.out_w(), c1.out_c),
+                p("conv1.kernel") + p("conv1.bias"),
+            ),
             ("leaky_re_lu (LeakyReLU)", format!("(None, {}, {}, {})", c1.out_h(), c1.out_w(), c1.out_c), 0),
             ("max_pooling2d (MaxPooling2D)", format!("(None, {}, {}, {})", c1.out_h(), c1.out_w(), c1.out_c), 0),
-            ("conv2d_1 (Conv2D)", format!("(None, {}, {}, {})", c2.out_h(), c2.out_w(), c2.out_c), p("conv2.kernel") + p("conv2.bias")),
+            (
+                "conv2d_1 (Conv2D)",
+                format!("(None, {}, {}, {})", c2.out_h(), c2.out_w(), c2.out_c),
+                p("conv2.kernel") + p("conv2.bias"),
+            ),
             ("flatten (Flatten)", format!("(None, {})", d.inputs), 0),
             ("dense (Dense)", format!("(None, {})", d.units), p("dense.kernel") + p("dense.bias")),
         ];
@@ -153,7 +161,11 @@ impl Architecture {
         for (layer, shape, n) in rows {
             s += &format!("{layer:<32}{shape:<26}{:>14}\n", group_thousands(n));
         }
-        s += &format!("{rule}\n Total params: {}\n Trainable params: {}\n Non-trainable params: 0\n", group_thousands(self.param_count()), group_thousands(self.param_count()));
+        s += &format!(
+            "{rule}\n Total params: {}\n Trainable params: {}\n Non-trainable params: 0\n",
+            group_thousands(self.param_count()),
+            group_thousands(self.param_count())
+        );
         s
     }
 }

@@ -19,7 +19,9 @@ impl EpochProgress {
         }
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::new(steps as u64);
-            bar.set_style(ProgressStyle::with_template("{pos:>5}/{len} {bar:20} {elapsed} {msg}").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{pos:>5}/{len} {bar:20} {elapsed} {msg}").expect("valid template"),
+            );
             bar
         });
         EpochProgress { bar, steps, metric, start: Instant::now() }

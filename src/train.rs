@@ -47,7 +47,12 @@ impl DeviceData {
     }
 
     fn source<'a>(&'a self, split: &'a DeviceSplit) -> ImageSource<'a> {
-        ImageSource { images: &split.images, labels: &split.labels, scale: &self.scale, pixels: IMAGE_SIDE * IMAGE_SIDE }
+        ImageSource {
+            images: &split.images,
+            labels: &split.labels,
+            scale: &self.scale,
+            pixels: IMAGE_SIDE * IMAGE_SIDE,
+        }
     }
 }
 
@@ -59,7 +64,13 @@ pub struct Model {
 
 impl Model {
     pub fn new(gpu: &Gpu, arch: Architecture, flat: &[f32]) -> Result<Model> {
-        ensure!(flat.len() == arch.flat_len(), "{} weights: {} values given, {} expected", arch.name, flat.len(), arch.flat_len());
+        ensure!(
+            flat.len() == arch.flat_len(),
+            "{} weights: {} values given, {} expected",
+            arch.name,
+            flat.len(),
+            arch.flat_len()
+        );
         Ok(Model { arch, weights: Tensor::from_f32(gpu, &format!("{} weights", arch.name), &[flat.len()], flat)? })
     }
 
@@ -78,7 +89,10 @@ impl Model {
 pub enum Loss {
     CrossEntropy,
     /// The Distiller's alpha * CE + (1 - alpha) * T^2 * KL, against the rows of a teacher-logits table.
-    Distillation { alpha: f32, temperature: f32 },
+    Distillation {
+        alpha: f32,
+        temperature: f32,
+    },
 }
 
 /// Forward-pass buffers of one model at one batch size.
@@ -125,11 +139,12 @@ fn scratch_len(arch: &Architecture, b: usize) -> usize {
 /// Checks before any work that every buffer of a training step fits the device's binding limit.
 pub fn check_batch_fits(gpu: &Gpu, arch: &Architecture, batch: usize) -> Result<()> {
     let (c1, c2) = (arch.conv1_shape(batch), arch.conv2_shape(batch));
-    let largest = [c1.m() * c1.k(), c1.output_len(), c2.m() * c2.k(), c2.output_len(), scratch_len(arch, batch), arch.flat_len()]
-        .into_iter()
-        .max()
-        .unwrap_or(0) as u64
-        * 4;
+    let largest =
+        [c1.m() * c1.k(), c1.output_len(), c2.m() * c2.k(), c2.output_len(), scratch_len(arch, batch), arch.flat_len()]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as u64
+            * 4;
     if largest > gpu.max_binding_bytes() {
         let per_sample = largest / batch as u64;
         bail!(
@@ -179,7 +194,8 @@ impl Plan {
         ensure!(batch > 0, "batch size must be at least 1");
         ensure!(samples > 0, "{name}: no samples to run on");
         let steps = samples.div_ceil(batch);
-        let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }.upload(gpu, &format!("{name} state"))?;
+        let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }
+            .upload(gpu, &format!("{name} state"))?;
         let metrics = Tensor::zeros(gpu, &format!("{name} metrics"), &[2 * steps])?;
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("metrics readback"),
@@ -213,14 +229,58 @@ impl Plan {
         let (arch, b) = (&model.arch, self.batch);
         let w = |n: &str| model.view(&model.weights, n);
         let d = &mut self.dispatches;
-        d.extend(tag("batch", vec![batch::gather_images(gpu, b, &self.state, &self.perm, &data.source(split), &act.x, &act.labels)?]));
+        d.extend(tag(
+            "batch",
+            vec![batch::gather_images(gpu, b, &self.state, &self.perm, &data.source(split), &act.x, &act.labels)?],
+        ));
         if let Some(table) = teacher_table {
-            d.extend(tag("batch", vec![batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?]));
+            d.extend(tag(
+                "batch",
+                vec![batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?],
+            ));
         }
-        d.extend(tag("conv1 forward", conv2d::forward(gpu, &arch.conv1_shape(b), &act.x, &w("conv1.kernel")?, &w("conv1.bias")?, Some(LEAKY_SLOPE), &act.cols1, &act.a1)?));
-        d.extend(tag("pool forward", vec![maxpool::forward(gpu, &arch.pool_shape(b), &act.a1, &act.p1, &act.argmax1)?]));
-        d.extend(tag("conv2 forward", conv2d::forward(gpu, &arch.conv2_shape(b), &act.p1, &w("conv2.kernel")?, &w("conv2.bias")?, None, &act.cols2, &act.z2)?));
-        d.extend(tag("dense forward", dense::forward(gpu, &arch.dense_shape(b), &act.z2, &w("dense.kernel")?, &w("dense.bias")?, &act.scratch, &act.logits)?));
+        d.extend(tag(
+            "conv1 forward",
+            conv2d::forward(
+                gpu,
+                &arch.conv1_shape(b),
+                &act.x,
+                &w("conv1.kernel")?,
+                &w("conv1.bias")?,
+                Some(LEAKY_SLOPE),
+                &act.cols1,
+                &act.a1,
+            )?,
+        ));
+        d.extend(tag(
+            "pool forward",
+            vec![maxpool::forward(gpu, &arch.pool_shape(b), &act.a1, &act.p1, &act.argmax1)?],
+        ));
+        d.extend(tag(
+            "conv2 forward",
+            conv2d::forward(
+                gpu,
+                &arch.conv2_shape(b),
+                &act.p1,
+                &w("conv2.kernel")?,
+                &w("conv2.bias")?,
+                None,
+                &act.cols2,
+                &act.z2,
+            )?,
+        ));
+        d.extend(tag(
+            "dense forward",
+            dense::forward(
+                gpu,
+                &arch.dense_shape(b),
+                &act.z2,
+                &w("dense.kernel")?,
+                &w("dense.bias")?,
+                &act.scratch,
+                &act.logits,
+            )?,
+        ));
         Ok(())
     }
 
@@ -278,13 +338,38 @@ impl Plan {
         let da1 = t("conv1 output gradient", c1.output_len())?;
         let dz1 = t("conv1 pre-activation gradient", c1.output_len())?;
         let ds = &mut plan.dispatches;
-        ds.extend(tag("dense backward", dense::backward(gpu, &d, &act.z2, &w("dense.kernel")?, &dlogits, Some(&dz2), &g("dense.kernel")?, &g("dense.bias")?, &act.scratch)?));
-        ds.extend(tag("conv2 input grad", conv2d::backward_input(gpu, &c2, &dz2, &w("conv2.kernel")?, &w2t, &dcols2, &dp1)?));
-        ds.extend(tag("conv2 kernel grad", conv2d::backward_kernel(gpu, &c2, &act.cols2, &dz2, &g("conv2.kernel")?, &g("conv2.bias")?, &act.scratch)?));
+        ds.extend(tag(
+            "dense backward",
+            dense::backward(
+                gpu,
+                &d,
+                &act.z2,
+                &w("dense.kernel")?,
+                &dlogits,
+                Some(&dz2),
+                &g("dense.kernel")?,
+                &g("dense.bias")?,
+                &act.scratch,
+            )?,
+        ));
+        ds.extend(tag(
+            "conv2 input grad",
+            conv2d::backward_input(gpu, &c2, &dz2, &w("conv2.kernel")?, &w2t, &dcols2, &dp1)?,
+        ));
+        ds.extend(tag(
+            "conv2 kernel grad",
+            conv2d::backward_kernel(gpu, &c2, &act.cols2, &dz2, &g("conv2.kernel")?, &g("conv2.bias")?, &act.scratch)?,
+        ));
         ds.extend(tag("pool backward", vec![maxpool::backward(gpu, &p, &dp1, &act.argmax1, &da1)?]));
         ds.extend(tag("leaky backward", vec![activation::leaky_relu_backward(gpu, LEAKY_SLOPE, &act.a1, &da1, &dz1)?]));
-        ds.extend(tag("conv1 kernel grad", conv2d::backward_kernel(gpu, &c1, &act.cols1, &dz1, &g("conv1.kernel")?, &g("conv1.bias")?, &act.scratch)?));
-        ds.extend(tag("adam", vec![adam::step(gpu, adam_cfg, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?]));
+        ds.extend(tag(
+            "conv1 kernel grad",
+            conv2d::backward_kernel(gpu, &c1, &act.cols1, &dz1, &g("conv1.kernel")?, &g("conv1.bias")?, &act.scratch)?,
+        ));
+        ds.extend(tag(
+            "adam",
+            vec![adam::step(gpu, adam_cfg, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?],
+        ));
         ds.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
     }
@@ -305,7 +390,8 @@ impl Plan {
         let act = Activations::new(gpu, &arch, batch)?;
         plan.forward(gpu, model, data, split, &act, teacher_table)?;
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name), &[len]);
-        let (dlogits, row_loss, row_correct) = (t("logit gradient", batch * NUM_CLASSES)?, t("row loss", batch)?, t("row correct", batch)?);
+        let (dlogits, row_loss, row_correct) =
+            (t("logit gradient", batch * NUM_CLASSES)?, t("row loss", batch)?, t("row correct", batch)?);
         plan.loss(gpu, loss, &act, &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct })?;
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
         Ok(plan)
@@ -313,7 +399,15 @@ impl Plan {
 
     /// Writes the model's logits for every sample of `split`, in order, into `table`
     /// (samples x 10): the frozen teacher's outputs, computed once for distillation.
-    pub fn logits(gpu: &Gpu, name: &str, model: &Model, data: &DeviceData, split: &DeviceSplit, table: &Tensor, batch: usize) -> Result<Plan> {
+    pub fn logits(
+        gpu: &Gpu,
+        name: &str,
+        model: &Model,
+        data: &DeviceData,
+        split: &DeviceSplit,
+        table: &Tensor,
+        batch: usize,
+    ) -> Result<Plan> {
         ensure!(table.len() >= split.samples * NUM_CLASSES, "logits table too small");
         let mut plan = Plan::new(gpu, name, batch, split.samples)?;
         let act = Activations::new(gpu, &model.arch, batch)?;
@@ -335,8 +429,20 @@ impl Plan {
     /// Runs one epoch in the sample order `order` (a permutation of the split), one
     /// submission per step, reading metrics back at about `sync_points` evenly spaced steps
     /// (and the last). `progress(steps done, loss so far, accuracy so far)` is called at each.
-    pub fn run_epoch(&self, gpu: &Gpu, order: &[u32], sync_points: usize, mut progress: impl FnMut(usize, f64, f64)) -> Result<EpochStats> {
-        ensure!(order.len() == self.samples, "{}: order has {} entries for {} samples", self.name, order.len(), self.samples);
+    pub fn run_epoch(
+        &self,
+        gpu: &Gpu,
+        order: &[u32],
+        sync_points: usize,
+        mut progress: impl FnMut(usize, f64, f64),
+    ) -> Result<EpochStats> {
+        ensure!(
+            order.len() == self.samples,
+            "{}: order has {} entries for {} samples",
+            self.name,
+            order.len(),
+            self.samples
+        );
         let start = Instant::now();
         self.perm.write_u32(gpu, order);
         self.state.write_u32(gpu, &[0]); // step = 0; Adam's t carries on
@@ -369,7 +475,12 @@ impl Plan {
             }
         }
         let n = self.samples as f64;
-        Ok(EpochStats { loss: totals.0 / n, accuracy: totals.1 / n, steps: self.steps, seconds: start.elapsed().as_secs_f64() })
+        Ok(EpochStats {
+            loss: totals.0 / n,
+            accuracy: totals.1 / n,
+            steps: self.steps,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 
     fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {

@@ -22,6 +22,7 @@ fn config() -> Config {
         test_limit: Some(320),
         shuffle: true,
         sync_points: 3,
+        runs: 1,
     }
 }
 
@@ -38,16 +39,23 @@ fn figures(r: &Report) -> Vec<f64> {
 
 #[test]
 fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
-    let cfg = config();
+    // Two runs of the students: the second exercises the paired statistics.
+    let cfg = Config { runs: 2, ..config() };
     let first = experiment::run(&cfg).expect("experiment runs");
     print!("{}", first.render());
     // Chance is 0.10; one teacher epoch and three student epochs on 640 images get far past it.
-    for run in [&first.teacher, &first.distilled, &first.scratch] {
+    let students = first.runs.iter().flat_map(|p| [&p.distilled, &p.scratch]);
+    for run in std::iter::once(&first.teacher).chain(students) {
         assert!(run.test_accuracy > 0.4, "{} test accuracy {:.3} is too close to chance", run.name, run.test_accuracy);
         assert!(run.test_cross_entropy < 2.0, "{} test loss {:.3}", run.name, run.test_cross_entropy);
     }
     assert_eq!(first.teacher.epochs.len(), 1);
     assert_eq!(first.scratch.epochs.len(), 3);
+    assert_eq!(first.runs.len(), 2);
+    let st = first.statistics.as_ref().expect("statistics over two runs");
+    let diffs: Vec<f64> = first.runs.iter().map(|p| p.distilled.test_accuracy - p.scratch.test_accuracy).collect();
+    assert!((st.difference_mean - (diffs[0] + diffs[1]) / 2.0).abs() < 1e-12);
+    assert!(st.difference_ci95.0 <= st.difference_mean && st.difference_mean <= st.difference_ci95.1);
     let second = experiment::run(&cfg).expect("experiment runs again");
     assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
 }
@@ -67,6 +75,7 @@ fn out_of_range_settings_are_refused_before_any_work() {
     refused(Config { batch_size: 0, ..config() }, "--batch-size");
     refused(Config { learning_rate: -1.0, ..config() }, "--learning-rate");
     refused(Config { train_limit: Some(0), ..config() }, "--train-limit");
+    refused(Config { runs: 0, ..config() }, "--runs");
 }
 
 #[test]
@@ -79,7 +88,10 @@ fn a_batch_beyond_the_binding_limit_is_refused_with_the_limit() {
 fn an_explicit_data_dir_without_the_files_is_an_error_naming_them() {
     let dir = std::env::temp_dir().join(format!("kd-empty-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = Config { data: LoadOptions { data_dir: Some(dir.clone()), offline: true, ..LoadOptions::default() }, ..config() };
+    let cfg = Config {
+        data: LoadOptions { data_dir: Some(dir.clone()), offline: true, ..LoadOptions::default() },
+        ..config()
+    };
     refused(cfg, "train-images-idx3-ubyte");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -71,9 +71,12 @@ fn matmul_matches_reference() {
             .collect();
         let a_t = mm_ref::transpose(&a, m, k);
         for gpu in variants() {
-            let (ta, tat, tb, tbias) = (upload(gpu, "a", &a), upload(gpu, "a_t", &a_t), upload(gpu, "b", &b), upload(gpu, "bias", &bias));
+            let (ta, tat, tb, tbias) =
+                (upload(gpu, "a", &a), upload(gpu, "a_t", &a_t), upload(gpu, "b", &b), upload(gpu, "bias", &bias));
             let scratch = poisoned(gpu, "split scratch", split_scratch_len(m, n, k).max(1));
-            for (layout, at, epi) in [(ALayout::Normal, &ta, false), (ALayout::Transposed, &tat, false), (ALayout::Normal, &ta, true)] {
+            for (layout, at, epi) in
+                [(ALayout::Normal, &ta, false), (ALayout::Transposed, &tat, false), (ALayout::Normal, &ta, true)]
+            {
                 let c = poisoned(gpu, "c", m * n);
                 let mm = Matmul {
                     m,
@@ -91,7 +94,12 @@ fn matmul_matches_reference() {
                 gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
                 let want = if epi { &with_epilogue } else { &plain };
                 let split = if epi { 1 } else { split_parts(m, n, k) };
-                let name = format!("matmul[{:?}] {m}x{n}x{k} {layout:?}{}{}", gpu.matmul, if epi { " +bias+leaky" } else { "" }, if split > 1 { format!(" split {split}") } else { String::new() });
+                let name = format!(
+                    "matmul[{:?}] {m}x{n}x{k} {layout:?}{}{}",
+                    gpu.matmul,
+                    if epi { " +bias+leaky" } else { "" },
+                    if split > 1 { format!(" split {split}") } else { String::new() }
+                );
                 check(&name, &c.read_f32(gpu).unwrap(), want, F32_BOUND);
             }
         }
@@ -112,7 +120,12 @@ fn conv2d_forward_matches_reference() {
             let y = poisoned(gpu, "y", s.output_len());
             let d = conv2d::forward(gpu, &s, &tx, &tw, &tb, Some(0.2), &cols, &y).unwrap();
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
-            check(&format!("conv2d forward+leaky [{:?}] {name}", gpu.matmul), &y.read_f32(gpu).unwrap(), &want, F32_BOUND);
+            check(
+                &format!("conv2d forward+leaky [{:?}] {name}", gpu.matmul),
+                &y.read_f32(gpu).unwrap(),
+                &want,
+                F32_BOUND,
+            );
         }
     }
 }
@@ -162,7 +175,12 @@ fn transpose_and_column_sum_match_reference() {
         d.extend(reduce::column_sum(gpu, &tx, rows, cols, &scratch, &sums).unwrap());
         gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(y.read_f32(gpu).unwrap(), mm_ref::transpose(&x, rows, cols), "transpose {rows}x{cols}");
-        check(&format!("column sum {rows}x{cols}"), &sums.read_f32(gpu).unwrap(), &reduce::reference::column_sum(&x, rows, cols), F32_BOUND);
+        check(
+            &format!("column sum {rows}x{cols}"),
+            &sums.read_f32(gpu).unwrap(),
+            &reduce::reference::column_sum(&x, rows, cols),
+            F32_BOUND,
+        );
     }
 }
 
@@ -193,7 +211,15 @@ fn maxpool_matches_reference() {
             let f = maxpool::forward(gpu, &s, &tx, &y, &arg).unwrap();
             let b = maxpool::backward(gpu, &s, &tdy, &arg, &dx).unwrap();
             gpu.run(&[&f, &b]).unwrap();
-            let name = format!("maxpool {}x{}x{} k{} s{}{}", s.in_h, s.in_w, s.channels, s.size, s.stride, if coarse { " ties" } else { "" });
+            let name = format!(
+                "maxpool {}x{}x{} k{} s{}{}",
+                s.in_h,
+                s.in_w,
+                s.channels,
+                s.size,
+                s.stride,
+                if coarse { " ties" } else { "" }
+            );
             assert_eq!(y.read_f32(gpu).unwrap(), want_y, "{name} forward");
             assert_eq!(arg.read_u32(gpu).unwrap(), want_arg, "{name} argmax");
             check(&format!("{name} backward"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
@@ -237,13 +263,19 @@ fn dense_matches_reference() {
         let w = uniform(&mut r, s.inputs * s.units, -0.05, 0.05);
         let b = uniform(&mut r, s.units, -0.1, 0.1);
         let dy = uniform(&mut r, s.batch * s.units, -1.0, 1.0);
-        let (tx, tw, tb, tdy) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b), upload(gpu, "dy", &dy));
+        let (tx, tw, tb, tdy) =
+            (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b), upload(gpu, "dy", &dy));
         let scratch = poisoned(gpu, "scratch", s.scratch_len());
         let y = poisoned(gpu, "y", s.batch * s.units);
         let f = dense::forward(gpu, &s, &tx, &tw, &tb, &scratch, &y).unwrap();
         gpu.run(&f.iter().collect::<Vec<_>>()).unwrap();
         let name = format!("dense {}x{}x{}", s.batch, s.inputs, s.units);
-        check(&format!("{name} forward"), &y.read_f32(gpu).unwrap(), &dense::reference::forward(&s, &x, &w, &b), F32_BOUND);
+        check(
+            &format!("{name} forward"),
+            &y.read_f32(gpu).unwrap(),
+            &dense::reference::forward(&s, &x, &w, &b),
+            F32_BOUND,
+        );
 
         let dx = poisoned(gpu, "dx", s.batch * s.inputs);
         let dw = poisoned(gpu, "dw", s.inputs * s.units);
@@ -275,9 +307,17 @@ fn softmax_matches_reference() {
 }
 
 /// Runs a loss kernel and returns (dlogits, row loss, row correct).
-fn run_loss(gpu: &Gpu, objective: &Objective, logits: &[f32], labels: &[u32], classes: usize, valid: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn run_loss(
+    gpu: &Gpu,
+    objective: &Objective,
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+    valid: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = labels.len();
-    let state = StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
+    let state =
+        StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
     let tl = upload(gpu, "logits", logits);
     let tlab = Tensor::from_u32(gpu, "labels", &[rows], labels).unwrap();
     let out = LossOutputs {
@@ -318,16 +358,20 @@ fn distillation_matches_reference() {
     let gpu = gpu();
     // The last case has confident teachers and students at T=1, so probabilities fall below
     // Keras's 1e-7 clip and the clipped branch of the gradient is exercised.
-    for (rows, classes, valid, alpha, t, spread) in
-        [(32, 10, 32, 0.1, 10.0, 8.0), (32, 10, 21, 0.5, 4.0, 8.0), (1, 10, 1, 0.9, 1.0, 3.0), (40, 10, 40, 0.1, 1.0, 30.0)]
-    {
+    for (rows, classes, valid, alpha, t, spread) in [
+        (32, 10, 32, 0.1, 10.0, 8.0),
+        (32, 10, 21, 0.5, 4.0, 8.0),
+        (1, 10, 1, 0.9, 1.0, 3.0),
+        (40, 10, 40, 0.1, 1.0, 30.0),
+    ] {
         let logits = uniform(&mut r, rows * classes, -spread, spread);
         let teacher = uniform(&mut r, rows * classes, -spread, spread);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
         let tt = upload(gpu, "teacher", &teacher);
         let objective = Objective::Distillation { teacher_logits: &tt, alpha, temperature: t };
         let (dl, loss_rows, correct) = run_loss(gpu, &objective, &logits, &labels, classes, valid);
-        let want = loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, alpha as f64, t as f64);
+        let want =
+            loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, alpha as f64, t as f64);
         let name = format!("distillation {rows}x{classes} valid {valid} alpha {alpha} T {t}");
         // The soft term subtracts nearly equal probabilities (p_s - p_t); at T=10 they agree
         // to ~1e-2, so f32 exp/divide rounding (~1e-7 relative to p) shows up magnified.
@@ -382,7 +426,8 @@ fn batch_gather_and_metrics_follow_the_step_state() {
     let t_scale = upload(gpu, "scale", &scale);
     let t_perm = Tensor::from_u32(gpu, "perm", &[samples], &perm).unwrap();
     let t_table = upload(gpu, "table", &table);
-    let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }.upload(gpu, "state").unwrap();
+    let state =
+        StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }.upload(gpu, "state").unwrap();
     let x = poisoned(gpu, "x", batch * pixels);
     let y = poisoned(gpu, "y", batch);
     let rows = poisoned(gpu, "rows", batch * width);

@@ -71,10 +71,7 @@ fn dot(y: &[f32], r: &[f32]) -> f64 {
 fn check(name: &str, analytic: &[f64], numeric: &[f64], bound: f64) -> f64 {
     assert_eq!(analytic.len(), numeric.len(), "{name}: length mismatch");
     let mean = analytic.iter().map(|v| v.abs()).sum::<f64>() / analytic.len() as f64;
-    assert!(
-        mean > 0.0,
-        "{name}: analytic gradient is all zero, the check would be vacuous"
-    );
+    assert!(mean > 0.0, "{name}: analytic gradient is all zero, the check would be vacuous");
     let mut worst = (0f64, 0usize);
     for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
         let e = (a - n).abs() / a.abs().max(mean);
@@ -83,10 +80,7 @@ fn check(name: &str, analytic: &[f64], numeric: &[f64], bound: f64) -> f64 {
         }
     }
     let (e, i) = worst;
-    println!(
-        "{name}: max relative error {e:.3e} (n = {})",
-        analytic.len()
-    );
+    println!("{name}: max relative error {e:.3e} (n = {})", analytic.len());
     assert!(
         e <= bound,
         "{name}: element {i}: analytic {} vs numeric {}: relative error {e:.3e} > {bound:.0e}",
@@ -102,27 +96,11 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 /// Values in +-[lo, 1) with a random sign: at least `lo` away from the LeakyReLU kink.
 fn away_from_zero(rng: &mut ChaCha8Rng, n: usize, lo: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| rng.random_range(lo..1.0) * if rng.random_bool(0.5) { 1.0 } else { -1.0 })
-        .collect()
+    (0..n).map(|_| rng.random_range(lo..1.0) * if rng.random_bool(0.5) { 1.0 } else { -1.0 }).collect()
 }
 
-fn conv(
-    batch: usize,
-    in_hw: (usize, usize),
-    in_c: usize,
-    out_c: usize,
-    stride: usize,
-) -> ConvShape {
-    ConvShape {
-        batch,
-        in_h: in_hw.0,
-        in_w: in_hw.1,
-        in_c,
-        out_c,
-        kernel: 3,
-        stride,
-    }
+fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, stride: usize) -> ConvShape {
+    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel: 3, stride }
 }
 
 #[test]
@@ -175,64 +153,31 @@ fn leaky_relu_backward_is_gradient_of_forward() {
     let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(x, slope), &dy));
     check("leaky relu dx", &f64s(&dx), &num, LAYER_BOUND);
     // Documented: the output gives the same gradient as the input (same sign for slope > 0).
-    assert_eq!(
-        backward(&forward(&x, slope), &dy, slope),
-        dx,
-        "leaky relu: gradient from the output"
-    );
+    assert_eq!(backward(&forward(&x, slope), &dy, slope), dx, "leaky relu: gradient from the output");
 }
 
 #[test]
 fn dense_backward_is_gradient_of_forward() {
     use dense::reference::{backward, forward};
     let mut r = rng("dense gradients");
-    let s = DenseShape {
-        batch: 3,
-        inputs: 7,
-        units: 5,
-    };
+    let s = DenseShape { batch: 3, inputs: 7, units: 5 };
     let x = uniform(&mut r, s.batch * s.inputs, -1.0, 1.0);
     let w = uniform(&mut r, s.inputs * s.units, -1.0, 1.0);
     let b = uniform(&mut r, s.units, -1.0, 1.0);
     let dy = uniform(&mut r, s.batch * s.units, -1.0, 1.0);
     let (dx, dw, db) = backward(&s, &x, &w, &dy);
-    check(
-        "dense dx",
-        &f64s(&dx),
-        &numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x, &w, &b), &dy)),
-        LAYER_BOUND,
-    );
-    check(
-        "dense dw",
-        &f64s(&dw),
-        &numeric_grad(&w, H_LAYER, |w| dot(&forward(&s, &x, w, &b), &dy)),
-        LAYER_BOUND,
-    );
-    check(
-        "dense db",
-        &f64s(&db),
-        &numeric_grad(&b, H_LAYER, |b| dot(&forward(&s, &x, &w, b), &dy)),
-        LAYER_BOUND,
-    );
+    check("dense dx", &f64s(&dx), &numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x, &w, &b), &dy)), LAYER_BOUND);
+    check("dense dw", &f64s(&dw), &numeric_grad(&w, H_LAYER, |w| dot(&forward(&s, &x, w, &b), &dy)), LAYER_BOUND);
+    check("dense db", &f64s(&db), &numeric_grad(&b, H_LAYER, |b| dot(&forward(&s, &x, &w, b), &dy)), LAYER_BOUND);
 }
 
 #[test]
 fn maxpool_backward_is_gradient_of_forward() {
     use maxpool::reference::{backward, forward};
     let mut r = rng("maxpool gradients");
-    let pool = |in_h, in_w, size, stride| PoolShape {
-        batch: 2,
-        in_h,
-        in_w,
-        channels: 3,
-        size,
-        stride,
-    };
+    let pool = |in_h, in_w, size, stride| PoolShape { batch: 2, in_h, in_w, channels: 3, size, stride };
     // 2x2 stride 1 pads one after; 3x3 stride 2 on 7x6 pads (1, 1) rows and (0, 1) columns.
-    for (name, s) in [
-        ("2x2 s1 on 5x6", pool(5, 6, 2, 1)),
-        ("3x3 s2 on 7x6", pool(7, 6, 3, 2)),
-    ] {
+    for (name, s) in [("2x2 s1 on 5x6", pool(5, 6, 2, 1)), ("3x3 s2 on 7x6", pool(7, 6, 3, 2))] {
         // Distinct values 0.1 apart (> 2h): every window has a unique max that no step
         // changes, so the pool is linear around x and its gradient exists.
         let mut x: Vec<f32> = (0..s.input_len()).map(|k| k as f32 * 0.1).collect();
@@ -250,9 +195,7 @@ fn maxpool_backward_is_gradient_of_forward() {
 /// so a step of h on one logit moves every ln p_j by less than h / T <= h (T >= 1): with
 /// margin > h no step in the difference moves a probability across the clip.
 fn clear_of_clip(logits: &[f32], classes: usize, t: f64, margin: f64) -> bool {
-    softmax(logits, classes, t as f32)
-        .iter()
-        .all(|&p| (p.ln() - loss::reference::CLIP.ln()).abs() > margin)
+    softmax(logits, classes, t as f32).iter().all(|&p| (p.ln() - loss::reference::CLIP.ln()).abs() > margin)
 }
 
 /// Checks `dlogits` of the distillation reference (or cross-entropy with `teacher = None`)
@@ -279,26 +222,11 @@ fn check_loss(
     };
     let teacher = uniform(r, rows * classes, -spread, spread);
     let teacher = with_teacher.then_some(&teacher[..]);
-    let labels: Vec<u32> = (0..rows)
-        .map(|_| r.random_range(0..classes as u32))
-        .collect();
-    let f = |l: &[f32]| {
-        batch_loss(
-            &distillation(l, teacher, &labels, classes, valid, alpha, t),
-            valid,
-        )
-    };
+    let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+    let f = |l: &[f32]| batch_loss(&distillation(l, teacher, &labels, classes, valid, alpha, t), valid);
     let analytic = distillation(&logits, teacher, &labels, classes, valid, alpha, t).dlogits;
-    assert!(
-        analytic[valid * classes..].iter().all(|&g| g == 0.0),
-        "{name}: rows past valid have a gradient"
-    );
-    check(
-        name,
-        &analytic,
-        &numeric_grad(&logits, H_LOSS, f),
-        LOSS_BOUND,
-    );
+    assert!(analytic[valid * classes..].iter().all(|&g| g == 0.0), "{name}: rows past valid have a gradient");
+    check(name, &analytic, &numeric_grad(&logits, H_LOSS, f), LOSS_BOUND);
     let p = softmax(&logits[..valid * classes], classes, t as f32);
     p.iter().filter(|&&p| p < loss::reference::CLIP).count()
 }
@@ -306,108 +234,25 @@ fn check_loss(
 #[test]
 fn cross_entropy_dlogits_is_gradient_of_batch_loss() {
     let mut r = rng("cross-entropy gradients");
-    check_loss(
-        "cross-entropy all valid",
-        &mut r,
-        6,
-        10,
-        6,
-        3.0,
-        false,
-        1.0,
-        1.0,
-    );
-    check_loss(
-        "cross-entropy 4 of 6 valid",
-        &mut r,
-        6,
-        10,
-        4,
-        3.0,
-        false,
-        1.0,
-        1.0,
-    );
+    check_loss("cross-entropy all valid", &mut r, 6, 10, 6, 3.0, false, 1.0, 1.0);
+    check_loss("cross-entropy 4 of 6 valid", &mut r, 6, 10, 4, 3.0, false, 1.0, 1.0);
     // Confident logits: probabilities down to ~e^-60 (not clipped in plain cross-entropy).
-    check_loss(
-        "cross-entropy logits +-30",
-        &mut r,
-        6,
-        10,
-        5,
-        30.0,
-        false,
-        1.0,
-        1.0,
-    );
+    check_loss("cross-entropy logits +-30", &mut r, 6, 10, 5, 30.0, false, 1.0, 1.0);
 }
 
 #[test]
 fn distillation_dlogits_is_gradient_of_batch_loss() {
     let mut r = rng("distillation gradients");
-    check_loss(
-        "distillation a=0.1 T=10",
-        &mut r,
-        6,
-        10,
-        6,
-        5.0,
-        true,
-        0.1,
-        10.0,
-    );
-    check_loss(
-        "distillation a=0.1 T=10 4 of 6 valid",
-        &mut r,
-        6,
-        10,
-        4,
-        5.0,
-        true,
-        0.1,
-        10.0,
-    );
-    check_loss(
-        "distillation a=0.5 T=4 5 of 6 valid",
-        &mut r,
-        6,
-        10,
-        5,
-        5.0,
-        true,
-        0.5,
-        4.0,
-    );
+    check_loss("distillation a=0.1 T=10", &mut r, 6, 10, 6, 5.0, true, 0.1, 10.0);
+    check_loss("distillation a=0.1 T=10 4 of 6 valid", &mut r, 6, 10, 4, 5.0, true, 0.1, 10.0);
+    check_loss("distillation a=0.5 T=4 5 of 6 valid", &mut r, 6, 10, 5, 5.0, true, 0.5, 4.0);
     // Logits spread +-30 at T = 1 push student probabilities far below 1e-7. Keras clips them
     // (and the teacher's) to [1e-7, 1] inside the KL, so the KL term of a clipped class is
     // constant and contributes no gradient; the reference follows that, and so do the
     // differences as long as no step moves a probability across the clip, which `check_loss`
     // guarantees by drawing logits whose log-probabilities are 10h clear of it.
-    let clipped = check_loss(
-        "distillation a=0.1 T=1 logits +-30 (clipped)",
-        &mut r,
-        6,
-        10,
-        5,
-        30.0,
-        true,
-        0.1,
-        1.0,
-    );
-    assert!(
-        clipped > 0,
-        "the +-30 case clipped no student probability: it checks nothing about the clip"
-    );
+    let clipped = check_loss("distillation a=0.1 T=1 logits +-30 (clipped)", &mut r, 6, 10, 5, 30.0, true, 0.1, 1.0);
+    assert!(clipped > 0, "the +-30 case clipped no student probability: it checks nothing about the clip");
     println!("clipped student probabilities in the +-30 case: {clipped}");
-    check_loss(
-        "distillation a=0.5 T=1 logits +-30 (clipped)",
-        &mut r,
-        6,
-        10,
-        6,
-        30.0,
-        true,
-        0.5,
-        1.0,
-    );
+    check_loss("distillation a=0.5 T=1 logits +-30 (clipped)", &mut r, 6, 10, 6, 30.0, true, 0.5, 1.0);
 }

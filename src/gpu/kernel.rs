@@ -100,8 +100,11 @@ pub fn grid_1d(items: usize, workgroup_size: u32) -> [u32; 3] {
 
 /// Labels every dispatch of a layer.
 pub fn tag(layer: &str, dispatches: Vec<Dispatch>) -> Vec<Dispatch> {
-    dispatches.into_iter().map(|mut d| {
-        d.layer = layer.to_string();
-        d
-    }).collect()
+    dispatches
+        .into_iter()
+        .map(|mut d| {
+            d.layer = layer.to_string();
+            d
+        })
+        .collect()
 }

@@ -135,8 +135,7 @@ impl Gpu {
             sink.lock().unwrap().push(e.to_string());
         }));
 
-        let subgroup_ok = features.contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size >= 8;
+        let subgroup_ok = features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
         let matmul = match matmul {
             MatmulVariant::Auto => {
                 if info.device_type == wgpu::DeviceType::Cpu && subgroup_ok {

@@ -19,7 +19,11 @@ fn one_run(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
         gpu.run(dispatches)?;
         return Ok(t.elapsed().as_secs_f64());
     }
-    let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("timing"), ty: wgpu::QueryType::Timestamp, count: 2 });
+    let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("timing"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2,
+    });
     let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("timestamps"),
         size: 16,

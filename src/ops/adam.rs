@@ -31,7 +31,15 @@ struct Params {
 }
 
 /// One Adam update of `weights` from `grads`, with step t read from `state`.
-pub fn step(gpu: &Gpu, cfg: &AdamConfig, state: &Tensor, weights: &Tensor, grads: &Tensor, m: &Tensor, v: &Tensor) -> Result<Dispatch> {
+pub fn step(
+    gpu: &Gpu,
+    cfg: &AdamConfig,
+    state: &Tensor,
+    weights: &Tensor,
+    grads: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+) -> Result<Dispatch> {
     let params = Params {
         len: weights.len() as u32,
         learning_rate: cfg.learning_rate,

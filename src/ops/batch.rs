@@ -29,10 +29,7 @@ pub fn scale_table() -> Vec<f32> {
 
 /// Packs bytes four to a little-endian u32 word (the images' device layout).
 pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks(4)
-        .map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i)))
-        .collect()
+    bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
 }
 
 fn params(gpu: &Gpu, batch: usize, width: usize) -> wgpu::Buffer {
@@ -48,7 +45,15 @@ pub struct ImageSource<'a> {
 }
 
 /// x[i] = scale[images[perm[step * batch + i]]], labels likewise.
-pub fn gather_images(gpu: &Gpu, batch: usize, state: &Tensor, perm: &Tensor, src: &ImageSource, x: &Tensor, labels: &Tensor) -> Result<Dispatch> {
+pub fn gather_images(
+    gpu: &Gpu,
+    batch: usize,
+    state: &Tensor,
+    perm: &Tensor,
+    src: &ImageSource,
+    x: &Tensor,
+    labels: &Tensor,
+) -> Result<Dispatch> {
     let u = params(gpu, batch, src.pixels);
     let res = [
         u.as_entire_binding(),
@@ -64,14 +69,29 @@ pub fn gather_images(gpu: &Gpu, batch: usize, state: &Tensor, perm: &Tensor, src
 }
 
 /// dest[i] = source row perm[step * batch + i] (rows of `width`).
-pub fn gather_rows(gpu: &Gpu, batch: usize, width: usize, state: &Tensor, perm: &Tensor, source: &Tensor, dest: &Tensor) -> Result<Dispatch> {
+pub fn gather_rows(
+    gpu: &Gpu,
+    batch: usize,
+    width: usize,
+    state: &Tensor,
+    perm: &Tensor,
+    source: &Tensor,
+    dest: &Tensor,
+) -> Result<Dispatch> {
     let u = params(gpu, batch, width);
     let res = [u.as_entire_binding(), state.binding(), perm.binding(), source.binding(), dest.binding()];
     Dispatch::new(gpu, &shader!("batch"), "gather_rows", &res, grid_1d(batch * width, 256))
 }
 
 /// table row step * batch + i = rows[i], for the real rows of the step.
-pub fn store_rows(gpu: &Gpu, batch: usize, width: usize, state: &Tensor, rows: &Tensor, table: &Tensor) -> Result<Dispatch> {
+pub fn store_rows(
+    gpu: &Gpu,
+    batch: usize,
+    width: usize,
+    state: &Tensor,
+    rows: &Tensor,
+    table: &Tensor,
+) -> Result<Dispatch> {
     let u = params(gpu, batch, width);
     let res = [u.as_entire_binding(), state.binding(), rows.binding(), table.binding()];
     Dispatch::new(gpu, &shader!("batch"), "store_rows", &res, grid_1d(batch * width, 256))

@@ -58,7 +58,8 @@ impl ConvShape {
     }
     /// Scratch the kernel gradient needs: split-K parts, then the bias sums.
     pub fn kernel_grad_scratch(&self) -> usize {
-        super::matmul::split_scratch_len(self.k(), self.out_c, self.m()).max(super::reduce::column_sum_scratch(self.m(), self.out_c))
+        super::matmul::split_scratch_len(self.k(), self.out_c, self.m())
+            .max(super::reduce::column_sum_scratch(self.m(), self.out_c))
     }
 
     /// Floating-point operations of one matrix product of this layer.

@@ -29,7 +29,15 @@ impl DenseShape {
     }
 }
 
-pub fn forward(gpu: &Gpu, s: &DenseShape, x: &Tensor, w: &Tensor, b: &Tensor, scratch: &Tensor, y: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn forward(
+    gpu: &Gpu,
+    s: &DenseShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    scratch: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Dispatch>> {
     let u = s.uniform(gpu);
     let res = [u.as_entire_binding(), x.binding(), w.binding(), scratch.binding()];
     let partial = Dispatch::new(

@@ -103,7 +103,8 @@ pub mod reference {
         temperature: f64,
     ) -> RowLosses {
         let rows = logits.len() / classes;
-        let mut out = RowLosses { loss: vec![0.0; rows], dlogits: vec![0.0; rows * classes], correct: vec![false; rows] };
+        let mut out =
+            RowLosses { loss: vec![0.0; rows], dlogits: vec![0.0; rows * classes], correct: vec![false; rows] };
         let q = softmax(logits, classes, 1.0);
         let ps = softmax(logits, classes, temperature as f32);
         let pt = teacher.map(|t| softmax(t, classes, temperature as f32));

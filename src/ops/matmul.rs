@@ -92,7 +92,12 @@ impl Matmul<'_> {
                     bail!("matmul {m}x{n}x{k}: a split product takes no epilogue");
                 }
                 if scratch.len() < parts * m * n {
-                    bail!("matmul {m}x{n}x{k}: split scratch `{}` holds {}, needs {}", scratch.label, scratch.len(), parts * m * n);
+                    bail!(
+                        "matmul {m}x{n}x{k}: split scratch `{}` holds {}, needs {}",
+                        scratch.label,
+                        scratch.len(),
+                        parts * m * n
+                    );
                 }
                 (split_chunk(k, parts), scratch)
             }
@@ -110,18 +115,17 @@ impl Matmul<'_> {
         let uniform = gpu.uniform("matmul params", &params);
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
-        let resources = [
-            uniform.as_entire_binding(),
-            self.a.binding(),
-            self.b.binding(),
-            bias.binding(),
-            out.binding(),
-        ];
+        let resources =
+            [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
         let use_subgroup = gpu.matmul == MatmulVariant::Subgroup && n % 4 == 0;
         let d = if use_subgroup {
             let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
             // The vec4 path needs every row of A to start on a 16-byte boundary.
-            let entry = if a_col_stride == 1 && k % 4 == 0 && a_row_stride % 4 == 0 { "matmul_subgroup" } else { "matmul_subgroup_strided" };
+            let entry = if a_col_stride == 1 && k % 4 == 0 && a_row_stride % 4 == 0 {
+                "matmul_subgroup"
+            } else {
+                "matmul_subgroup_strided"
+            };
             Dispatch::new(gpu, &shader!("matmul_subgroup"), entry, &resources, groups)?
         } else {
             let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, parts as u32];

@@ -5,7 +5,13 @@ use crate::shader;
 use anyhow::Result;
 
 /// metrics[2 * step] = sum of row losses, metrics[2 * step + 1] = number correct.
-pub fn record(gpu: &Gpu, state: &Tensor, row_loss: &Tensor, row_correct: &Tensor, metrics: &Tensor) -> Result<Dispatch> {
+pub fn record(
+    gpu: &Gpu,
+    state: &Tensor,
+    row_loss: &Tensor,
+    row_correct: &Tensor,
+    metrics: &Tensor,
+) -> Result<Dispatch> {
     let res = [state.binding(), row_loss.binding(), row_correct.binding(), metrics.binding()];
     Dispatch::new(gpu, &shader!("metrics"), "record_metrics", &res, [1, 1, 1])
 }

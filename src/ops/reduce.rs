@@ -25,7 +25,14 @@ pub fn column_sum_scratch(rows: usize, cols: usize) -> usize {
 }
 
 /// out[j] = sum over i of x[i, j] (x is rows x cols), through `scratch`.
-pub fn column_sum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, scratch: &Tensor, out: &Tensor) -> Result<Vec<Dispatch>> {
+pub fn column_sum(
+    gpu: &Gpu,
+    x: &Tensor,
+    rows: usize,
+    cols: usize,
+    scratch: &Tensor,
+    out: &Tensor,
+) -> Result<Vec<Dispatch>> {
     let parts = rows.div_ceil(CHUNK);
     let params = Params {
         rows: rows as u32,
@@ -47,7 +54,14 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, rows: usize, cols: usize, scratch: &Ten
 }
 
 /// out[j] = bias[j % bias.len()] + sum over s < parts of partial[s * len + j].
-pub fn sum_parts(gpu: &Gpu, partial: &Tensor, parts: usize, len: usize, bias: Option<&Tensor>, out: &Tensor) -> Result<Dispatch> {
+pub fn sum_parts(
+    gpu: &Gpu,
+    partial: &Tensor,
+    parts: usize,
+    len: usize,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<Dispatch> {
     let params = Params {
         rows: 0,
         cols: len as u32,

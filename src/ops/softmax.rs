@@ -13,7 +13,14 @@ struct Params {
     _pad: u32,
 }
 
-pub fn softmax(gpu: &Gpu, rows: usize, cols: usize, temperature: f32, logits: &Tensor, probs: &Tensor) -> Result<Dispatch> {
+pub fn softmax(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    temperature: f32,
+    logits: &Tensor,
+    probs: &Tensor,
+) -> Result<Dispatch> {
     let u = gpu.uniform("softmax params", &Params { rows: rows as u32, cols: cols as u32, temperature, _pad: 0 });
     let res = [u.as_entire_binding(), logits.binding(), probs.binding()];
     Dispatch::new(gpu, &shader!("softmax"), "softmax_temperature", &res, [rows.div_ceil(64) as u32, 1, 1])

@@ -16,9 +16,7 @@ fn open(variant: MatmulVariant) -> anyhow::Result<Gpu> {
 
 /// The device with the portable kernels.
 pub fn gpu() -> &'static Gpu {
-    TILED.get_or_init(|| {
-        open(MatmulVariant::Tiled).expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
+    TILED.get_or_init(|| open(MatmulVariant::Tiled).expect("a GPU adapter (install mesa-vulkan-drivers)"))
 }
 
 /// Every matmul variant this machine can run, each on its own device.
@@ -33,10 +31,7 @@ pub fn variants() -> Vec<&'static Gpu> {
 /// A generator seeded freshly each run (or from KD_TEST_SEED); the seed is printed so a
 /// failure can be replayed.
 pub fn rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("KD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
+    let seed = std::env::var("KD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
     eprintln!("{test}: KD_TEST_SEED={seed}");
     ChaCha8Rng::seed_from_u64(seed)
 }
@@ -78,10 +73,7 @@ pub fn max_rel_error(got: &[f32], want: &[f32]) -> f64 {
 pub fn check(name: &str, got: &[f32], want: &[f32], bound: f64) {
     let e = max_rel_error(got, want);
     println!("max relative error {name}: {e:.3e}");
-    assert!(
-        e <= bound,
-        "{name}: max relative error {e:.3e} exceeds {bound:.0e}"
-    );
+    assert!(e <= bound, "{name}: max relative error {e:.3e} exceeds {bound:.0e}");
 }
 
 pub const F32_BOUND: f64 = 1e-4;
