@@ -36,6 +36,23 @@ pub struct Config {
     pub sync_points: usize,
     /// Distilled and scratch students trained this many times (over seeds) with one teacher.
     pub runs: usize,
+    /// A grid of distilled students over these alphas and temperatures (empty: none); a list
+    /// left empty while the other is given takes the single --alpha or --temperature.
+    pub sweep_alpha: Vec<f32>,
+    pub sweep_temperature: Vec<f32>,
+}
+
+impl Config {
+    /// The (alpha, temperature) grid of `--sweep-alpha` x `--sweep-temperature`.
+    pub fn sweep_grid(&self) -> Vec<(f32, f32)> {
+        if self.sweep_alpha.is_empty() && self.sweep_temperature.is_empty() {
+            return Vec::new();
+        }
+        let alphas = if self.sweep_alpha.is_empty() { vec![self.alpha] } else { self.sweep_alpha.clone() };
+        let temps =
+            if self.sweep_temperature.is_empty() { vec![self.temperature] } else { self.sweep_temperature.clone() };
+        alphas.iter().flat_map(|&a| temps.iter().map(move |&t| (a, t))).collect()
+    }
 }
 
 /// Weight files the experiment starts from or saves to (`--teacher`, `--teacher-init`,
@@ -83,11 +100,19 @@ fn load_starting_weights(files: &WeightFiles) -> Result<StartingWeights> {
 
 /// Refuses out-of-range settings before any work starts.
 pub fn validate(cfg: &Config) -> Result<()> {
-    if !(0.0..=1.0).contains(&cfg.alpha) {
-        bail!("--alpha {} is outside [0, 1]: it weighs the hard-label loss against the distillation loss", cfg.alpha);
+    for (flag, alpha) in
+        std::iter::once(("--alpha", cfg.alpha)).chain(cfg.sweep_alpha.iter().map(|&a| ("--sweep-alpha", a)))
+    {
+        if !(0.0..=1.0).contains(&alpha) {
+            bail!("{flag} {alpha} is outside [0, 1]: it weighs the hard-label loss against the distillation loss");
+        }
     }
-    if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
-        bail!("--temperature {} must be a finite number above 0", cfg.temperature);
+    let temps = std::iter::once(("--temperature", cfg.temperature))
+        .chain(cfg.sweep_temperature.iter().map(|&t| ("--sweep-temperature", t)));
+    for (flag, t) in temps {
+        if !(t > 0.0 && t.is_finite()) {
+            bail!("{flag} {t} must be a finite number above 0");
+        }
     }
     if !(cfg.learning_rate > 0.0 && cfg.learning_rate.is_finite()) {
         bail!("--learning-rate {} must be a finite number above 0", cfg.learning_rate);
@@ -132,6 +157,8 @@ pub struct Report {
     pub runs: Vec<StudentPair>,
     /// Over the runs, when there are several.
     pub statistics: Option<Statistics>,
+    /// Distilled students over the --sweep-alpha x --sweep-temperature grid.
+    pub sweep: Vec<SweepPoint>,
     pub teacher_logits_seconds: f64,
     pub data_seconds: f64,
     pub total_seconds: f64,
@@ -340,6 +367,22 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
     let statistics = (runs > 1).then(|| Statistics::of(&pairs));
     let first = pairs[0].clone();
 
+    // The sweep: distilled students over the grid, all from the first run's initial weights and
+    // sample order, so that only alpha and the temperature differ.
+    let grid = cfg.sweep_grid();
+    let mut sweep = Vec::with_capacity(grid.len());
+    if !grid.is_empty() {
+        let init = starting.student_init.clone().unwrap_or_else(|| STUDENT.init_glorot(cfg.seed.wrapping_add(1)));
+        let students = Students { data: &data, train_table: &train_table, test_table: &test_table };
+        for (i, &(alpha, temperature)) in grid.iter().enumerate() {
+            println!("Sweep {}/{}: alpha {alpha}, temperature {temperature}", i + 1, grid.len());
+            let name = format!("distilled student (alpha {alpha}, T {temperature})");
+            let loss = Loss::Distillation { alpha, temperature };
+            let r = students.train(&gpu, cfg, &name, &init, Some(loss), cfg.seed.wrapping_add(1), |_, _| Ok(()))?;
+            sweep.push(SweepPoint { alpha, temperature, result: r });
+        }
+    }
+
     Ok(Report {
         adapter: gpu::describe(&gpu.info),
         config: cfg.clone(),
@@ -349,6 +392,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         scratch: first.scratch,
         runs: pairs,
         statistics,
+        sweep,
         teacher_logits_seconds,
         data_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
@@ -447,6 +491,14 @@ impl Students<'_> {
     }
 }
 
+/// One distilled student of the sweep.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepPoint {
+    pub alpha: f32,
+    pub temperature: f32,
+    pub result: RunResult,
+}
+
 /// One run's two students.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StudentPair {
@@ -542,6 +594,33 @@ pub fn teacher_logits(
 }
 
 impl Report {
+    /// Test accuracy of the sweep's students: alphas down, temperatures across.
+    fn render_sweep(&self) -> String {
+        let mut alphas: Vec<f32> = self.sweep.iter().map(|p| p.alpha).collect();
+        let mut temps: Vec<f32> = self.sweep.iter().map(|p| p.temperature).collect();
+        alphas.dedup();
+        temps.sort_by(f32::total_cmp);
+        temps.dedup();
+        let mut s =
+            format!("\nSweep: test accuracy of distilled students (scratch: {:.4})\n", self.scratch.test_accuracy);
+        s += &format!("{:>8}", "alpha");
+        for t in &temps {
+            s += &format!(" {:>9}", format!("T={t}"));
+        }
+        s += "\n";
+        for a in &alphas {
+            s += &format!("{a:>8}");
+            for t in &temps {
+                match self.sweep.iter().find(|p| p.alpha == *a && p.temperature == *t) {
+                    Some(p) => s += &format!(" {:>9.4}", p.result.test_accuracy),
+                    None => s += &format!(" {:>9}", "-"),
+                }
+            }
+            s += "\n";
+        }
+        s
+    }
+
     /// The closing table.
     pub fn render(&self) -> String {
         let mut s = String::from("\nResults on the test set\n");
@@ -578,6 +657,9 @@ impl Report {
                     st.verdict()
                 );
             }
+        }
+        if !self.sweep.is_empty() {
+            s += &self.render_sweep();
         }
         s += &format!(
             "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, teacher logits {:.1}s, distillation {:.1}s + {:.1}s, scratch {:.1}s + {:.1}s; total {:.1}s\n",

@@ -133,6 +133,12 @@ struct RunArgs {
     /// report means, deviations and the paired difference with its 95% confidence interval.
     #[arg(long, value_name = "N", default_value_t = 1)]
     runs: usize,
+    /// Also distil students over these alphas (comma-separated), from the same teacher.
+    #[arg(long, value_name = "A,A,..", value_delimiter = ',', allow_negative_numbers = true)]
+    sweep_alpha: Vec<f32>,
+    /// Also distil students over these temperatures (comma-separated); with --sweep-alpha, the grid.
+    #[arg(long, value_name = "T,T,..", value_delimiter = ',', allow_negative_numbers = true)]
+    sweep_temperature: Vec<f32>,
     /// Write the configuration, adapter, per-epoch metrics, test results and phase times as JSON.
     #[arg(long, value_name = "PATH")]
     metrics_out: Option<PathBuf>,
@@ -161,6 +167,8 @@ impl RunArgs {
             shuffle: !self.no_shuffle,
             sync_points: self.sync_points,
             runs: self.runs,
+            sweep_alpha: self.sweep_alpha.clone(),
+            sweep_temperature: self.sweep_temperature.clone(),
         }
     }
 

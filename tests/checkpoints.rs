@@ -384,6 +384,8 @@ fn tiny_config() -> experiment::Config {
         shuffle: true,
         sync_points: 1,
         runs: 1,
+        sweep_alpha: vec![],
+        sweep_temperature: vec![],
     }
 }
 

@@ -23,6 +23,8 @@ fn config() -> Config {
         shuffle: true,
         sync_points: 3,
         runs: 1,
+        sweep_alpha: vec![],
+        sweep_temperature: vec![],
     }
 }
 
@@ -39,8 +41,8 @@ fn figures(r: &Report) -> Vec<f64> {
 
 #[test]
 fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
-    // Two runs of the students: the second exercises the paired statistics.
-    let cfg = Config { runs: 2, ..config() };
+    // Two runs of the students exercise the paired statistics; a 2 x 1 sweep the grid.
+    let cfg = Config { runs: 2, sweep_alpha: vec![0.5, 1.0], sweep_temperature: vec![4.0], ..config() };
     let first = experiment::run(&cfg).expect("experiment runs");
     print!("{}", first.render());
     // Chance is 0.10; one teacher epoch and three student epochs on 640 images get far past it.
@@ -56,6 +58,12 @@ fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     let diffs: Vec<f64> = first.runs.iter().map(|p| p.distilled.test_accuracy - p.scratch.test_accuracy).collect();
     assert!((st.difference_mean - (diffs[0] + diffs[1]) / 2.0).abs() < 1e-12);
     assert!(st.difference_ci95.0 <= st.difference_mean && st.difference_mean <= st.difference_ci95.1);
+    let grid: Vec<(f32, f32)> = first.sweep.iter().map(|p| (p.alpha, p.temperature)).collect();
+    assert_eq!(grid, [(0.5, 4.0), (1.0, 4.0)]);
+    // alpha = 1 is plain cross-entropy: from the same weights and order as the first run's
+    // distilled student, it must learn like a scratch student (well past chance).
+    assert!(first.sweep.iter().all(|p| p.result.test_accuracy > 0.4));
+    assert!(first.render().contains("Sweep: test accuracy"));
     let second = experiment::run(&cfg).expect("experiment runs again");
     assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
 }
@@ -76,6 +84,8 @@ fn out_of_range_settings_are_refused_before_any_work() {
     refused(Config { learning_rate: -1.0, ..config() }, "--learning-rate");
     refused(Config { train_limit: Some(0), ..config() }, "--train-limit");
     refused(Config { runs: 0, ..config() }, "--runs");
+    refused(Config { sweep_alpha: vec![0.5, 1.5], ..config() }, "--sweep-alpha 1.5");
+    refused(Config { sweep_temperature: vec![0.0], ..config() }, "--sweep-temperature");
 }
 
 #[test]
