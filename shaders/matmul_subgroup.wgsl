@@ -2,14 +2,15 @@
 //
 // llvmpipe runs an 8-invocation subgroup as one 8-wide SIMD vector. Arithmetic is fast there
 // (about 50 GFLOP/s of register-only FMAs on our 2 cores), but every load from a storage
-// buffer or workgroup memory is slow: about 250 ns per vec4 load instruction per subgroup,
-// whether or not the lanes share the address (measured with Mesa 22.3.6). So the kernel does
-// as many FMAs per load instruction as registers allow and shares loaded values through
+// buffer or workgroup memory is slow: about 70 ns per scalar and 250 ns per vec4 load per
+// subgroup, whether or not the lanes share the address (measured with Mesa 22.3.6). So the
+// kernel loads as few floats per FMA as registers allow and shares loaded values through
 // subgroupBroadcast, a register shuffle (about 2 ns): a workgroup is one 8-lane subgroup
-// computing 32 rows x 64 columns of C. Each lane loads A for 4 of the rows (one vec4 covering
+// computing 64 rows x 64 columns of C. Each lane loads A for 8 of the rows (one vec4 covering
 // four steps of k when A is row-major with K a multiple of 4, else one scalar per step) and
 // 2 vec4s of B per step; every A value reaches all lanes by broadcast, and each lane keeps
-// 32 rows x 2 vec4 accumulators.
+// 64 rows x 2 vec4 accumulators (more spill to the stack and gain nothing: 128 rows measured
+// the same).
 //
 // The accumulators are only ever indexed by constants (the lines below are written out):
 // lavapipe keeps an array that a loop variable indexes in memory, where every access is a
@@ -39,7 +40,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
 // One step of k: row r of the tile gets A(r, k) (from lane r % 8 of a{r / 8}) times this lane's B.
-fn step(acc: ptr<function, array<vec4<f32>, 64>>, a0: f32, a1: f32, a2: f32, a3: f32, b0: vec4<f32>, b1: vec4<f32>) {
+fn step(acc: ptr<function, array<vec4<f32>, 128>>, a0: f32, a1: f32, a2: f32, a3: f32, a4: f32, a5: f32, a6: f32, a7: f32, b0: vec4<f32>, b1: vec4<f32>) {
     let s0 = vec4<f32>(subgroupBroadcast(a0, 0u));
     (*acc)[0] = fma(s0, b0, (*acc)[0]);
     (*acc)[1] = fma(s0, b1, (*acc)[1]);
@@ -136,6 +137,102 @@ fn step(acc: ptr<function, array<vec4<f32>, 64>>, a0: f32, a1: f32, a2: f32, a3:
     let s31 = vec4<f32>(subgroupBroadcast(a3, 7u));
     (*acc)[62] = fma(s31, b0, (*acc)[62]);
     (*acc)[63] = fma(s31, b1, (*acc)[63]);
+    let s32 = vec4<f32>(subgroupBroadcast(a4, 0u));
+    (*acc)[64] = fma(s32, b0, (*acc)[64]);
+    (*acc)[65] = fma(s32, b1, (*acc)[65]);
+    let s33 = vec4<f32>(subgroupBroadcast(a4, 1u));
+    (*acc)[66] = fma(s33, b0, (*acc)[66]);
+    (*acc)[67] = fma(s33, b1, (*acc)[67]);
+    let s34 = vec4<f32>(subgroupBroadcast(a4, 2u));
+    (*acc)[68] = fma(s34, b0, (*acc)[68]);
+    (*acc)[69] = fma(s34, b1, (*acc)[69]);
+    let s35 = vec4<f32>(subgroupBroadcast(a4, 3u));
+    (*acc)[70] = fma(s35, b0, (*acc)[70]);
+    (*acc)[71] = fma(s35, b1, (*acc)[71]);
+    let s36 = vec4<f32>(subgroupBroadcast(a4, 4u));
+    (*acc)[72] = fma(s36, b0, (*acc)[72]);
+    (*acc)[73] = fma(s36, b1, (*acc)[73]);
+    let s37 = vec4<f32>(subgroupBroadcast(a4, 5u));
+    (*acc)[74] = fma(s37, b0, (*acc)[74]);
+    (*acc)[75] = fma(s37, b1, (*acc)[75]);
+    let s38 = vec4<f32>(subgroupBroadcast(a4, 6u));
+    (*acc)[76] = fma(s38, b0, (*acc)[76]);
+    (*acc)[77] = fma(s38, b1, (*acc)[77]);
+    let s39 = vec4<f32>(subgroupBroadcast(a4, 7u));
+    (*acc)[78] = fma(s39, b0, (*acc)[78]);
+    (*acc)[79] = fma(s39, b1, (*acc)[79]);
+    let s40 = vec4<f32>(subgroupBroadcast(a5, 0u));
+    (*acc)[80] = fma(s40, b0, (*acc)[80]);
+    (*acc)[81] = fma(s40, b1, (*acc)[81]);
+    let s41 = vec4<f32>(subgroupBroadcast(a5, 1u));
+    (*acc)[82] = fma(s41, b0, (*acc)[82]);
+    (*acc)[83] = fma(s41, b1, (*acc)[83]);
+    let s42 = vec4<f32>(subgroupBroadcast(a5, 2u));
+    (*acc)[84] = fma(s42, b0, (*acc)[84]);
+    (*acc)[85] = fma(s42, b1, (*acc)[85]);
+    let s43 = vec4<f32>(subgroupBroadcast(a5, 3u));
+    (*acc)[86] = fma(s43, b0, (*acc)[86]);
+    (*acc)[87] = fma(s43, b1, (*acc)[87]);
+    let s44 = vec4<f32>(subgroupBroadcast(a5, 4u));
+    (*acc)[88] = fma(s44, b0, (*acc)[88]);
+    (*acc)[89] = fma(s44, b1, (*acc)[89]);
+    let s45 = vec4<f32>(subgroupBroadcast(a5, 5u));
+    (*acc)[90] = fma(s45, b0, (*acc)[90]);
+    (*acc)[91] = fma(s45, b1, (*acc)[91]);
+    let s46 = vec4<f32>(subgroupBroadcast(a5, 6u));
+    (*acc)[92] = fma(s46, b0, (*acc)[92]);
+    (*acc)[93] = fma(s46, b1, (*acc)[93]);
+    let s47 = vec4<f32>(subgroupBroadcast(a5, 7u));
+    (*acc)[94] = fma(s47, b0, (*acc)[94]);
+    (*acc)[95] = fma(s47, b1, (*acc)[95]);
+    let s48 = vec4<f32>(subgroupBroadcast(a6, 0u));
+    (*acc)[96] = fma(s48, b0, (*acc)[96]);
+    (*acc)[97] = fma(s48, b1, (*acc)[97]);
+    let s49 = vec4<f32>(subgroupBroadcast(a6, 1u));
+    (*acc)[98] = fma(s49, b0, (*acc)[98]);
+    (*acc)[99] = fma(s49, b1, (*acc)[99]);
+    let s50 = vec4<f32>(subgroupBroadcast(a6, 2u));
+    (*acc)[100] = fma(s50, b0, (*acc)[100]);
+    (*acc)[101] = fma(s50, b1, (*acc)[101]);
+    let s51 = vec4<f32>(subgroupBroadcast(a6, 3u));
+    (*acc)[102] = fma(s51, b0, (*acc)[102]);
+    (*acc)[103] = fma(s51, b1, (*acc)[103]);
+    let s52 = vec4<f32>(subgroupBroadcast(a6, 4u));
+    (*acc)[104] = fma(s52, b0, (*acc)[104]);
+    (*acc)[105] = fma(s52, b1, (*acc)[105]);
+    let s53 = vec4<f32>(subgroupBroadcast(a6, 5u));
+    (*acc)[106] = fma(s53, b0, (*acc)[106]);
+    (*acc)[107] = fma(s53, b1, (*acc)[107]);
+    let s54 = vec4<f32>(subgroupBroadcast(a6, 6u));
+    (*acc)[108] = fma(s54, b0, (*acc)[108]);
+    (*acc)[109] = fma(s54, b1, (*acc)[109]);
+    let s55 = vec4<f32>(subgroupBroadcast(a6, 7u));
+    (*acc)[110] = fma(s55, b0, (*acc)[110]);
+    (*acc)[111] = fma(s55, b1, (*acc)[111]);
+    let s56 = vec4<f32>(subgroupBroadcast(a7, 0u));
+    (*acc)[112] = fma(s56, b0, (*acc)[112]);
+    (*acc)[113] = fma(s56, b1, (*acc)[113]);
+    let s57 = vec4<f32>(subgroupBroadcast(a7, 1u));
+    (*acc)[114] = fma(s57, b0, (*acc)[114]);
+    (*acc)[115] = fma(s57, b1, (*acc)[115]);
+    let s58 = vec4<f32>(subgroupBroadcast(a7, 2u));
+    (*acc)[116] = fma(s58, b0, (*acc)[116]);
+    (*acc)[117] = fma(s58, b1, (*acc)[117]);
+    let s59 = vec4<f32>(subgroupBroadcast(a7, 3u));
+    (*acc)[118] = fma(s59, b0, (*acc)[118]);
+    (*acc)[119] = fma(s59, b1, (*acc)[119]);
+    let s60 = vec4<f32>(subgroupBroadcast(a7, 4u));
+    (*acc)[120] = fma(s60, b0, (*acc)[120]);
+    (*acc)[121] = fma(s60, b1, (*acc)[121]);
+    let s61 = vec4<f32>(subgroupBroadcast(a7, 5u));
+    (*acc)[122] = fma(s61, b0, (*acc)[122]);
+    (*acc)[123] = fma(s61, b1, (*acc)[123]);
+    let s62 = vec4<f32>(subgroupBroadcast(a7, 6u));
+    (*acc)[124] = fma(s62, b0, (*acc)[124]);
+    (*acc)[125] = fma(s62, b1, (*acc)[125]);
+    let s63 = vec4<f32>(subgroupBroadcast(a7, 7u));
+    (*acc)[126] = fma(s63, b0, (*acc)[126]);
+    (*acc)[127] = fma(s63, b1, (*acc)[127]);
 }
 
 fn epilogue(v: vec4<f32>, col4: u32) -> vec4<f32> {
@@ -155,7 +252,7 @@ fn store_vec(part: u32, row: u32, col4: u32, v: vec4<f32>) {
     }
 }
 
-fn store_tile(part: u32, row0: u32, col4: u32, acc: ptr<function, array<vec4<f32>, 64>>) {
+fn store_tile(part: u32, row0: u32, col4: u32, acc: ptr<function, array<vec4<f32>, 128>>) {
     store_vec(part, row0 + 0u, col4 + 0u, (*acc)[0]);
     store_vec(part, row0 + 0u, col4 + 1u, (*acc)[1]);
     store_vec(part, row0 + 1u, col4 + 0u, (*acc)[2]);
@@ -220,36 +317,108 @@ fn store_tile(part: u32, row0: u32, col4: u32, acc: ptr<function, array<vec4<f32
     store_vec(part, row0 + 30u, col4 + 1u, (*acc)[61]);
     store_vec(part, row0 + 31u, col4 + 0u, (*acc)[62]);
     store_vec(part, row0 + 31u, col4 + 1u, (*acc)[63]);
+    store_vec(part, row0 + 32u, col4 + 0u, (*acc)[64]);
+    store_vec(part, row0 + 32u, col4 + 1u, (*acc)[65]);
+    store_vec(part, row0 + 33u, col4 + 0u, (*acc)[66]);
+    store_vec(part, row0 + 33u, col4 + 1u, (*acc)[67]);
+    store_vec(part, row0 + 34u, col4 + 0u, (*acc)[68]);
+    store_vec(part, row0 + 34u, col4 + 1u, (*acc)[69]);
+    store_vec(part, row0 + 35u, col4 + 0u, (*acc)[70]);
+    store_vec(part, row0 + 35u, col4 + 1u, (*acc)[71]);
+    store_vec(part, row0 + 36u, col4 + 0u, (*acc)[72]);
+    store_vec(part, row0 + 36u, col4 + 1u, (*acc)[73]);
+    store_vec(part, row0 + 37u, col4 + 0u, (*acc)[74]);
+    store_vec(part, row0 + 37u, col4 + 1u, (*acc)[75]);
+    store_vec(part, row0 + 38u, col4 + 0u, (*acc)[76]);
+    store_vec(part, row0 + 38u, col4 + 1u, (*acc)[77]);
+    store_vec(part, row0 + 39u, col4 + 0u, (*acc)[78]);
+    store_vec(part, row0 + 39u, col4 + 1u, (*acc)[79]);
+    store_vec(part, row0 + 40u, col4 + 0u, (*acc)[80]);
+    store_vec(part, row0 + 40u, col4 + 1u, (*acc)[81]);
+    store_vec(part, row0 + 41u, col4 + 0u, (*acc)[82]);
+    store_vec(part, row0 + 41u, col4 + 1u, (*acc)[83]);
+    store_vec(part, row0 + 42u, col4 + 0u, (*acc)[84]);
+    store_vec(part, row0 + 42u, col4 + 1u, (*acc)[85]);
+    store_vec(part, row0 + 43u, col4 + 0u, (*acc)[86]);
+    store_vec(part, row0 + 43u, col4 + 1u, (*acc)[87]);
+    store_vec(part, row0 + 44u, col4 + 0u, (*acc)[88]);
+    store_vec(part, row0 + 44u, col4 + 1u, (*acc)[89]);
+    store_vec(part, row0 + 45u, col4 + 0u, (*acc)[90]);
+    store_vec(part, row0 + 45u, col4 + 1u, (*acc)[91]);
+    store_vec(part, row0 + 46u, col4 + 0u, (*acc)[92]);
+    store_vec(part, row0 + 46u, col4 + 1u, (*acc)[93]);
+    store_vec(part, row0 + 47u, col4 + 0u, (*acc)[94]);
+    store_vec(part, row0 + 47u, col4 + 1u, (*acc)[95]);
+    store_vec(part, row0 + 48u, col4 + 0u, (*acc)[96]);
+    store_vec(part, row0 + 48u, col4 + 1u, (*acc)[97]);
+    store_vec(part, row0 + 49u, col4 + 0u, (*acc)[98]);
+    store_vec(part, row0 + 49u, col4 + 1u, (*acc)[99]);
+    store_vec(part, row0 + 50u, col4 + 0u, (*acc)[100]);
+    store_vec(part, row0 + 50u, col4 + 1u, (*acc)[101]);
+    store_vec(part, row0 + 51u, col4 + 0u, (*acc)[102]);
+    store_vec(part, row0 + 51u, col4 + 1u, (*acc)[103]);
+    store_vec(part, row0 + 52u, col4 + 0u, (*acc)[104]);
+    store_vec(part, row0 + 52u, col4 + 1u, (*acc)[105]);
+    store_vec(part, row0 + 53u, col4 + 0u, (*acc)[106]);
+    store_vec(part, row0 + 53u, col4 + 1u, (*acc)[107]);
+    store_vec(part, row0 + 54u, col4 + 0u, (*acc)[108]);
+    store_vec(part, row0 + 54u, col4 + 1u, (*acc)[109]);
+    store_vec(part, row0 + 55u, col4 + 0u, (*acc)[110]);
+    store_vec(part, row0 + 55u, col4 + 1u, (*acc)[111]);
+    store_vec(part, row0 + 56u, col4 + 0u, (*acc)[112]);
+    store_vec(part, row0 + 56u, col4 + 1u, (*acc)[113]);
+    store_vec(part, row0 + 57u, col4 + 0u, (*acc)[114]);
+    store_vec(part, row0 + 57u, col4 + 1u, (*acc)[115]);
+    store_vec(part, row0 + 58u, col4 + 0u, (*acc)[116]);
+    store_vec(part, row0 + 58u, col4 + 1u, (*acc)[117]);
+    store_vec(part, row0 + 59u, col4 + 0u, (*acc)[118]);
+    store_vec(part, row0 + 59u, col4 + 1u, (*acc)[119]);
+    store_vec(part, row0 + 60u, col4 + 0u, (*acc)[120]);
+    store_vec(part, row0 + 60u, col4 + 1u, (*acc)[121]);
+    store_vec(part, row0 + 61u, col4 + 0u, (*acc)[122]);
+    store_vec(part, row0 + 61u, col4 + 1u, (*acc)[123]);
+    store_vec(part, row0 + 62u, col4 + 0u, (*acc)[124]);
+    store_vec(part, row0 + 62u, col4 + 1u, (*acc)[125]);
+    store_vec(part, row0 + 63u, col4 + 0u, (*acc)[126]);
+    store_vec(part, row0 + 63u, col4 + 1u, (*acc)[127]);
 }
 
 // A row-major, K and the row stride multiples of 4: one vec4 load of A per four steps of k.
 @compute @workgroup_size(8)
 fn matmul_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row0 = wg.y * 32u;
+    let row0 = wg.y * 64u;
     let n4 = p.n / 4u;
     let col4 = (wg.x * 8u + lane) * 2u;
     let a_at0 = min(row0 + 0u + lane, p.m - 1u) * (p.a_row_stride / 4u);
     let a_at1 = min(row0 + 8u + lane, p.m - 1u) * (p.a_row_stride / 4u);
     let a_at2 = min(row0 + 16u + lane, p.m - 1u) * (p.a_row_stride / 4u);
     let a_at3 = min(row0 + 24u + lane, p.m - 1u) * (p.a_row_stride / 4u);
+    let a_at4 = min(row0 + 32u + lane, p.m - 1u) * (p.a_row_stride / 4u);
+    let a_at5 = min(row0 + 40u + lane, p.m - 1u) * (p.a_row_stride / 4u);
+    let a_at6 = min(row0 + 48u + lane, p.m - 1u) * (p.a_row_stride / 4u);
+    let a_at7 = min(row0 + 56u + lane, p.m - 1u) * (p.a_row_stride / 4u);
     let b_at0 = min(col4 + 0u, n4 - 1u);
     let b_at1 = min(col4 + 1u, n4 - 1u);
     let k_begin = wg.z * p.k_chunk;
     let k_end = min(p.k, k_begin + p.k_chunk);
-    var acc: array<vec4<f32>, 64>;
+    var acc: array<vec4<f32>, 128>;
     for (var k4 = k_begin / 4u; k4 < k_end / 4u; k4++) {
-        let a0 = a4[a_at0 + k4];
-        let a1 = a4[a_at1 + k4];
-        let a2 = a4[a_at2 + k4];
-        let a3 = a4[a_at3 + k4];
+        let ar0 = a4[a_at0 + k4];
+        let ar1 = a4[a_at1 + k4];
+        let ar2 = a4[a_at2 + k4];
+        let ar3 = a4[a_at3 + k4];
+        let ar4 = a4[a_at4 + k4];
+        let ar5 = a4[a_at5 + k4];
+        let ar6 = a4[a_at6 + k4];
+        let ar7 = a4[a_at7 + k4];
         let k0 = 4u * k4 + 0u;
-        step(&acc, a0.x, a1.x, a2.x, a3.x, b[k0 * n4 + b_at0], b[k0 * n4 + b_at1]);
+        step(&acc, ar0.x, ar1.x, ar2.x, ar3.x, ar4.x, ar5.x, ar6.x, ar7.x, b[k0 * n4 + b_at0], b[k0 * n4 + b_at1]);
         let k1 = 4u * k4 + 1u;
-        step(&acc, a0.y, a1.y, a2.y, a3.y, b[k1 * n4 + b_at0], b[k1 * n4 + b_at1]);
+        step(&acc, ar0.y, ar1.y, ar2.y, ar3.y, ar4.y, ar5.y, ar6.y, ar7.y, b[k1 * n4 + b_at0], b[k1 * n4 + b_at1]);
         let k2 = 4u * k4 + 2u;
-        step(&acc, a0.z, a1.z, a2.z, a3.z, b[k2 * n4 + b_at0], b[k2 * n4 + b_at1]);
+        step(&acc, ar0.z, ar1.z, ar2.z, ar3.z, ar4.z, ar5.z, ar6.z, ar7.z, b[k2 * n4 + b_at0], b[k2 * n4 + b_at1]);
         let k3 = 4u * k4 + 3u;
-        step(&acc, a0.w, a1.w, a2.w, a3.w, b[k3 * n4 + b_at0], b[k3 * n4 + b_at1]);
+        step(&acc, ar0.w, ar1.w, ar2.w, ar3.w, ar4.w, ar5.w, ar6.w, ar7.w, b[k3 * n4 + b_at0], b[k3 * n4 + b_at1]);
     }
     store_tile(wg.z, row0, col4, &acc);
 }
@@ -257,20 +426,24 @@ fn matmul_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 // Any layout of A: one scalar load per step of k.
 @compute @workgroup_size(8)
 fn matmul_subgroup_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row0 = wg.y * 32u;
+    let row0 = wg.y * 64u;
     let n4 = p.n / 4u;
     let col4 = (wg.x * 8u + lane) * 2u;
     let a_at0 = min(row0 + 0u + lane, p.m - 1u) * p.a_row_stride;
     let a_at1 = min(row0 + 8u + lane, p.m - 1u) * p.a_row_stride;
     let a_at2 = min(row0 + 16u + lane, p.m - 1u) * p.a_row_stride;
     let a_at3 = min(row0 + 24u + lane, p.m - 1u) * p.a_row_stride;
+    let a_at4 = min(row0 + 32u + lane, p.m - 1u) * p.a_row_stride;
+    let a_at5 = min(row0 + 40u + lane, p.m - 1u) * p.a_row_stride;
+    let a_at6 = min(row0 + 48u + lane, p.m - 1u) * p.a_row_stride;
+    let a_at7 = min(row0 + 56u + lane, p.m - 1u) * p.a_row_stride;
     let b_at0 = min(col4 + 0u, n4 - 1u);
     let b_at1 = min(col4 + 1u, n4 - 1u);
     let k_begin = wg.z * p.k_chunk;
     let k_end = min(p.k, k_begin + p.k_chunk);
-    var acc: array<vec4<f32>, 64>;
+    var acc: array<vec4<f32>, 128>;
     for (var k = k_begin; k < k_end; k++) {
-        step(&acc, a[a_at0 + k * p.a_col_stride], a[a_at1 + k * p.a_col_stride], a[a_at2 + k * p.a_col_stride], a[a_at3 + k * p.a_col_stride], b[k * n4 + b_at0], b[k * n4 + b_at1]);
+        step(&acc, a[a_at0 + k * p.a_col_stride], a[a_at1 + k * p.a_col_stride], a[a_at2 + k * p.a_col_stride], a[a_at3 + k * p.a_col_stride], a[a_at4 + k * p.a_col_stride], a[a_at5 + k * p.a_col_stride], a[a_at6 + k * p.a_col_stride], a[a_at7 + k * p.a_col_stride], b[k * n4 + b_at0], b[k * n4 + b_at1]);
     }
     store_tile(wg.z, row0, col4, &acc);
 }

@@ -19,7 +19,7 @@ struct Params {
 }
 
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
-pub const SUBGROUP_TILE_ROWS: usize = 32;
+pub const SUBGROUP_TILE_ROWS: usize = 64;
 pub const SUBGROUP_TILE_COLS: usize = 64;
 
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
