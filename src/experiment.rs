@@ -7,7 +7,7 @@ use crate::gpu::{self, BackendChoice, Gpu, MatmulVariant, Tensor};
 use crate::model::{Architecture, STUDENT, TEACHER};
 use crate::ops::adam::AdamConfig;
 use crate::progress::EpochProgress;
-use crate::train::{check_batch_fits, DeviceData, DeviceSplit, EpochStats, Loss, Model, Plan};
+use crate::train::{check_batch_fits, run_epochs_together, DeviceData, DeviceSplit, EpochStats, Loss, Model, Plan};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -203,31 +203,68 @@ fn identity(samples: usize) -> Vec<u32> {
     (0..samples as u32).collect()
 }
 
+/// One model of a group trained side by side.
+pub struct FitJob<'a> {
+    pub name: String,
+    pub model: &'a Model,
+    pub loss: Loss,
+    /// The teacher's logits for the training images (distillation only).
+    pub teacher_table: Option<&'a Tensor>,
+    /// Seed of the model's epoch shuffles.
+    pub order_seed: u64,
+}
+
 /// Trains `model` for `epochs`, printing Keras-like lines; returns per-epoch stats.
-#[allow(clippy::too_many_arguments)]
 pub fn fit(
     gpu: &Gpu,
     cfg: &Config,
-    run: &str,
-    model: &Model,
-    loss: Loss,
     data: &DeviceData,
-    teacher_table: Option<&Tensor>,
+    job: FitJob,
     epochs: usize,
     metric: &'static str,
-    rng: &mut ChaCha8Rng,
 ) -> Result<Vec<EpochStats>> {
+    Ok(fit_together(gpu, cfg, data, &[job], epochs, metric)?.remove(0))
+}
+
+/// Trains several models at once, every step of all of them in one submission (see
+/// [`run_epochs_together`]); one Keras-like line per model and epoch. Each model's result is
+/// what it would be trained alone: the plans share no buffer.
+pub fn fit_together(
+    gpu: &Gpu,
+    cfg: &Config,
+    data: &DeviceData,
+    jobs: &[FitJob],
+    epochs: usize,
+    metric: &'static str,
+) -> Result<Vec<Vec<EpochStats>>> {
     let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
-    let plan = Plan::train(gpu, run, model, loss, data, &data.train, teacher_table, cfg.batch_size, &adam)?;
-    let mut stats = Vec::new();
+    let plans = jobs
+        .iter()
+        .map(|j| Plan::train(gpu, &j.name, j.model, j.loss, data, &data.train, j.teacher_table, cfg.batch_size, &adam))
+        .collect::<Result<Vec<_>>>()?;
+    let plan_refs: Vec<&Plan> = plans.iter().collect();
+    let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.order_seed)).collect();
+    let mut stats = vec![Vec::with_capacity(epochs); jobs.len()];
     for epoch in 1..=epochs {
-        let order = epoch_order(rng, data.train.samples, cfg.shuffle);
-        let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plan.steps, metric);
-        let s = plan
-            .run_epoch(gpu, &order, cfg.sync_points, |done, l, a| bar.update(done, l, a))
-            .with_context(|| format!("training {run}, epoch {epoch}"))?;
-        bar.finish(s.loss, s.accuracy);
-        stats.push(s);
+        let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, data.train.samples, cfg.shuffle)).collect();
+        let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
+        let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric);
+        let s = run_epochs_together(gpu, &plan_refs, &order_refs, cfg.sync_points, |done, m| {
+            bar.update(done, m[0].0, m[0].1)
+        })
+        .with_context(|| {
+            format!("training {}, epoch {epoch}", jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + "))
+        })?;
+        if jobs.len() == 1 {
+            bar.finish(s[0].loss, s[0].accuracy);
+        } else {
+            let rows: Vec<(&str, f64, f64)> =
+                jobs.iter().zip(&s).map(|(j, e)| (j.name.as_str(), e.loss, e.accuracy)).collect();
+            bar.finish_group(&rows);
+        }
+        for (all, e) in stats.iter_mut().zip(s) {
+            all.push(e);
+        }
     }
     Ok(stats)
 }
@@ -304,14 +341,20 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         Some(flat) => Model::new(&gpu, TEACHER, flat)?,
         None => Model::new(&gpu, TEACHER, &TEACHER.init_glorot(cfg.seed))?,
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let epochs = match &files.teacher {
         Some(path) => {
             println!("Teacher weights from {} (not trained)", path.display());
             Vec::new()
         }
         None => {
-            fit(&gpu, cfg, "teacher", &teacher, Loss::CrossEntropy, &data, None, cfg.teacher_epochs, metric, &mut rng)?
+            let job = FitJob {
+                name: "teacher".into(),
+                model: &teacher,
+                loss: Loss::CrossEntropy,
+                teacher_table: None,
+                order_seed: cfg.seed,
+            };
+            fit(&gpu, cfg, &data, job, cfg.teacher_epochs, metric)?
         }
     };
     save(&gpu, "teacher.safetensors", &teacher)?;
@@ -347,21 +390,24 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         let scratch_order_seed = if paired { seed.wrapping_add(1) } else { seed.wrapping_add(2) };
         let suffix = if r == 0 { String::new() } else { format!("-run{}", r + 1) };
         let students = Students { data: &data, train_table: &train_table, test_table: &test_table };
-
-        let distilled = students.train(
-            &gpu,
-            cfg,
-            "distilled student",
-            &distilled_init,
-            Some(Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature }),
-            seed.wrapping_add(1),
-            |gpu, m| save(gpu, &format!("student{suffix}.safetensors"), m),
-        )?;
-        println!("Student from scratch");
-        let scratch =
-            students.train(&gpu, cfg, "scratch student", &scratch_init, None, scratch_order_seed, |gpu, m| {
-                save(gpu, &format!("scratch{suffix}.safetensors"), m)
-            })?;
+        let specs = [
+            StudentSpec {
+                name: "distilled student".into(),
+                init: distilled_init,
+                distill: Some(Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature }),
+                order_seed: seed.wrapping_add(1),
+                save_as: Some(format!("student{suffix}.safetensors")),
+            },
+            StudentSpec {
+                name: "scratch student".into(),
+                init: scratch_init,
+                distill: None,
+                order_seed: scratch_order_seed,
+                save_as: Some(format!("scratch{suffix}.safetensors")),
+            },
+        ];
+        let mut trained = students.train(&gpu, cfg, &specs, &save)?.into_iter();
+        let (distilled, scratch) = (trained.next().expect("two students"), trained.next().expect("two students"));
         pairs.push(StudentPair { seed, distilled, scratch });
     }
     let statistics = (runs > 1).then(|| Statistics::of(&pairs));
@@ -374,12 +420,20 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
     if !grid.is_empty() {
         let init = starting.student_init.clone().unwrap_or_else(|| STUDENT.init_glorot(cfg.seed.wrapping_add(1)));
         let students = Students { data: &data, train_table: &train_table, test_table: &test_table };
-        for (i, &(alpha, temperature)) in grid.iter().enumerate() {
-            println!("Sweep {}/{}: alpha {alpha}, temperature {temperature}", i + 1, grid.len());
-            let name = format!("distilled student (alpha {alpha}, T {temperature})");
-            let loss = Loss::Distillation { alpha, temperature };
-            let r = students.train(&gpu, cfg, &name, &init, Some(loss), cfg.seed.wrapping_add(1), |_, _| Ok(()))?;
-            sweep.push(SweepPoint { alpha, temperature, result: r });
+        println!("Sweep: {} distilled students side by side", grid.len());
+        let specs: Vec<StudentSpec> = grid
+            .iter()
+            .map(|&(alpha, temperature)| StudentSpec {
+                name: format!("distilled (alpha {alpha}, T {temperature})"),
+                init: init.clone(),
+                distill: Some(Loss::Distillation { alpha, temperature }),
+                order_seed: cfg.seed.wrapping_add(1),
+                save_as: None,
+            })
+            .collect();
+        let results = students.train(&gpu, cfg, &specs, &save)?;
+        for (&(alpha, temperature), result) in grid.iter().zip(results) {
+            sweep.push(SweepPoint { alpha, temperature, result });
         }
     }
 
@@ -453,41 +507,68 @@ struct Students<'a> {
     test_table: &'a Tensor,
 }
 
+/// One student to train: its name, starting weights, loss and file to save.
+struct StudentSpec {
+    name: String,
+    init: Vec<f32>,
+    /// The distillation loss; None trains on plain cross-entropy (the scratch student).
+    distill: Option<Loss>,
+    order_seed: u64,
+    save_as: Option<String>,
+}
+
 impl Students<'_> {
-    /// Trains one student from `init` (distilled when `distill` is given, else plain
-    /// cross-entropy), calls `save` on it, and evaluates it on the test set.
-    #[allow(clippy::too_many_arguments)]
+    /// Trains the students side by side, saves those with a file name, and evaluates each on
+    /// the test set.
     fn train(
         &self,
         gpu: &Gpu,
         cfg: &Config,
-        name: &str,
-        init: &[f32],
-        distill: Option<Loss>,
-        order_seed: u64,
-        save: impl Fn(&Gpu, &Model) -> Result<()>,
-    ) -> Result<RunResult> {
+        specs: &[StudentSpec],
+        save: impl Fn(&Gpu, &str, &Model) -> Result<()>,
+    ) -> Result<Vec<RunResult>> {
         let (data, samples) = (self.data, self.data.train.samples);
-        let model = Model::new(gpu, STUDENT, init)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(order_seed);
-        let (loss, table, test_table) = match distill {
-            Some(l) => (l, Some(self.train_table), Some(self.test_table)),
-            None => (Loss::CrossEntropy, None, None),
-        };
-        let epochs = fit(gpu, cfg, name, &model, loss, data, table, cfg.student_epochs, "acc", &mut rng)?;
-        save(gpu, &model)?;
-        let test = evaluate(gpu, cfg, name, &model, loss, data, &data.test, test_table, "acc")?;
-        // The combined loss is not comparable with plain cross-entropy: report that too.
-        let ce = match distill {
-            None => test.loss,
-            Some(_) => {
-                Plan::evaluate(gpu, name, &model, Loss::CrossEntropy, data, &data.test, None, cfg.batch_size)?
-                    .run_epoch(gpu, &identity(data.test.samples), 1, |_, _, _| {})?
-                    .loss
+        let models = specs.iter().map(|s| Model::new(gpu, STUDENT, &s.init)).collect::<Result<Vec<_>>>()?;
+        let losses: Vec<(Loss, Option<&Tensor>, Option<&Tensor>)> = specs
+            .iter()
+            .map(|s| match s.distill {
+                Some(l) => (l, Some(self.train_table), Some(self.test_table)),
+                None => (Loss::CrossEntropy, None, None),
+            })
+            .collect();
+        let jobs: Vec<FitJob> = specs
+            .iter()
+            .zip(&models)
+            .zip(&losses)
+            .map(|((s, m), l)| FitJob {
+                name: s.name.clone(),
+                model: m,
+                loss: l.0,
+                teacher_table: l.1,
+                order_seed: s.order_seed,
+            })
+            .collect();
+        let all_epochs = fit_together(gpu, cfg, data, &jobs, cfg.student_epochs, "acc")?;
+        let mut results = Vec::with_capacity(specs.len());
+        for (((spec, model), (loss, _, test_table)), epochs) in specs.iter().zip(&models).zip(&losses).zip(all_epochs) {
+            if let Some(file) = &spec.save_as {
+                save(gpu, file, model)?;
             }
-        };
-        let label = if distill.is_some() { "distilled" } else { "scratch" };
-        Ok(result(label, epochs, test, ce, samples))
+            println!("{}: evaluation", spec.name);
+            let test = evaluate(gpu, cfg, &spec.name, model, *loss, data, &data.test, *test_table, "acc")?;
+            // The combined loss is not comparable with plain cross-entropy: report that too.
+            let ce = match spec.distill {
+                None => test.loss,
+                Some(_) => {
+                    Plan::evaluate(gpu, &spec.name, model, Loss::CrossEntropy, data, &data.test, None, cfg.batch_size)?
+                        .run_epoch(gpu, &identity(data.test.samples), 1, |_, _, _| {})?
+                        .loss
+                }
+            };
+            let label = if spec.distill.is_some() { "distilled" } else { "scratch" };
+            results.push(result(label, epochs, test, ce, samples));
+        }
+        Ok(results)
     }
 }
 
@@ -662,15 +743,15 @@ impl Report {
             s += &self.render_sweep();
         }
         s += &format!(
-            "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, teacher logits {:.1}s, distillation {:.1}s + {:.1}s, scratch {:.1}s + {:.1}s; total {:.1}s\n",
+            "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, teacher logits {:.1}s, \
+             students fit {:.1}s (distilled and scratch side by side) + evaluate {:.1}s; total {:.1}s\n",
             self.data_seconds,
             self.teacher.train_seconds,
             self.teacher.evaluate_seconds,
             self.teacher_logits_seconds,
+            // A run's two students share their training time.
             self.runs.iter().map(|p| p.distilled.train_seconds).sum::<f64>(),
-            self.runs.iter().map(|p| p.distilled.evaluate_seconds).sum::<f64>(),
-            self.runs.iter().map(|p| p.scratch.train_seconds).sum::<f64>(),
-            self.runs.iter().map(|p| p.scratch.evaluate_seconds).sum::<f64>(),
+            self.runs.iter().map(|p| p.distilled.evaluate_seconds + p.scratch.evaluate_seconds).sum::<f64>(),
             self.total_seconds
         );
         s

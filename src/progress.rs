@@ -50,4 +50,20 @@ impl EpochProgress {
         }
         println!("{line}");
     }
+
+    /// The final lines of models trained side by side: one per model, prefixed by its name.
+    pub fn finish_group(self, rows: &[(&str, f64, f64)]) {
+        let secs = self.start.elapsed().as_secs_f64();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        for (name, loss, accuracy) in rows {
+            println!(
+                "{name}: {s}/{s} - {secs:.0}s {ms:.0}ms/step (together) - loss: {loss:.4} - {m}: {accuracy:.4}",
+                s = self.steps,
+                ms = 1000.0 * secs / self.steps as f64,
+                m = self.metric
+            );
+        }
+    }
 }

@@ -169,6 +169,60 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+/// Runs one epoch of several plans side by side: every step records all the plans'
+/// dispatches into one compute pass and one submission, so that small models (students of a
+/// sweep or of several runs) share the device instead of taking turns. The plans must have the
+/// same number of steps; `orders[i]` is plan i's sample order. `progress(done, means)` gets each
+/// plan's running (loss, accuracy) at the sync points. Each plan's statistics carry the shared
+/// wall time.
+pub fn run_epochs_together(
+    gpu: &Gpu,
+    plans: &[&Plan],
+    orders: &[&[u32]],
+    sync_points: usize,
+    mut progress: impl FnMut(usize, &[(f64, f64)]),
+) -> Result<Vec<EpochStats>> {
+    ensure!(!plans.is_empty() && plans.len() == orders.len(), "one sample order per plan");
+    let steps = plans[0].steps;
+    ensure!(plans.iter().all(|p| p.steps == steps), "plans run together must have the same number of steps");
+    let start = Instant::now();
+    for (plan, order) in plans.iter().zip(orders) {
+        plan.begin_epoch(gpu, order)?;
+    }
+    let every = steps.div_ceil(sync_points.max(1));
+    let refs: Vec<&Dispatch> = plans.iter().flat_map(|p| p.dispatches.iter()).collect();
+    let mut checked = 0;
+    let mut totals = vec![(0.0, 0.0); plans.len()];
+    for step in 0..steps {
+        gpu.submit(&refs).with_context(|| format!("{}: step {}", plans[0].name, step + 1))?;
+        let done = step + 1;
+        if done % every == 0 || done == steps {
+            for (plan, total) in plans.iter().zip(&mut totals) {
+                *total = plan.sync(gpu, done, checked)?;
+            }
+            checked = done;
+            let means: Vec<(f64, f64)> = plans
+                .iter()
+                .zip(&totals)
+                .map(|(p, t)| {
+                    let seen = (done * p.batch).min(p.samples) as f64;
+                    (t.0 / seen, t.1 / seen)
+                })
+                .collect();
+            progress(done, &means);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(plans
+        .iter()
+        .zip(&totals)
+        .map(|(p, t)| {
+            let n = p.samples as f64;
+            EpochStats { loss: t.0 / n, accuracy: t.1 / n, steps, seconds }
+        })
+        .collect())
+}
+
 /// A planned step: the dispatch list, its step state, sample order and metrics buffer.
 pub struct Plan {
     pub name: String,
@@ -436,6 +490,12 @@ impl Plan {
         sync_points: usize,
         mut progress: impl FnMut(usize, f64, f64),
     ) -> Result<EpochStats> {
+        let stats = run_epochs_together(gpu, &[self], &[order], sync_points, |done, m| progress(done, m[0].0, m[0].1))?;
+        Ok(stats[0])
+    }
+
+    /// Starts an epoch: the sample order, and the step index back to 0 (Adam's t carries on).
+    fn begin_epoch(&self, gpu: &Gpu, order: &[u32]) -> Result<()> {
         ensure!(
             order.len() == self.samples,
             "{}: order has {} entries for {} samples",
@@ -443,44 +503,29 @@ impl Plan {
             order.len(),
             self.samples
         );
-        let start = Instant::now();
         self.perm.write_u32(gpu, order);
-        self.state.write_u32(gpu, &[0]); // step = 0; Adam's t carries on
-        let every = self.steps.div_ceil(sync_points.max(1));
-        let mut checked = 0;
-        let mut totals = (0.0, 0.0);
-        let refs: Vec<&Dispatch> = self.dispatches.iter().collect();
-        for step in 0..self.steps {
-            gpu.submit(&refs).with_context(|| format!("{}: step {}", self.name, step + 1))?;
-            let done = step + 1;
-            if done % every == 0 || done == self.steps {
-                let m = self.read_metrics(gpu, done)?;
-                for (s, pair) in m.chunks(2).enumerate().skip(checked) {
-                    if !pair[0].is_finite() {
-                        bail!(
-                            "{}: the loss became {} at step {} of the epoch (batch of samples {}..{}); \
-                             try a lower --learning-rate",
-                            self.name,
-                            pair[0],
-                            s + 1,
-                            s * self.batch,
-                            ((s + 1) * self.batch).min(self.samples)
-                        );
-                    }
-                }
-                checked = done;
-                totals = metrics::total(&m, done);
-                let seen = (done * self.batch).min(self.samples) as f64;
-                progress(done, totals.0 / seen, totals.1 / seen);
+        self.state.write_u32(gpu, &[0]);
+        Ok(())
+    }
+
+    /// Reads the metrics of the first `done` steps; fails on a non-finite loss from step
+    /// `checked` on. Returns the (loss, correct) sums.
+    fn sync(&self, gpu: &Gpu, done: usize, checked: usize) -> Result<(f64, f64)> {
+        let m = self.read_metrics(gpu, done)?;
+        for (s, pair) in m.chunks(2).enumerate().skip(checked) {
+            if !pair[0].is_finite() {
+                bail!(
+                    "{}: the loss became {} at step {} of the epoch (batch of samples {}..{}); \
+                     try a lower --learning-rate",
+                    self.name,
+                    pair[0],
+                    s + 1,
+                    s * self.batch,
+                    ((s + 1) * self.batch).min(self.samples)
+                );
             }
         }
-        let n = self.samples as f64;
-        Ok(EpochStats {
-            loss: totals.0 / n,
-            accuracy: totals.1 / n,
-            steps: self.steps,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        Ok(metrics::total(&m, done))
     }
 
     fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {

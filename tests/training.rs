@@ -1,0 +1,92 @@
+//! Training plans: models trained side by side give what they give alone, and a loss that
+//! turns NaN or infinite stops training with an error naming the run and the step.
+
+mod common;
+
+use kd_wgpu::data::Split;
+use kd_wgpu::gpu::Tensor;
+use kd_wgpu::model::STUDENT;
+use kd_wgpu::ops::adam::AdamConfig;
+use kd_wgpu::train::{run_epochs_together, DeviceData, Loss, Model, Plan};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+fn synthetic_data(rng: &mut rand_chacha::ChaCha8Rng, samples: usize) -> DeviceData {
+    let mut split = || Split {
+        images: (0..samples * 784).map(|_| rng.random()).collect(),
+        labels: (0..samples).map(|_| rng.random_range(0..10)).collect(),
+    };
+    let (train, test) = (split(), split());
+    DeviceData::upload(common::gpu(), &train, &test).unwrap()
+}
+
+#[test]
+fn students_trained_side_by_side_match_training_alone() {
+    let gpu = common::gpu();
+    let mut rng = common::rng("side by side");
+    let samples = 70;
+    let data = synthetic_data(&mut rng, samples);
+    let table_values: Vec<f32> = (0..samples * 10).map(|_| rng.random_range(-5.0..5.0)).collect();
+    let table = Tensor::from_f32(gpu, "teacher logits", &[samples, 10], &table_values).unwrap();
+    let losses = [Loss::CrossEntropy, Loss::Distillation { alpha: 0.1, temperature: 10.0 }];
+    let inits = [STUDENT.init_glorot(rng.random()), STUDENT.init_glorot(rng.random())];
+    let orders: Vec<Vec<u32>> = (0..2)
+        .map(|_| {
+            let mut o: Vec<u32> = (0..samples as u32).collect();
+            o.shuffle(&mut rng);
+            o
+        })
+        .collect();
+    let train = |models: &[Model]| -> Vec<Plan> {
+        models
+            .iter()
+            .zip(losses)
+            .map(|(m, l)| {
+                let t = matches!(l, Loss::Distillation { .. }).then_some(&table);
+                Plan::train(gpu, "student", m, l, &data, &data.train, t, 32, &AdamConfig::default()).unwrap()
+            })
+            .collect()
+    };
+    let weights = |models: &[Model]| -> Vec<Vec<u32>> {
+        models.iter().map(|m| m.read_flat(gpu).unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+    };
+
+    let alone: Vec<Model> = inits.iter().map(|w| Model::new(gpu, STUDENT, w).unwrap()).collect();
+    for (plan, order) in train(&alone).iter().zip(&orders) {
+        for _ in 0..2 {
+            plan.run_epoch(gpu, order, 2, |_, _, _| {}).unwrap();
+        }
+    }
+    let together: Vec<Model> = inits.iter().map(|w| Model::new(gpu, STUDENT, w).unwrap()).collect();
+    let plans = train(&together);
+    let (plan_refs, order_refs): (Vec<&Plan>, Vec<&[u32]>) =
+        plans.iter().zip(&orders).map(|(p, o)| (p, o.as_slice())).unzip();
+    for _ in 0..2 {
+        let stats = run_epochs_together(gpu, &plan_refs, &order_refs, 2, |_, m| assert_eq!(m.len(), 2)).unwrap();
+        assert!(stats.iter().all(|s| s.loss.is_finite() && s.steps == 3));
+    }
+    assert_eq!(weights(&alone), weights(&together), "two epochs side by side give the same bits as alone");
+    assert_ne!(
+        weights(&together)[0],
+        inits[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "training moved the weights"
+    );
+}
+
+#[test]
+fn a_diverging_loss_stops_training_with_the_run_and_step() {
+    let gpu = common::gpu();
+    let mut rng = common::rng("diverging loss");
+    let samples = 96;
+    let data = synthetic_data(&mut rng, samples);
+    let model = Model::new(gpu, STUDENT, &STUDENT.init_glorot(5)).unwrap();
+    // A step size of 1e30 sends the weights, then the logits, then the loss to infinity.
+    let adam = AdamConfig { learning_rate: 1e30, ..AdamConfig::default() };
+    let plan =
+        Plan::train(gpu, "reckless student", &model, Loss::CrossEntropy, &data, &data.train, None, 32, &adam).unwrap();
+    let order: Vec<u32> = (0..samples as u32).collect();
+    let err = plan.run_epoch(gpu, &order, 3, |_, _, _| {}).expect_err("the loss must diverge");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("reckless student") && msg.contains("step"), "{msg}");
+    assert!(msg.contains("NaN") || msg.contains("inf"), "{msg}");
+}
