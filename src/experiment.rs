@@ -270,6 +270,7 @@ pub fn fit_together(
 }
 
 /// Evaluates on the test split in file order, printing Keras's evaluate line.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     gpu: &Gpu,
     cfg: &Config,
@@ -406,7 +407,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
                 save_as: Some(format!("scratch{suffix}.safetensors")),
             },
         ];
-        let mut trained = students.train(&gpu, cfg, &specs, &save)?.into_iter();
+        let mut trained = students.train(&gpu, cfg, &specs, save)?.into_iter();
         let (distilled, scratch) = (trained.next().expect("two students"), trained.next().expect("two students"));
         pairs.push(StudentPair { seed, distilled, scratch });
     }
@@ -431,7 +432,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
                 save_as: None,
             })
             .collect();
-        let results = students.train(&gpu, cfg, &specs, &save)?;
+        let results = students.train(&gpu, cfg, &specs, save)?;
         for (&(alpha, temperature), result) in grid.iter().zip(results) {
             sweep.push(SweepPoint { alpha, temperature, result });
         }

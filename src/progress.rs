@@ -44,9 +44,8 @@ impl EpochProgress {
             ms = 1000.0 * secs / self.steps as f64,
             m = self.metric
         );
-        match self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => {}
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
         println!("{line}");
     }

@@ -429,6 +429,7 @@ impl Plan {
     }
 
     /// Loss and accuracy over `split` without training (Keras's evaluate).
+    #[allow(clippy::too_many_arguments)]
     pub fn evaluate(
         gpu: &Gpu,
         name: &str,

@@ -75,7 +75,7 @@ fn check(name: &str, analytic: &[f64], numeric: &[f64], bound: f64) -> f64 {
     let mut worst = (0f64, 0usize);
     for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
         let e = (a - n).abs() / a.abs().max(mean);
-        if !(e <= worst.0) {
+        if e.is_nan() || e > worst.0 {
             worst = (e, i);
         }
     }

@@ -100,6 +100,7 @@ pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<D
 }
 
 /// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` (M x K) on the way.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
     s: &ConvShape,

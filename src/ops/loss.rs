@@ -28,6 +28,7 @@ pub enum Objective<'a> {
 }
 
 /// `state` says how many of the `rows` are real (the last batch may be short).
+#[allow(clippy::too_many_arguments)]
 pub fn loss(
     gpu: &Gpu,
     objective: &Objective,
