@@ -58,7 +58,7 @@ pub enum MatmulVariant {
     Auto,
     /// Workgroup-memory tiling: the design for real GPUs; runs everywhere.
     Tiled,
-    /// 8-lane subgroup-broadcast kernel: the fast design on lavapipe (see LAVAPIPE notes in README).
+    /// 8-lane subgroup-broadcast kernel: the fast design on lavapipe (see shaders/matmul_subgroup.wgsl).
     Subgroup,
 }
 
