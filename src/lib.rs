@@ -10,5 +10,6 @@ pub mod experiment;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod progress;
 pub mod train;

@@ -139,6 +139,10 @@ struct RunArgs {
     /// Also distil students over these temperatures (comma-separated); with --sweep-alpha, the grid.
     #[arg(long, value_name = "T,T,..", value_delimiter = ',', allow_negative_numbers = true)]
     sweep_temperature: Vec<f32>,
+    /// Draw the three runs' loss and accuracy per epoch, test results marked, into an SVG file
+    /// (and, with a sweep, its test accuracies into PATH-sweep.svg).
+    #[arg(long, value_name = "PATH.svg")]
+    plot: Option<PathBuf>,
     /// Write the configuration, adapter, per-epoch metrics, test results and phase times as JSON.
     #[arg(long, value_name = "PATH")]
     metrics_out: Option<PathBuf>,
@@ -211,11 +215,20 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     match cli.command {
         None => {
             let cfg = cli.run.config(&cli.device);
-            if let Some(dir) = cli.run.metrics_out.as_deref().and_then(|p| p.parent()) {
+            for (flag, path) in [("--metrics-out", &cli.run.metrics_out), ("--plot", &cli.run.plot)] {
+                if let Some(dir) = path.as_deref().and_then(|p| p.parent()) {
+                    anyhow::ensure!(
+                        dir.as_os_str().is_empty() || dir.is_dir(),
+                        "{flag}: the directory {} does not exist",
+                        dir.display()
+                    );
+                }
+            }
+            if let Some(path) = &cli.run.plot {
                 anyhow::ensure!(
-                    dir.as_os_str().is_empty() || dir.is_dir(),
-                    "--metrics-out: the directory {} does not exist",
-                    dir.display()
+                    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
+                    "--plot {}: plots are written as SVG; give a path ending in .svg",
+                    path.display()
                 );
             }
             let report = experiment::run_with(&cfg, &cli.run.weight_files())?;
@@ -223,6 +236,15 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             if let Some(path) = &cli.run.metrics_out {
                 kd_wgpu::checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
                 println!("Wrote {}", path.display());
+            }
+            if let Some(path) = &cli.run.plot {
+                kd_wgpu::checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(&report)?.as_bytes())?;
+                println!("Wrote {}", path.display());
+                if let Some(svg) = kd_wgpu::plot::sweep_svg(&report)? {
+                    let sweep = kd_wgpu::plot::sweep_path(path);
+                    kd_wgpu::checkpoint::write_atomic(&sweep, svg.as_bytes())?;
+                    println!("Wrote {}", sweep.display());
+                }
             }
             Ok(())
         }

@@ -64,6 +64,11 @@ fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     // distilled student, it must learn like a scratch student (well past chance).
     assert!(first.sweep.iter().all(|p| p.result.test_accuracy > 0.4));
     assert!(first.render().contains("Sweep: test accuracy"));
+    let svg = kd_wgpu::plot::curves_svg(&first).expect("the plot draws");
+    assert!(svg.starts_with("<svg") && svg.contains("teacher") && svg.contains("scratch"));
+    assert!(svg.matches("<polyline").count() >= 6, "a loss and an accuracy line per model");
+    let sweep_svg = kd_wgpu::plot::sweep_svg(&first).unwrap().expect("a sweep plot");
+    assert!(sweep_svg.contains("alpha 0.5") && sweep_svg.contains("alpha 1"));
     let second = experiment::run(&cfg).expect("experiment runs again");
     assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
 }
