@@ -338,7 +338,12 @@ impl Plan {
         Ok(())
     }
 
-    fn loss(&mut self, gpu: &Gpu, loss: Loss, act: &Activations, out: &LossOutputs) -> Result<()> {
+    /// The loss kernel and the metrics record; returns the logit gradient the backward pass reads.
+    fn loss(&mut self, gpu: &Gpu, arch: &Architecture, loss: Loss, act: &Activations) -> Result<Tensor> {
+        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name), &[len]);
+        let dlogits = t("logit gradient", self.batch * NUM_CLASSES)?;
+        let (row_loss, row_correct) = (t("row loss", self.batch)?, t("row correct", self.batch)?);
+        let out = &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct };
         let objective = match loss {
             Loss::CrossEntropy => Objective::CrossEntropy,
             Loss::Distillation { alpha, temperature } => {
@@ -348,7 +353,7 @@ impl Plan {
         let l = loss::loss(gpu, &objective, self.batch, NUM_CLASSES, &self.state, &act.logits, &act.labels, out)?;
         let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?;
         self.dispatches.extend(tag("loss", vec![l, m]));
-        Ok(())
+        Ok(dlogits)
     }
 
     /// A training step: forward, loss, backward, Adam. `teacher_table` holds the teacher's
@@ -373,10 +378,7 @@ impl Plan {
 
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name), &[len]);
         let (c1, p, c2, d) = (arch.conv1_shape(b), arch.pool_shape(b), arch.conv2_shape(b), arch.dense_shape(b));
-        let dlogits = t("logit gradient", b * NUM_CLASSES)?;
-        let row_loss = t("row loss", b)?;
-        let row_correct = t("row correct", b)?;
-        plan.loss(gpu, loss, &act, &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct })?;
+        let dlogits = plan.loss(gpu, &arch, loss, &act)?;
 
         let opt = OptimizerState {
             grads: t("gradients", arch.flat_len())?,
@@ -444,10 +446,7 @@ impl Plan {
         let arch = model.arch;
         let act = Activations::new(gpu, &arch, batch)?;
         plan.forward(gpu, model, data, split, &act, teacher_table)?;
-        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name), &[len]);
-        let (dlogits, row_loss, row_correct) =
-            (t("logit gradient", batch * NUM_CLASSES)?, t("row loss", batch)?, t("row correct", batch)?);
-        plan.loss(gpu, loss, &act, &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct })?;
+        plan.loss(gpu, &arch, loss, &act)?;
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
         Ok(plan)
     }
