@@ -1,25 +1,23 @@
-// Matrix product C = A * B (+ bias, + LeakyReLU) for CPU Vulkan drivers (lavapipe).
+// Matrix product C = A * B (+ bias, + LeakyReLU) for CPU Vulkan drivers (lavapipe), reading
+// A from a storage buffer one scalar per step of k, in any layout: the fallback for shapes
+// that matmul_texture.wgsl cannot hold in texels (K, or M for transposed A, not a multiple
+// of 4: the first convolution's products, K = 9).
 //
-// llvmpipe runs an 8-invocation subgroup as one 8-wide SIMD vector. Arithmetic is fast there
-// (about 50 GFLOP/s of register-only FMAs on our 2 cores), but every load from a storage
-// buffer or workgroup memory is slow: about 70 ns per scalar and 250 ns per vec4 load per
-// subgroup, whether or not the lanes share the address (measured with Mesa 22.3.6). So the
-// kernel loads as few floats per FMA as registers allow and shares loaded values through
-// subgroupBroadcast, a register shuffle (about 2 ns): a workgroup is one 8-lane subgroup
-// computing 64 rows x 64 columns of C. Each lane loads A for 8 of the rows (one vec4 covering
-// four steps of k when A is row-major with K a multiple of 4, else one scalar per step) and
-// 2 vec4s of B per step; every A value reaches all lanes by broadcast, and each lane keeps
-// 64 rows x 2 vec4 accumulators (more spill to the stack and gain nothing: 128 rows measured
-// the same).
+// llvmpipe runs an 8-invocation subgroup as one 8-wide SIMD vector. Arithmetic is fast there,
+// but every load from a storage buffer is slow (about 70 ns per scalar and 250 ns per vec4
+// per subgroup, Mesa 22.3.6), so the kernel loads as few floats per FMA as registers allow
+// and shares loaded values through subgroupBroadcast, a register shuffle: a workgroup is one
+// 8-lane subgroup computing 64 rows x 64 columns of C. Each lane loads A for 8 of the rows
+// and 2 vec4s of B per step; every A value reaches all lanes by broadcast, and each lane keeps
+// 64 rows x 2 vec4 accumulators.
 //
 // The accumulators are only ever indexed by constants (the lines below are written out):
 // lavapipe keeps an array that a loop variable indexes in memory, where every access is a
 // slow load again. Rows past M and columns past N are clamped onto real ones instead of
 // branching in the inner loop, and their results dropped when storing.
 //
-// Same parameters as matmul.wgsl (split K over workgroup z included; the vec4 path needs
-// k_chunk and K multiples of 4), but N must be a multiple of 4 (B, bias and C are read as vec4
-// rows) and subgroups at least 8 lanes wide.
+// Same parameters as matmul.wgsl (split K over workgroup z included), but N must be a
+// multiple of 4 (B, bias and C are read as vec4 rows) and subgroups at least 8 lanes wide.
 
 struct Params {
     m: u32,
@@ -34,7 +32,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
@@ -381,46 +378,6 @@ fn store_tile(part: u32, row0: u32, col4: u32, acc: ptr<function, array<vec4<f32
     store_vec(part, row0 + 62u, col4 + 1u, (*acc)[125]);
     store_vec(part, row0 + 63u, col4 + 0u, (*acc)[126]);
     store_vec(part, row0 + 63u, col4 + 1u, (*acc)[127]);
-}
-
-// A row-major, K and the row stride multiples of 4: one vec4 load of A per four steps of k.
-@compute @workgroup_size(8)
-fn matmul_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row0 = wg.y * 64u;
-    let n4 = p.n / 4u;
-    let col4 = (wg.x * 8u + lane) * 2u;
-    let a_at0 = min(row0 + 0u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at1 = min(row0 + 8u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at2 = min(row0 + 16u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at3 = min(row0 + 24u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at4 = min(row0 + 32u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at5 = min(row0 + 40u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at6 = min(row0 + 48u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let a_at7 = min(row0 + 56u + lane, p.m - 1u) * (p.a_row_stride / 4u);
-    let b_at0 = min(col4 + 0u, n4 - 1u);
-    let b_at1 = min(col4 + 1u, n4 - 1u);
-    let k_begin = wg.z * p.k_chunk;
-    let k_end = min(p.k, k_begin + p.k_chunk);
-    var acc: array<vec4<f32>, 128>;
-    for (var k4 = k_begin / 4u; k4 < k_end / 4u; k4++) {
-        let ar0 = a4[a_at0 + k4];
-        let ar1 = a4[a_at1 + k4];
-        let ar2 = a4[a_at2 + k4];
-        let ar3 = a4[a_at3 + k4];
-        let ar4 = a4[a_at4 + k4];
-        let ar5 = a4[a_at5 + k4];
-        let ar6 = a4[a_at6 + k4];
-        let ar7 = a4[a_at7 + k4];
-        let k0 = 4u * k4 + 0u;
-        step(&acc, ar0.x, ar1.x, ar2.x, ar3.x, ar4.x, ar5.x, ar6.x, ar7.x, b[k0 * n4 + b_at0], b[k0 * n4 + b_at1]);
-        let k1 = 4u * k4 + 1u;
-        step(&acc, ar0.y, ar1.y, ar2.y, ar3.y, ar4.y, ar5.y, ar6.y, ar7.y, b[k1 * n4 + b_at0], b[k1 * n4 + b_at1]);
-        let k2 = 4u * k4 + 2u;
-        step(&acc, ar0.z, ar1.z, ar2.z, ar3.z, ar4.z, ar5.z, ar6.z, ar7.z, b[k2 * n4 + b_at0], b[k2 * n4 + b_at1]);
-        let k3 = 4u * k4 + 3u;
-        step(&acc, ar0.w, ar1.w, ar2.w, ar3.w, ar4.w, ar5.w, ar6.w, ar7.w, b[k3 * n4 + b_at0], b[k3 * n4 + b_at1]);
-    }
-    store_tile(wg.z, row0, col4, &acc);
 }
 
 // Any layout of A: one scalar load per step of k.

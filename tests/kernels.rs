@@ -36,10 +36,13 @@ fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
 #[test]
 fn matmul_matches_reference() {
     let mut r = rng("matmul");
-    // (m, n, k): tiles are 64x64 (tiled) and 16x64 (subgroup); none of these is a multiple.
-    // K a multiple of 4 takes the subgroup kernel's vec4 path for A; other K the strided one.
-    // The last three split K (a small C, a long K): the teacher's first kernel gradient among them.
+    // (m, n, k): tiles are 64x64 in every kernel; none of these is a multiple. On CPU drivers
+    // N and K multiples of 4 (and M too, for transposed A) take the texture kernel, other shapes
+    // the strided buffer one. The last five split K (a small C, a long K): the teacher's first
+    // kernel gradient among them.
     for (m, n, k) in [
+        (4, 4, 4),
+        (68, 132, 128),
         (1, 4, 1),
         (17, 20, 13),
         (33, 68, 129),
@@ -52,6 +55,8 @@ fn matmul_matches_reference() {
         (9, 256, 6272),
         (21, 36, 3001),
         (3, 5, 2050),
+        (260, 72, 1028),
+        (12, 36, 3004),
     ] {
         let a = uniform(&mut r, m * k, -1.0, 1.0);
         let b = uniform(&mut r, k * n, -1.0, 1.0);
@@ -95,8 +100,8 @@ fn matmul_matches_reference() {
                 let want = if epi { &with_epilogue } else { &plain };
                 let split = if epi { 1 } else { split_parts(m, n, k) };
                 let name = format!(
-                    "matmul[{:?}] {m}x{n}x{k} {layout:?}{}{}",
-                    gpu.matmul,
+                    "matmul[{}] {m}x{n}x{k} {layout:?}{}{}",
+                    d[0].kernel,
                     if epi { " +bias+leaky" } else { "" },
                     if split > 1 { format!(" split {split}") } else { String::new() }
                 );

@@ -1,6 +1,6 @@
 //! Shaders, entry points and recorded dispatches.
 
-use super::Gpu;
+use super::{texture::TexelCopy, Gpu};
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
@@ -33,6 +33,8 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Texture copies of its operands, recorded just before the pass that runs it.
+    uploads: Vec<Arc<TexelCopy>>,
 }
 
 impl Dispatch {
@@ -68,7 +70,16 @@ impl Dispatch {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("kernel {kernel}: binding its buffers failed: {e}");
         }
-        Ok(Dispatch { kernel, layer: String::new(), flops: 0.0, bytes: 0.0, pipeline, bind_group, workgroups })
+        Ok(Dispatch {
+            kernel,
+            layer: String::new(),
+            flops: 0.0,
+            bytes: 0.0,
+            pipeline,
+            bind_group,
+            workgroups,
+            uploads: Vec::new(),
+        })
     }
 
     pub fn with_cost(mut self, flops: f64, bytes: f64) -> Dispatch {
@@ -77,11 +88,55 @@ impl Dispatch {
         self
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    pub fn with_uploads(mut self, uploads: Vec<Arc<TexelCopy>>) -> Dispatch {
+        self.uploads = uploads;
+        self
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Records `dispatches` in order into as few compute passes as their texture copies allow
+/// (copies happen between passes). With `timestamps`, query 0 is written before the first
+/// copy or dispatch and query 1 when the last pass ends.
+pub fn record_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch], timestamps: Option<&wgpu::QuerySet>) {
+    let mut starts = vec![0];
+    starts.extend((1..dispatches.len()).filter(|&i| !dispatches[i].uploads.is_empty()));
+    let uploads_first = dispatches.first().is_some_and(|d| !d.uploads.is_empty());
+    if let (Some(query_set), true) = (timestamps, uploads_first) {
+        // An empty pass marks the start, so that the first copies are timed too.
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: None,
+            }),
+        });
+    }
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(dispatches.len());
+        for upload in dispatches.get(start).map_or(&[][..], |d| &d.uploads[..]) {
+            upload.record(encoder);
+        }
+        let begin = (i == 0 && !uploads_first).then_some(0);
+        let finish = (i + 1 == starts.len()).then_some(1);
+        let timestamp_writes = timestamps.filter(|_| begin.is_some() || finish.is_some()).map(|query_set| {
+            wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: begin,
+                end_of_pass_write_index: finish,
+            }
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+        for d in &dispatches[start..end] {
+            d.record(&mut pass);
+        }
     }
 }
 

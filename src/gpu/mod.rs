@@ -5,6 +5,7 @@
 
 mod kernel;
 mod tensor;
+pub mod texture;
 pub mod timing;
 
 pub use kernel::{grid_1d, tag, Dispatch, Shader};
@@ -226,15 +227,11 @@ impl Gpu {
         })
     }
 
-    /// Records `dispatches` into one compute pass of one encoder and submits once.
+    /// Records `dispatches` into one encoder (one compute pass unless texture copies split it)
+    /// and submits once.
     pub fn submit(&self, dispatches: &[&Dispatch]) -> Result<wgpu::SubmissionIndex> {
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
+        kernel::record_all(&mut encoder, dispatches, None);
         let index = self.queue.submit([encoder.finish()]);
         self.check("submit")?;
         Ok(index)

@@ -1,11 +1,11 @@
-//! Timing groups of dispatches: device timestamps around one compute pass where the adapter
+//! Timing groups of dispatches: device timestamps around their compute passes where the adapter
 //! has them, else wall-clock time of a submit-and-wait.
 
 use super::{Dispatch, Gpu};
 use anyhow::Result;
 use std::time::Instant;
 
-/// Median seconds of `reps` runs of `dispatches` recorded as one pass, after one warm-up run.
+/// Median seconds of `reps` runs of `dispatches` recorded as in training, after one warm-up run.
 pub fn median_seconds(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
     gpu.run(dispatches)?; // warm-up: pipeline creation and first-use costs stay out
     let mut times: Vec<f64> = (0..reps.max(1)).map(|_| one_run(gpu, dispatches)).collect::<Result<_>>()?;
@@ -37,19 +37,7 @@ fn one_run(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
         mapped_at_creation: false,
     });
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("timed"),
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &queries,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            }),
-        });
-        for d in dispatches {
-            d.record(&mut pass);
-        }
-    }
+    super::kernel::record_all(&mut encoder, dispatches, Some(&queries));
     encoder.resolve_query_set(&queries, 0..2, &resolve, 0);
     encoder.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
     gpu.queue.submit([encoder.finish()]);

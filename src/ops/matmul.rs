@@ -1,9 +1,12 @@
-//! Matrix product with an optional bias + LeakyReLU epilogue (`matmul.wgsl`, `matmul_subgroup.wgsl`).
+//! Matrix product with an optional bias + LeakyReLU epilogue (`matmul.wgsl` for GPUs;
+//! `matmul_texture.wgsl` and `matmul_subgroup.wgsl` for CPU drivers).
 
 use super::reduce;
+use crate::gpu::texture::TexelCopy;
 use crate::gpu::{Dispatch, Gpu, MatmulVariant, Tensor};
 use crate::shader;
 use anyhow::{bail, Result};
+use std::sync::Arc;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -18,7 +21,20 @@ struct Params {
     k_chunk: u32,
 }
 
-/// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
+/// Parameters of `matmul_texture.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TextureParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    epilogue: u32,
+    slope: f32,
+    k_chunk: u32,
+    pad: [u32; 2],
+}
+
+/// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl` and `matmul_texture.wgsl`.
 pub const SUBGROUP_TILE_ROWS: usize = 64;
 pub const SUBGROUP_TILE_COLS: usize = 64;
 
@@ -71,8 +87,21 @@ pub struct Matmul<'a> {
 }
 
 impl Matmul<'_> {
-    /// The variant the device prefers, falling back to `Tiled` where `Subgroup` cannot run this
-    /// shape; with split K, a second dispatch adds the parts.
+    /// The entry of `matmul_texture.wgsl` that takes this shape, if any: every texel must hold
+    /// four elements of one row of A (or, transposed, of one step of k) and of one row of B,
+    /// and k advances four steps at a time.
+    fn texture_entry(&self) -> Option<&'static str> {
+        match self.a_layout {
+            _ if self.n % 4 != 0 || self.k % 4 != 0 => None,
+            ALayout::Normal => Some("matmul_texture"),
+            ALayout::Transposed if self.m % 4 == 0 => Some("matmul_texture_at"),
+            _ => None,
+        }
+    }
+
+    /// The variant the device prefers. `Subgroup` (CPU drivers) reads A and B from textures
+    /// where the shape allows, else from buffers one scalar of A at a time, and falls back to
+    /// `Tiled` when N is not a multiple of 4. With split K, a second dispatch adds the parts.
     pub fn dispatch(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
         let (m, n, k) = (self.m, self.n, self.k);
         let parts = if self.split_scratch.is_some() { split_parts(m, n, k) } else { 1 };
@@ -112,24 +141,40 @@ impl Matmul<'_> {
             slope: self.leaky_slope.unwrap_or(0.0),
             k_chunk: k_chunk as u32,
         };
-        let uniform = gpu.uniform("matmul params", &params);
+        let epilogue = params.epilogue;
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
-        let resources =
-            [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-        let use_subgroup = gpu.matmul == MatmulVariant::Subgroup && n % 4 == 0;
-        let d = if use_subgroup {
-            let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
-            // The vec4 path needs every row of A to start on a 16-byte boundary.
-            let entry = if a_col_stride == 1 && k % 4 == 0 && a_row_stride % 4 == 0 {
-                "matmul_subgroup"
-            } else {
-                "matmul_subgroup_strided"
-            };
-            Dispatch::new(gpu, &shader!("matmul_subgroup"), entry, &resources, groups)?
-        } else {
-            let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, parts as u32];
-            Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)?
+        let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
+        let d = match (gpu.matmul, self.texture_entry()) {
+            (MatmulVariant::Subgroup, Some(entry)) => {
+                let texture_params = TextureParams {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    epilogue,
+                    slope: params.slope,
+                    k_chunk: k_chunk as u32,
+                    pad: [0; 2],
+                };
+                let uniform = gpu.uniform("matmul params", &texture_params);
+                let a = Arc::new(TexelCopy::new(gpu, self.a, m * k)?);
+                let b = Arc::new(TexelCopy::new(gpu, self.b, k * n)?);
+                let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
+                Dispatch::new(gpu, &shader!("matmul_texture"), entry, &resources, groups)?.with_uploads(vec![a, b])
+            }
+            (MatmulVariant::Subgroup, None) if n % 4 == 0 => {
+                let uniform = gpu.uniform("matmul params", &params);
+                let resources =
+                    [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
+                Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
+            }
+            _ => {
+                let uniform = gpu.uniform("matmul params", &params);
+                let resources =
+                    [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
+                let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, parts as u32];
+                Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)?
+            }
         };
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
