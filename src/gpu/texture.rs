@@ -19,10 +19,19 @@ pub struct TexelCopy {
 }
 
 impl TexelCopy {
-    /// A texture for the first `elements` elements of `source` (a multiple of 4).
+    /// A texture (`texture_2d<f32>`) for the first `elements` elements of `source`, a multiple of 4.
     pub fn new(gpu: &Gpu, source: &Tensor, elements: usize) -> Result<TexelCopy> {
+        Self::with_format(gpu, source, elements, wgpu::TextureFormat::Rgba32Float)
+    }
+
+    /// The same for a tensor of u32 (`texture_2d<u32>`).
+    pub fn new_u32(gpu: &Gpu, source: &Tensor, elements: usize) -> Result<TexelCopy> {
+        Self::with_format(gpu, source, elements, wgpu::TextureFormat::Rgba32Uint)
+    }
+
+    fn with_format(gpu: &Gpu, source: &Tensor, elements: usize, format: wgpu::TextureFormat) -> Result<TexelCopy> {
         let label = format!("{} (texels)", source.label);
-        if elements % 4 != 0 || elements == 0 || elements > source.len() {
+        if !elements.is_multiple_of(4) || elements == 0 || elements > source.len() {
             bail!(
                 "texture copy of `{}`: {elements} elements is not a positive multiple of 4 within its {}",
                 source.label,
@@ -49,7 +58,7 @@ impl TexelCopy {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format,
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });

@@ -1,9 +1,11 @@
 //! Dense layer y = x W + b (`dense.wgsl`, with the split-K parts summed by [`super::reduce`]).
 
 use super::reduce;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::texture::TexelCopy;
+use crate::gpu::{grid_1d, Dispatch, Gpu, MatmulVariant, Tensor};
 use crate::shader;
 use anyhow::Result;
+use std::sync::Arc;
 
 /// Inputs per part of the split reduction in the forward pass.
 pub const CHUNK: usize = 256;
@@ -23,6 +25,15 @@ impl DenseShape {
     pub fn scratch_len(&self) -> usize {
         (self.parts() * self.batch * self.units).max(reduce::column_sum_scratch(self.batch, self.units))
     }
+    /// Whether the texture-fed kernels (CPU drivers) take this shape: 10 units, so that four
+    /// rows of W are whole texels, inputs a multiple of 4 and an even batch (whole texels of dy).
+    fn use_textures(&self, gpu: &Gpu) -> bool {
+        gpu.matmul == MatmulVariant::Subgroup
+            && self.units == 10
+            && self.inputs.is_multiple_of(4)
+            && self.batch.is_multiple_of(2)
+    }
+
     fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
         let p = [self.batch, self.inputs, self.units, self.parts(), CHUNK, 0, 0, 0].map(|v| v as u32);
         gpu.uniform("dense params", &p)
@@ -39,6 +50,14 @@ pub fn forward(
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let u = s.uniform(gpu);
+    let sum = reduce::sum_parts(gpu, scratch, s.parts(), s.batch * s.units, Some(b), y)?;
+    if s.use_textures(gpu) {
+        let (xt, wt) = (texels(gpu, x, s.batch * s.inputs)?, texels(gpu, w, s.inputs * s.units)?);
+        let res = [u.as_entire_binding(), xt.binding(), wt.binding(), scratch.binding()];
+        let grid = grid_1d(s.parts() * s.batch, 64);
+        let partial = Dispatch::new(gpu, &shader!("dense"), "dense_forward_texture", &res, grid)?;
+        return Ok(vec![partial.with_uploads(vec![xt, wt]), sum]);
+    }
     let res = [u.as_entire_binding(), x.binding(), w.binding(), scratch.binding()];
     let partial = Dispatch::new(
         gpu,
@@ -47,8 +66,11 @@ pub fn forward(
         &res,
         grid_1d(s.parts() * s.batch * s.units, 256),
     )?;
-    let sum = reduce::sum_parts(gpu, scratch, s.parts(), s.batch * s.units, Some(b), y)?;
     Ok(vec![partial, sum])
+}
+
+fn texels(gpu: &Gpu, t: &Tensor, elements: usize) -> Result<Arc<TexelCopy>> {
+    Ok(Arc::new(TexelCopy::new(gpu, t, elements)?))
 }
 
 /// dW = x^T dy, db = column sums of dy, and dx = dy W^T when `dx` is given.
@@ -65,6 +87,24 @@ pub fn backward(
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let mut d = Vec::new();
+    if s.use_textures(gpu) {
+        let dyt = texels(gpu, dy, s.batch * s.units)?;
+        let grid = grid_1d(s.inputs / 4, 64);
+        if let Some(dx) = dx {
+            let wt = texels(gpu, w, s.inputs * s.units)?;
+            let u = s.uniform(gpu);
+            let res = [u.as_entire_binding(), dyt.binding(), wt.binding(), dx.binding()];
+            let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_input_texture", &res, grid)?;
+            d.push(dispatch.with_uploads(vec![dyt.clone(), wt]));
+        }
+        let xt = texels(gpu, x, s.batch * s.inputs)?;
+        let u = s.uniform(gpu);
+        let res = [u.as_entire_binding(), xt.binding(), dyt.binding(), dw.binding()];
+        let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight_texture", &res, grid)?;
+        d.push(dispatch.with_uploads(vec![xt, dyt]));
+        d.extend(reduce::column_sum(gpu, dy, s.batch, s.units, scratch, db)?);
+        return Ok(d);
+    }
     if let Some(dx) = dx {
         let u = s.uniform(gpu);
         let res = [u.as_entire_binding(), dy.binding(), w.binding(), dx.binding()];
