@@ -90,3 +90,72 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     dimage[idx] = sum;
 }
+
+// Texture-fed entries for CPU drivers (lavapipe), where a texel fetch costs a fraction of a
+// storage-buffer load (see matmul_texture.wgsl): in_c a multiple of 4, one invocation per
+// four channels (one texel), the same arithmetic in the same order as above.
+@group(0) @binding(1) var image_tex: texture_2d<f32>;
+@group(0) @binding(1) var dcols_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
+
+fn fetch(tex: texture_2d<f32>, t: u32) -> vec4<f32> {
+    return textureLoad(tex, vec2<u32>(t % 4096u, t / 4096u), 0);
+}
+
+@compute @workgroup_size(256)
+fn im2col_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let k4_len = p.kernel * p.kernel * p.in_c / 4u;
+    if (idx >= p.batch * p.out_h * p.out_w * k4_len) {
+        return;
+    }
+    let m = idx / k4_len;
+    let kk = (idx % k4_len) * 4u;
+    let ci = kk % p.in_c;
+    let kx = (kk / p.in_c) % p.kernel;
+    let ky = kk / (p.in_c * p.kernel);
+    let ow = m % p.out_w;
+    let oh = (m / p.out_w) % p.out_h;
+    let b = m / (p.out_w * p.out_h);
+    let ih = i32(oh * p.stride + ky) - i32(p.pad_top);
+    let iw = i32(ow * p.stride + kx) - i32(p.pad_left);
+    var v = vec4<f32>(0.0);
+    if (ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w)) {
+        v = fetch(image_tex, (((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci) / 4u);
+    }
+    out4[idx] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let c4 = p.in_c / 4u;
+    if (idx >= p.batch * p.in_h * p.in_w * c4) {
+        return;
+    }
+    let ci = (idx % c4) * 4u;
+    let iw = (idx / c4) % p.in_w;
+    let ih = (idx / (c4 * p.in_w)) % p.in_h;
+    let b = idx / (c4 * p.in_w * p.in_h);
+    let k_len = p.kernel * p.kernel * p.in_c;
+    var sum = vec4<f32>(0.0);
+    for (var ky = 0u; ky < p.kernel; ky++) {
+        let th = i32(ih + p.pad_top) - i32(ky);
+        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+            continue;
+        }
+        let oh = u32(th) / p.stride;
+        for (var kx = 0u; kx < p.kernel; kx++) {
+            let tw = i32(iw + p.pad_left) - i32(kx);
+            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
+                continue;
+            }
+            let ow = u32(tw) / p.stride;
+            let m = (b * p.out_h + oh) * p.out_w + ow;
+            sum += fetch(dcols_tex, (m * k_len + (ky * p.kernel + kx) * p.in_c + ci) / 4u);
+        }
+    }
+    out4[idx] = sum;
+}

@@ -98,3 +98,88 @@ fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     }
     dx[idx] = sum;
 }
+
+// Texture-fed entries for CPU drivers (lavapipe), where a texel fetch costs a fraction of a
+// storage-buffer load (see matmul_texture.wgsl): channels a multiple of 4, one invocation per
+// four channels (one texel), the same comparisons and sums in the same order as above.
+@group(0) @binding(1) var x_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> argmax4: array<vec4<u32>>;
+
+@group(0) @binding(1) var dy_tex: texture_2d<f32>;
+@group(0) @binding(2) var winners_tex: texture_2d<u32>;
+@group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
+
+fn texel_at(t: u32) -> vec2<u32> {
+    return vec2<u32>(t % 4096u, t / 4096u);
+}
+
+@compute @workgroup_size(256)
+fn maxpool_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let c4 = p.channels / 4u;
+    if (idx >= p.batch * p.out_h * p.out_w * c4) {
+        return;
+    }
+    let c = (idx % c4) * 4u;
+    let ow = (idx / c4) % p.out_w;
+    let oh = (idx / (c4 * p.out_w)) % p.out_h;
+    let b = idx / (c4 * p.out_w * p.out_h);
+    let none = vec4<u32>(0xffffffffu);
+    var best = vec4<f32>(0.0);
+    var best_at = none;
+    for (var dy_ = 0u; dy_ < p.size; dy_++) {
+        let ih = i32(oh * p.stride + dy_) - i32(p.pad_top);
+        if (ih < 0 || ih >= i32(p.in_h)) {
+            continue;
+        }
+        for (var dx_ = 0u; dx_ < p.size; dx_++) {
+            let iw = i32(ow * p.stride + dx_) - i32(p.pad_left);
+            if (iw < 0 || iw >= i32(p.in_w)) {
+                continue;
+            }
+            let at = ((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.channels + c;
+            let v = textureLoad(x_tex, texel_at(at / 4u), 0);
+            let better = (best_at == none) | (v > best);
+            best = select(best, v, better);
+            best_at = select(best_at, vec4<u32>(at) + vec4<u32>(0u, 1u, 2u, 3u), better);
+        }
+    }
+    y4[idx] = best;
+    argmax4[idx] = best_at;
+}
+
+@compute @workgroup_size(256)
+fn maxpool_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let c4 = p.channels / 4u;
+    if (idx >= p.batch * p.in_h * p.in_w * c4) {
+        return;
+    }
+    let c = (idx % c4) * 4u;
+    let iw = (idx / c4) % p.in_w;
+    let ih = (idx / (c4 * p.in_w)) % p.in_h;
+    let b = idx / (c4 * p.in_w * p.in_h);
+    let me = vec4<u32>(idx * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+    var sum = vec4<f32>(0.0);
+    for (var dy_ = 0u; dy_ < p.size; dy_++) {
+        let th = i32(ih + p.pad_top) - i32(dy_);
+        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+            continue;
+        }
+        let oh = u32(th) / p.stride;
+        for (var dx_ = 0u; dx_ < p.size; dx_++) {
+            let tw = i32(iw + p.pad_left) - i32(dx_);
+            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
+                continue;
+            }
+            let ow = u32(tw) / p.stride;
+            let o = (((b * p.out_h + oh) * p.out_w + ow) * p.channels + c) / 4u;
+            let won = textureLoad(winners_tex, texel_at(o), 0) == me;
+            sum = select(sum, sum + textureLoad(dy_tex, texel_at(o), 0), won);
+        }
+    }
+    dx4[idx] = sum;
+}

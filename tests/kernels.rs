@@ -30,6 +30,9 @@ fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
         ("batch1 odd", conv(1, (9, 7), 3, 17, 3, 2)),
         ("stride1 c17->20", conv(2, (5, 6), 17, 20, 3, 1)),
         ("1x1 c3->12", conv(3, (4, 5), 3, 12, 1, 1)),
+        // Channels a multiple of 4: the texture-fed im2col/col2im on CPU drivers.
+        ("odd c8->12", conv(3, (9, 7), 8, 12, 3, 2)),
+        ("stride1 c4->20", conv(2, (5, 6), 4, 20, 3, 1)),
     ]
 }
 
@@ -192,15 +195,17 @@ fn transpose_and_column_sum_match_reference() {
 #[test]
 fn maxpool_matches_reference() {
     let mut r = rng("maxpool");
-    let gpu = gpu();
+    // Channels a multiple of 4 take the texture-fed kernels on CPU drivers.
     let shapes = [
         PoolShape { batch: 4, in_h: 14, in_w: 14, channels: 256, size: 2, stride: 1 },
         PoolShape { batch: 32, in_h: 14, in_w: 14, channels: 16, size: 2, stride: 1 },
         PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 3, size: 2, stride: 1 },
         PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 17, size: 3, stride: 2 },
         PoolShape { batch: 2, in_h: 7, in_w: 7, channels: 5, size: 2, stride: 2 },
+        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 12, size: 3, stride: 2 },
+        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 4, size: 2, stride: 1 },
     ];
-    for s in shapes {
+    for (s, gpu) in shapes.into_iter().flat_map(|s| variants().into_iter().map(move |g| (s, g))) {
         // Values on a coarse grid, so that ties are frequent and the tie rule is exercised.
         for coarse in [false, true] {
             let x: Vec<f32> = (0..s.input_len())
@@ -217,7 +222,8 @@ fn maxpool_matches_reference() {
             let b = maxpool::backward(gpu, &s, &tdy, &arg, &dx).unwrap();
             gpu.run(&[&f, &b]).unwrap();
             let name = format!(
-                "maxpool {}x{}x{} k{} s{}{}",
+                "maxpool[{}] {}x{}x{} k{} s{}{}",
+                f.kernel,
                 s.in_h,
                 s.in_w,
                 s.channels,

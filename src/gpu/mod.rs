@@ -217,6 +217,12 @@ impl Gpu {
         Ok(module)
     }
 
+    /// Whether kernels read their inputs from texture copies: the CPU-driver family (`Subgroup`),
+    /// where a texel fetch costs a fraction of a storage-buffer load.
+    pub fn texture_inputs(&self) -> bool {
+        self.matmul == MatmulVariant::Subgroup
+    }
+
     /// A small uniform buffer holding one kernel's parameters; built at plan time, never per step.
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;

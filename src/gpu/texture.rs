@@ -7,6 +7,7 @@
 
 use super::{Gpu, Tensor};
 use anyhow::{bail, Result};
+use std::sync::Arc;
 
 /// Texels per texture row (the WGSL side hard-codes the same number).
 pub const TEXTURE_WIDTH: usize = 4096;
@@ -102,4 +103,9 @@ impl TexelCopy {
             copy(full_rows, rest, 1);
         }
     }
+}
+
+/// A shared texture copy of the first `elements` f32 of `t`, for [`super::Dispatch::with_uploads`].
+pub fn texels(gpu: &Gpu, t: &Tensor, elements: usize) -> Result<Arc<TexelCopy>> {
+    Ok(Arc::new(TexelCopy::new(gpu, t, elements)?))
 }

@@ -10,6 +10,7 @@
 
 use super::matmul::{ALayout, Matmul};
 use super::{reduce, same_padding, transpose::transpose};
+use crate::gpu::texture::texels;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
@@ -89,12 +90,24 @@ impl ConvShape {
 
 pub fn im2col(gpu: &Gpu, s: &ConvShape, x: &Tensor, cols: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
+    if gpu.texture_inputs() && s.in_c.is_multiple_of(4) {
+        let xt = texels(gpu, x, s.input_len())?;
+        let res = [u.as_entire_binding(), xt.binding(), cols.binding()];
+        let grid = grid_1d(s.m() * s.k() / 4, 256);
+        return Ok(Dispatch::new(gpu, &shader!("conv2d"), "im2col_texture", &res, grid)?.with_uploads(vec![xt]));
+    }
     let grid = grid_1d(s.m() * s.k(), 256);
     Dispatch::new(gpu, &shader!("conv2d"), "im2col", &[u.as_entire_binding(), x.binding(), cols.binding()], grid)
 }
 
 pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
+    if gpu.texture_inputs() && s.in_c.is_multiple_of(4) {
+        let dt = texels(gpu, dcols, s.m() * s.k())?;
+        let res = [u.as_entire_binding(), dt.binding(), dx.binding()];
+        let grid = grid_1d(s.input_len() / 4, 256);
+        return Ok(Dispatch::new(gpu, &shader!("conv2d"), "col2im_texture", &res, grid)?.with_uploads(vec![dt]));
+    }
     let grid = grid_1d(s.input_len(), 256);
     Dispatch::new(gpu, &shader!("conv2d"), "col2im", &[u.as_entire_binding(), dcols.binding(), dx.binding()], grid)
 }

@@ -1,11 +1,10 @@
 //! Dense layer y = x W + b (`dense.wgsl`, with the split-K parts summed by [`super::reduce`]).
 
 use super::reduce;
-use crate::gpu::texture::TexelCopy;
-use crate::gpu::{grid_1d, Dispatch, Gpu, MatmulVariant, Tensor};
+use crate::gpu::texture::texels;
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
-use std::sync::Arc;
 
 /// Inputs per part of the split reduction in the forward pass.
 pub const CHUNK: usize = 256;
@@ -28,10 +27,7 @@ impl DenseShape {
     /// Whether the texture-fed kernels (CPU drivers) take this shape: 10 units, so that four
     /// rows of W are whole texels, inputs a multiple of 4 and an even batch (whole texels of dy).
     fn use_textures(&self, gpu: &Gpu) -> bool {
-        gpu.matmul == MatmulVariant::Subgroup
-            && self.units == 10
-            && self.inputs.is_multiple_of(4)
-            && self.batch.is_multiple_of(2)
+        gpu.texture_inputs() && self.units == 10 && self.inputs.is_multiple_of(4) && self.batch.is_multiple_of(2)
     }
 
     fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
@@ -67,10 +63,6 @@ pub fn forward(
         grid_1d(s.parts() * s.batch * s.units, 256),
     )?;
     Ok(vec![partial, sum])
-}
-
-fn texels(gpu: &Gpu, t: &Tensor, elements: usize) -> Result<Arc<TexelCopy>> {
-    Ok(Arc::new(TexelCopy::new(gpu, t, elements)?))
 }
 
 /// dW = x^T dy, db = column sums of dy, and dx = dy W^T when `dx` is given.
