@@ -34,7 +34,11 @@ struct TextureParams {
     pad: [u32; 2],
 }
 
-/// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl` and `matmul_texture.wgsl`.
+/// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (ROWS x 32 VECS in its generator).
+pub const TEXTURE_TILE_ROWS: usize = 64;
+pub const TEXTURE_TILE_COLS: usize = 64;
+
+/// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
 pub const SUBGROUP_TILE_ROWS: usize = 64;
 pub const SUBGROUP_TILE_COLS: usize = 64;
 
@@ -157,6 +161,7 @@ impl Matmul<'_> {
                     pad: [0; 2],
                 };
                 let uniform = gpu.uniform("matmul params", &texture_params);
+                let groups = [n.div_ceil(TEXTURE_TILE_COLS) as u32, m.div_ceil(TEXTURE_TILE_ROWS) as u32, parts as u32];
                 let a = Arc::new(TexelCopy::new(gpu, self.a, m * k)?);
                 let b = Arc::new(TexelCopy::new(gpu, self.b, k * n)?);
                 let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
