@@ -40,3 +40,20 @@ fn leaky_relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
         dx[i] = select(g * p.slope, g, activation[i] > 0.0);
     }
 }
+
+// Texture-fed entry for CPU drivers (lavapipe; see matmul_texture.wgsl): len a multiple of 4,
+// one invocation per four elements.
+@group(0) @binding(1) var activation_tex: texture_2d<f32>;
+@group(0) @binding(2) var dy_tex: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn leaky_relu_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wg, nwg, lid);
+    if (i < p.len / 4u) {
+        let at = vec2<u32>(i % 4096u, i / 4096u);
+        let g = textureLoad(dy_tex, at, 0);
+        dx4[i] = select(g * p.slope, g, textureLoad(activation_tex, at, 0) > vec4<f32>(0.0));
+    }
+}

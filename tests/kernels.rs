@@ -172,23 +172,24 @@ fn conv2d_backward_matches_reference() {
 #[test]
 fn transpose_and_column_sum_match_reference() {
     let mut r = rng("transpose");
-    let gpu = gpu();
-    for (rows, cols) in [(1, 1), (17, 3), (2304, 512), (65, 129)] {
-        let x = uniform(&mut r, rows * cols, -1.0, 1.0);
-        let tx = upload(gpu, "x", &x);
-        let y = poisoned(gpu, "y", rows * cols);
-        let sums = poisoned(gpu, "sums", cols);
-        let scratch = poisoned(gpu, "scratch", reduce::column_sum_scratch(rows, cols));
-        let mut d = vec![transpose::transpose(gpu, &tx, &y, rows, cols).unwrap()];
-        d.extend(reduce::column_sum(gpu, &tx, rows, cols, &scratch, &sums).unwrap());
-        gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!(y.read_f32(gpu).unwrap(), mm_ref::transpose(&x, rows, cols), "transpose {rows}x{cols}");
-        check(
-            &format!("column sum {rows}x{cols}"),
-            &sums.read_f32(gpu).unwrap(),
-            &reduce::reference::column_sum(&x, rows, cols),
-            F32_BOUND,
-        );
+    for gpu in variants() {
+        for (rows, cols) in [(1, 1), (17, 3), (2304, 512), (65, 129), (68, 129)] {
+            let x = uniform(&mut r, rows * cols, -1.0, 1.0);
+            let tx = upload(gpu, "x", &x);
+            let y = poisoned(gpu, "y", rows * cols);
+            let sums = poisoned(gpu, "sums", cols);
+            let scratch = poisoned(gpu, "scratch", reduce::column_sum_scratch(rows, cols));
+            let mut d = vec![transpose::transpose(gpu, &tx, &y, rows, cols).unwrap()];
+            d.extend(reduce::column_sum(gpu, &tx, rows, cols, &scratch, &sums).unwrap());
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            assert_eq!(y.read_f32(gpu).unwrap(), mm_ref::transpose(&x, rows, cols), "{} {rows}x{cols}", d[0].kernel);
+            check(
+                &format!("column sum {rows}x{cols}"),
+                &sums.read_f32(gpu).unwrap(),
+                &reduce::reference::column_sum(&x, rows, cols),
+                F32_BOUND,
+            );
+        }
     }
 }
 
@@ -241,21 +242,22 @@ fn maxpool_matches_reference() {
 #[test]
 fn leaky_relu_matches_reference() {
     let mut r = rng("leaky_relu");
-    let gpu = gpu();
-    for (n, slope) in [(1, 0.2), (1000, 0.2), (32 * 14 * 14 * 256, 0.2), (777, 0.01)] {
-        let mut x = uniform(&mut r, n, -1.0, 1.0);
-        x[0] = 0.0;
-        let dy = uniform(&mut r, n, -1.0, 1.0);
-        let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
-        let y = poisoned(gpu, "y", n);
-        let dx = poisoned(gpu, "dx", n);
-        let f = activation::leaky_relu_forward(gpu, slope, &tx, &y).unwrap();
-        let b = activation::leaky_relu_backward(gpu, slope, &y, &tdy, &dx).unwrap();
-        gpu.run(&[&f, &b]).unwrap();
-        let want_y = activation::reference::forward(&x, slope);
-        check(&format!("leaky_relu forward n={n}"), &y.read_f32(gpu).unwrap(), &want_y, 0.0);
-        let want_dx = activation::reference::backward(&x, &dy, slope);
-        check(&format!("leaky_relu backward n={n}"), &dx.read_f32(gpu).unwrap(), &want_dx, 0.0);
+    for gpu in variants() {
+        for (n, slope) in [(1, 0.2), (1000, 0.2), (32 * 14 * 14 * 256, 0.2), (777, 0.01)] {
+            let mut x = uniform(&mut r, n, -1.0, 1.0);
+            x[0] = 0.0;
+            let dy = uniform(&mut r, n, -1.0, 1.0);
+            let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+            let y = poisoned(gpu, "y", n);
+            let dx = poisoned(gpu, "dx", n);
+            let f = activation::leaky_relu_forward(gpu, slope, &tx, &y).unwrap();
+            let b = activation::leaky_relu_backward(gpu, slope, &y, &tdy, &dx).unwrap();
+            gpu.run(&[&f, &b]).unwrap();
+            let want_y = activation::reference::forward(&x, slope);
+            check(&format!("leaky_relu forward n={n}"), &y.read_f32(gpu).unwrap(), &want_y, 0.0);
+            let want_dx = activation::reference::backward(&x, &dy, slope);
+            check(&format!("{} n={n}", b.kernel), &dx.read_f32(gpu).unwrap(), &want_dx, 0.0);
+        }
     }
 }
 
@@ -399,26 +401,27 @@ fn distillation_matches_reference() {
 #[test]
 fn adam_matches_reference() {
     let mut r = rng("adam");
-    let gpu = gpu();
-    let cfg = AdamConfig::default();
-    for n in [1, 1000, 20_490] {
-        let mut w = uniform(&mut r, n, -1.0, 1.0);
-        let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
-        let (tw, tm, tv) = (upload(gpu, "w", &w), upload(gpu, "m", &m), upload(gpu, "v", &v));
-        let tg = upload(gpu, "g", &vec![0.0; n]);
-        let state = StepState { step: 0, adam_t: 1, samples: 1, batch: 1 }.upload(gpu, "state").unwrap();
-        let step = adam::step(gpu, &cfg, &state, &tw, &tg, &tm, &tv).unwrap();
-        let advance = batch::advance(gpu, &state).unwrap();
-        for t in 1..=5 {
-            let g = uniform(&mut r, n, -1.0, 1.0);
-            tg.write_f32(gpu, &g);
-            gpu.run(&[&step, &advance]).unwrap();
-            adam::reference::step(&cfg, t, &mut w, &g, &mut m, &mut v);
+    for gpu in variants() {
+        let cfg = AdamConfig::default();
+        for n in [1, 1000, 20_490, 20_492] {
+            let mut w = uniform(&mut r, n, -1.0, 1.0);
+            let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+            let (tw, tm, tv) = (upload(gpu, "w", &w), upload(gpu, "m", &m), upload(gpu, "v", &v));
+            let tg = upload(gpu, "g", &vec![0.0; n]);
+            let state = StepState { step: 0, adam_t: 1, samples: 1, batch: 1 }.upload(gpu, "state").unwrap();
+            let step = adam::step(gpu, &cfg, &state, &tw, &tg, &tm, &tv).unwrap();
+            let advance = batch::advance(gpu, &state).unwrap();
+            for t in 1..=5 {
+                let g = uniform(&mut r, n, -1.0, 1.0);
+                tg.write_f32(gpu, &g);
+                gpu.run(&[&step, &advance]).unwrap();
+                adam::reference::step(&cfg, t, &mut w, &g, &mut m, &mut v);
+            }
+            check(&format!("{} n={n} after 5 steps", step.kernel), &tw.read_f32(gpu).unwrap(), &w, F32_BOUND);
+            check(&format!("adam n={n} m"), &tm.read_f32(gpu).unwrap(), &m, F32_BOUND);
+            check(&format!("adam n={n} v"), &tv.read_f32(gpu).unwrap(), &v, F32_BOUND);
+            assert_eq!(state.read_u32(gpu).unwrap()[..2], [5, 6], "step and t advance once per step");
         }
-        check(&format!("adam n={n} after 5 steps"), &tw.read_f32(gpu).unwrap(), &w, F32_BOUND);
-        check(&format!("adam n={n} m"), &tm.read_f32(gpu).unwrap(), &m, F32_BOUND);
-        check(&format!("adam n={n} v"), &tv.read_f32(gpu).unwrap(), &v, F32_BOUND);
-        assert_eq!(state.read_u32(gpu).unwrap()[..2], [5, 6], "step and t advance once per step");
     }
 }
 

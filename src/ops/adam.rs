@@ -1,5 +1,6 @@
 //! Adam in Keras's form over a whole flat parameter buffer (`adam.wgsl`).
 
+use crate::gpu::texture::texels;
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
@@ -49,8 +50,26 @@ pub fn step(
         _pad: [0; 3],
     };
     let u = gpu.uniform("adam params", &params);
+    let len = weights.len();
+    if gpu.texture_inputs() && len.is_multiple_of(4) {
+        let [wt, gt, mt, vt] = [weights, grads, m, v].map(|t| texels(gpu, t, len));
+        let (wt, gt, mt, vt) = (wt?, gt?, mt?, vt?);
+        let res = [
+            u.as_entire_binding(),
+            state.binding(),
+            weights.binding(),
+            gt.binding(),
+            m.binding(),
+            v.binding(),
+            wt.binding(),
+            mt.binding(),
+            vt.binding(),
+        ];
+        let d = Dispatch::new(gpu, &shader!("adam"), "adam_texture", &res, grid_1d(len / 4, 256))?;
+        return Ok(d.with_uploads(vec![wt, gt, mt, vt]));
+    }
     let res = [u.as_entire_binding(), state.binding(), weights.binding(), grads.binding(), m.binding(), v.binding()];
-    Dispatch::new(gpu, &shader!("adam"), "adam", &res, grid_1d(weights.len(), 256))
+    Dispatch::new(gpu, &shader!("adam"), "adam", &res, grid_1d(len, 256))
 }
 
 pub mod reference {
