@@ -60,3 +60,27 @@ fn sum_parts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     out[j] = sum;
 }
+
+// Texture-fed column_sum_partial for CPU drivers (lavapipe; see matmul_texture.wgsl): cols a
+// multiple of 4, one invocation per four columns of a part, the same sums in the same order.
+@group(0) @binding(1) var x_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> partial4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn column_sum_partial_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    let cols4 = p.cols / 4u;
+    if (idx >= p.parts * cols4) {
+        return;
+    }
+    let j4 = idx % cols4;
+    let s = idx / cols4;
+    let end = min(p.rows, (s + 1u) * p.chunk);
+    var sum = vec4<f32>(0.0);
+    for (var i = s * p.chunk; i < end; i++) {
+        let t = i * cols4 + j4;
+        sum += textureLoad(x_tex, vec2<u32>(t % 4096u, t / 4096u), 0);
+    }
+    partial4[idx] = sum;
+}

@@ -91,10 +91,11 @@ impl Architecture {
             .collect()
     }
 
-    /// Length of the flat parameter buffer, alignment padding included.
+    /// Length of the flat parameter buffer, alignment padding included (a whole number of
+    /// alignment blocks, so that kernels may read it four floats at a time).
     pub fn flat_len(&self) -> usize {
         let last = self.params().pop().expect("six tensors");
-        last.offset + last.len()
+        (last.offset + last.len()).next_multiple_of(ALIGN_FLOATS)
     }
 
     /// Trainable parameters (1,433,610 for the teacher, 20,490 for the student).

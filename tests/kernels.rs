@@ -173,7 +173,7 @@ fn conv2d_backward_matches_reference() {
 fn transpose_and_column_sum_match_reference() {
     let mut r = rng("transpose");
     for gpu in variants() {
-        for (rows, cols) in [(1, 1), (17, 3), (2304, 512), (65, 129), (68, 129)] {
+        for (rows, cols) in [(1, 1), (17, 3), (2304, 512), (65, 129), (68, 129), (130, 12)] {
             let x = uniform(&mut r, rows * cols, -1.0, 1.0);
             let tx = upload(gpu, "x", &x);
             let y = poisoned(gpu, "y", rows * cols);
@@ -184,7 +184,7 @@ fn transpose_and_column_sum_match_reference() {
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             assert_eq!(y.read_f32(gpu).unwrap(), mm_ref::transpose(&x, rows, cols), "{} {rows}x{cols}", d[0].kernel);
             check(
-                &format!("column sum {rows}x{cols}"),
+                &format!("{} {rows}x{cols}", d[1].kernel),
                 &sums.read_f32(gpu).unwrap(),
                 &reduce::reference::column_sum(&x, rows, cols),
                 F32_BOUND,
