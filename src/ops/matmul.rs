@@ -2,11 +2,10 @@
 //! `matmul_texture.wgsl` and `matmul_subgroup.wgsl` for CPU drivers).
 
 use super::reduce;
-use crate::gpu::texture::TexelCopy;
+use crate::gpu::texture::texels;
 use crate::gpu::{Dispatch, Gpu, MatmulVariant, Tensor};
 use crate::shader;
 use anyhow::{bail, Result};
-use std::sync::Arc;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -96,9 +95,9 @@ impl Matmul<'_> {
     /// and k advances four steps at a time.
     fn texture_entry(&self) -> Option<&'static str> {
         match self.a_layout {
-            _ if self.n % 4 != 0 || self.k % 4 != 0 => None,
+            _ if !self.n.is_multiple_of(4) || !self.k.is_multiple_of(4) => None,
             ALayout::Normal => Some("matmul_texture"),
-            ALayout::Transposed if self.m % 4 == 0 => Some("matmul_texture_at"),
+            ALayout::Transposed if self.m.is_multiple_of(4) => Some("matmul_texture_at"),
             _ => None,
         }
     }
@@ -162,12 +161,12 @@ impl Matmul<'_> {
                 };
                 let uniform = gpu.uniform("matmul params", &texture_params);
                 let groups = [n.div_ceil(TEXTURE_TILE_COLS) as u32, m.div_ceil(TEXTURE_TILE_ROWS) as u32, parts as u32];
-                let a = Arc::new(TexelCopy::new(gpu, self.a, m * k)?);
-                let b = Arc::new(TexelCopy::new(gpu, self.b, k * n)?);
+                let a = texels(gpu, self.a, m * k)?;
+                let b = texels(gpu, self.b, k * n)?;
                 let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
                 Dispatch::new(gpu, &shader!("matmul_texture"), entry, &resources, groups)?.with_uploads(vec![a, b])
             }
-            (MatmulVariant::Subgroup, None) if n % 4 == 0 => {
+            (MatmulVariant::Subgroup, None) if n.is_multiple_of(4) => {
                 let uniform = gpu.uniform("matmul params", &params);
                 let resources =
                     [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
