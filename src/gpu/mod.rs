@@ -52,14 +52,16 @@ impl BackendChoice {
     }
 }
 
-/// Which matrix-product kernel the convolutions use (see `ops::matmul`).
+/// Which kernel family runs: the matrix product of the convolutions (see `ops::matmul`) and,
+/// with it, where kernels read their inputs from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum MatmulVariant {
     /// Choose from the adapter: `subgroup` on CPU drivers with 8-lane subgroups, else `tiled`.
     Auto,
-    /// Workgroup-memory tiling: the design for real GPUs; runs everywhere.
+    /// Workgroup-memory tiling, kernels reading storage buffers: the design for real GPUs; runs everywhere.
     Tiled,
-    /// 8-lane subgroup-broadcast kernel: the fast design on lavapipe (see shaders/matmul_subgroup.wgsl).
+    /// For lavapipe: kernels read texture copies of their inputs, and the matrix product shares
+    /// A across an 8-lane subgroup by broadcast (see shaders/matmul_texture.wgsl).
     Subgroup,
 }
 
