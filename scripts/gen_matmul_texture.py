@@ -10,10 +10,12 @@ indexed by constants), so it is generated rather than typed. Run from the reposi
 import os
 
 ROWS = int(os.environ.get("ROWS", 64))  # rows of C per workgroup: 8 lanes x ROWS / 8 rows
-VECS = int(os.environ.get("VECS", 2))  # vec4 columns of C per lane: 8 x 4 x VECS per workgroup
-# Texel steps (four steps of k each) per loop iteration. Measured on lavapipe (2-core EPYC):
-# unrolling 2 or 4, and tiles of 32x32, 32x64, 64x32 or 128x32, all ran within the noise of
-# 64x64 without unrolling (17-23 GFLOP/s), so the smallest shader is kept.
+VECS = int(os.environ.get("VECS", 1))  # vec4 columns of C per lane: 8 x 4 x VECS per workgroup
+# Texel steps (four steps of k each) per loop iteration. Measured on lavapipe (2-core EPYC),
+# teacher conv2 products: tiles of 64x64, 128x32 and 64x32 rows x columns ran at 17-23
+# GFLOP/s, 32x32 at 14-19, and unrolling 2 or 4 changed nothing. Compile time is what
+# separates them: llvmpipe compiles a pipeline at its first dispatch, about 9 s per entry
+# point for 64x64 and 3 s for 64x32 (shader cache empty), so 64x32 without unrolling it is.
 UNROLL = int(os.environ.get("UNROLL", 1))
 GROUPS = ROWS // 8  # A texels each lane fetches per four steps of k
 NACC = ROWS * VECS

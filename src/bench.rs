@@ -41,7 +41,9 @@ pub struct BenchReport {
     pub steps: Vec<StepTime>,
     /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
     pub cpu_matmul_gflops: f64,
+    /// From process start until the first `warmup_steps` teacher steps are done.
     pub startup_seconds: f64,
+    pub warmup_steps: usize,
 }
 
 fn synthetic(samples: usize, seed: u64) -> Split {
@@ -118,6 +120,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
         steps: step_times,
         cpu_matmul_gflops: cpu_matmul_gflops(),
         startup_seconds,
+        warmup_steps: steps.max(1),
     })
 }
 
@@ -207,8 +210,8 @@ impl BenchReport {
             self.cpu_matmul_gflops
         );
         s += &format!(
-            "Start-up (device, data, pipelines, first teacher epoch of the bench): {:.2} s\n",
-            self.startup_seconds
+            "Start-up (device, pipelines, the bench's first {} teacher step(s) done): {:.2} s\n",
+            self.warmup_steps, self.startup_seconds
         );
         s
     }

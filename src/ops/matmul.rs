@@ -35,11 +35,11 @@ struct TextureParams {
 
 /// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (ROWS x 32 VECS in its generator).
 pub const TEXTURE_TILE_ROWS: usize = 64;
-pub const TEXTURE_TILE_COLS: usize = 64;
+pub const TEXTURE_TILE_COLS: usize = 32;
 
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
-pub const SUBGROUP_TILE_ROWS: usize = 64;
-pub const SUBGROUP_TILE_COLS: usize = 64;
+pub const SUBGROUP_TILE_ROWS: usize = 32;
+pub const SUBGROUP_TILE_COLS: usize = 32;
 
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
