@@ -14,9 +14,12 @@
 // reaches all lanes by subgroupBroadcast (a register shuffle), and each lane keeps 64 rows x
 // 1 vec4 accumulators. The FMAs are ordered row by row over the steps of k so that a
 // row's accumulators stay in registers while its products are added. This reaches about
-// 20 GFLOP/s on our 2 cores (the buffer-fed kernel: 8); what bounds it now is the register
-// tile itself (an 8-lane vec4 is four AVX registers, so the accumulators live on the stack):
-// replacing 7 of the 8 B fetches by arithmetic on the first changed nothing.
+// 20 GFLOP/s on our 2 cores (the buffer-fed kernel: 8); what bounds it now is the arithmetic
+// as llvmpipe compiles it, not the fetches (replacing 7 of the 8 B fetches by arithmetic on
+// the first changed nothing). Its JIT code, disassembled: fma() becomes a separate multiply
+// and add; an 8-lane vec4 is four AVX registers, so the accumulators live on the stack; and
+// every variable carried around the k loop is blended with the execution mask and stored
+// back on each iteration.
 //
 // A texture holds a matrix as its row-major elements, four per texel, texel t at
 // (t % 4096, t / 4096). `matmul_texture` takes A row-major (M x K, K a multiple of 4:
