@@ -1,9 +1,10 @@
 //! Read-only copies of tensors as rgba32float textures, for kernels on CPU drivers.
 //!
-//! On lavapipe (Mesa 22.3) a texel fetch costs about an eighth of a storage-buffer load (see
-//! `shaders/matmul_texture.wgsl`), so the matrix product reads its operands from textures.
-//! A texture holds a tensor's elements in order, four per texel, `TEXTURE_WIDTH` texels per
-//! row; the copy is recorded before the pass of the dispatch that reads it.
+//! On lavapipe (Mesa 22.3) a texel fetch costs about a seventh of a storage-buffer load (see
+//! `shaders/matmul_texture.wgsl`), so there the kernels that read much take texture copies of
+//! their inputs (`Gpu::texture_inputs`). A texture holds a tensor's elements in order, four per
+//! texel, `TEXTURE_WIDTH` texels per row; a dispatch records its copies just before the pass
+//! that runs it (`Dispatch::with_uploads`), so they see what the dispatches before wrote.
 
 use super::{Gpu, Tensor};
 use anyhow::{bail, Result};

@@ -147,7 +147,6 @@ impl Matmul<'_> {
         let epilogue = params.epilogue;
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
-        let groups = [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
         let d = match (gpu.matmul, self.texture_entry()) {
             (MatmulVariant::Subgroup, Some(entry)) => {
                 let texture_params = TextureParams {
@@ -170,6 +169,8 @@ impl Matmul<'_> {
                 let uniform = gpu.uniform("matmul params", &params);
                 let resources =
                     [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
+                let groups =
+                    [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
                 Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
             }
             _ => {
