@@ -78,33 +78,30 @@ pub fn backward(
     db: &Tensor,
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let u = s.uniform(gpu);
     let mut d = Vec::new();
     if s.use_textures(gpu) {
         let dyt = texels(gpu, dy, s.batch * s.units)?;
         let grid = grid_1d(s.inputs / 4, 64);
         if let Some(dx) = dx {
             let wt = texels(gpu, w, s.inputs * s.units)?;
-            let u = s.uniform(gpu);
             let res = [u.as_entire_binding(), dyt.binding(), wt.binding(), dx.binding()];
             let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_input_texture", &res, grid)?;
             d.push(dispatch.with_uploads(vec![dyt.clone(), wt]));
         }
         let xt = texels(gpu, x, s.batch * s.inputs)?;
-        let u = s.uniform(gpu);
         let res = [u.as_entire_binding(), xt.binding(), dyt.binding(), dw.binding()];
         let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight_texture", &res, grid)?;
         d.push(dispatch.with_uploads(vec![xt, dyt]));
-        d.extend(reduce::column_sum(gpu, dy, s.batch, s.units, scratch, db)?);
-        return Ok(d);
+    } else {
+        if let Some(dx) = dx {
+            let res = [u.as_entire_binding(), dy.binding(), w.binding(), dx.binding()];
+            let grid = grid_1d(s.batch * s.inputs, 256);
+            d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_input", &res, grid)?);
+        }
+        let res = [u.as_entire_binding(), x.binding(), dy.binding(), dw.binding()];
+        d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight", &res, grid_1d(s.inputs * s.units, 256))?);
     }
-    if let Some(dx) = dx {
-        let u = s.uniform(gpu);
-        let res = [u.as_entire_binding(), dy.binding(), w.binding(), dx.binding()];
-        d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_input", &res, grid_1d(s.batch * s.inputs, 256))?);
-    }
-    let u = s.uniform(gpu);
-    let res = [u.as_entire_binding(), x.binding(), dy.binding(), dw.binding()];
-    d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight", &res, grid_1d(s.inputs * s.units, 256))?);
     d.extend(reduce::column_sum(gpu, dy, s.batch, s.units, scratch, db)?);
     Ok(d)
 }

@@ -20,20 +20,8 @@ struct Params {
     k_chunk: u32,
 }
 
-/// Parameters of `matmul_texture.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct TextureParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    epilogue: u32,
-    slope: f32,
-    k_chunk: u32,
-    pad: [u32; 2],
-}
-
-/// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (ROWS x 32 VECS in its generator).
+/// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (T_ROWS x 32 T_VECS in
+/// scripts/gen_matmul_lavapipe.py).
 pub const TEXTURE_TILE_ROWS: usize = 64;
 pub const TEXTURE_TILE_COLS: usize = 32;
 
@@ -144,41 +132,26 @@ impl Matmul<'_> {
             slope: self.leaky_slope.unwrap_or(0.0),
             k_chunk: k_chunk as u32,
         };
-        let epilogue = params.epilogue;
+        let uniform = gpu.uniform("matmul params", &params);
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
+        let tiles = |rows: usize, cols: usize| [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
         let d = match (gpu.matmul, self.texture_entry()) {
             (MatmulVariant::Subgroup, Some(entry)) => {
-                let texture_params = TextureParams {
-                    m: m as u32,
-                    n: n as u32,
-                    k: k as u32,
-                    epilogue,
-                    slope: params.slope,
-                    k_chunk: k_chunk as u32,
-                    pad: [0; 2],
-                };
-                let uniform = gpu.uniform("matmul params", &texture_params);
-                let groups = [n.div_ceil(TEXTURE_TILE_COLS) as u32, m.div_ceil(TEXTURE_TILE_ROWS) as u32, parts as u32];
-                let a = texels(gpu, self.a, m * k)?;
-                let b = texels(gpu, self.b, k * n)?;
+                let (a, b) = (texels(gpu, self.a, m * k)?, texels(gpu, self.b, k * n)?);
                 let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
+                let groups = tiles(TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS);
                 Dispatch::new(gpu, &shader!("matmul_texture"), entry, &resources, groups)?.with_uploads(vec![a, b])
             }
-            (MatmulVariant::Subgroup, None) if n.is_multiple_of(4) => {
-                let uniform = gpu.uniform("matmul params", &params);
+            (variant, _) => {
                 let resources =
                     [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-                let groups =
-                    [n.div_ceil(SUBGROUP_TILE_COLS) as u32, m.div_ceil(SUBGROUP_TILE_ROWS) as u32, parts as u32];
-                Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
-            }
-            _ => {
-                let uniform = gpu.uniform("matmul params", &params);
-                let resources =
-                    [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-                let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, parts as u32];
-                Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, groups)?
+                if variant == MatmulVariant::Subgroup && n.is_multiple_of(4) {
+                    let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
+                    Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
+                } else {
+                    Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))?
+                }
             }
         };
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
