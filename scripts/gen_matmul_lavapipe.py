@@ -14,6 +14,7 @@ ROWS, VECS and UNROLL in the environment override the texture kernel's tile, for
 """
 
 import os
+import re
 
 # The texture kernel: a workgroup computes T_ROWS rows x 32 T_VECS columns of C.
 T_ROWS = int(os.environ.get("ROWS", 64))  # 8 lanes x T_ROWS / 8 rows
@@ -21,8 +22,9 @@ T_VECS = int(os.environ.get("VECS", 1))  # vec4 columns of C per lane
 # Texel steps (four steps of k each) per loop iteration. Measured on lavapipe (2-core EPYC),
 # teacher conv2 products: tiles of 64x64, 128x32 and 64x32 rows x columns ran at 17-23
 # GFLOP/s, 32x32 at 14-19; unrolling 4 (fewer mask blends per FMA) gained about 10%, within
-# the machine's noise, for 20% more compile time. Compile time is what separates them: llvmpipe compiles a pipeline at its first dispatch, about 9 s per entry
-# point for 64x64 and 3 s for 64x32 (shader cache empty), so 64x32 without unrolling it is.
+# the machine's noise, for 20% more compile time. Compile time is what separates them:
+# llvmpipe compiles a pipeline at its first dispatch, about 9 s per entry point for 64x64 and
+# 3 s for 64x32 (shader cache empty), so 64x32 without unrolling it is.
 T_UNROLL = int(os.environ.get("UNROLL", 1))
 T_GROUPS = T_ROWS // 8  # A texels each lane fetches per four steps of k
 T_HALVES = T_ROWS // 32
@@ -34,18 +36,11 @@ S_ROWS = 32
 S_VECS = 1
 S_GROUPS = S_ROWS // 8
 
-PARAMS = """// Same parameter block as matmul.wgsl.
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_row_stride: u32,
-    a_col_stride: u32,
-    epilogue: u32,
-    slope: f32,
-    k_chunk: u32,
-}
-"""
+# The parameter block is matmul.wgsl's (src/ops/matmul.rs fills it), taken from there so the
+# three shaders cannot drift apart.
+with open("shaders/matmul.wgsl") as f:
+    PARAMS = ("// Same parameter block as matmul.wgsl (copied from it by the generator).\n"
+              + re.search(r"^struct Params \{.*?^\}\n", f.read(), re.S | re.M).group(0))
 
 EPILOGUE = """
 fn epilogue(v: vec4<f32>, col4: u32) -> vec4<f32> {

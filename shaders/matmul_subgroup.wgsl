@@ -23,13 +23,14 @@
 // Split K over workgroup z as in matmul.wgsl; N must be a multiple of 4 (B, bias and C are
 // read as vec4 rows) and subgroups at least 8 lanes wide.
 
-// Same parameter block as matmul.wgsl.
+// Same parameter block as matmul.wgsl (copied from it by the generator).
 struct Params {
     m: u32,
     n: u32,
     k: u32,
     a_row_stride: u32,
     a_col_stride: u32,
+    // bit 0: add bias[n]; bit 1: apply LeakyReLU with `slope`
     epilogue: u32,
     slope: f32,
     k_chunk: u32,

@@ -31,13 +31,14 @@
 // dropped when storing. Split K over workgroup z as in matmul.wgsl (k_chunk a multiple of 4);
 // the A strides are unused.
 
-// Same parameter block as matmul.wgsl.
+// Same parameter block as matmul.wgsl (copied from it by the generator).
 struct Params {
     m: u32,
     n: u32,
     k: u32,
     a_row_stride: u32,
     a_col_stride: u32,
+    // bit 0: add bias[n]; bit 1: apply LeakyReLU with `slope`
     epilogue: u32,
     slope: f32,
     k_chunk: u32,

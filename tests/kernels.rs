@@ -41,8 +41,8 @@ fn matmul_matches_reference() {
     let mut r = rng("matmul");
     // (m, n, k): tiles are 64x64 (tiled), 64x32 (texture) and 32x32 (strided); most of these
     // shapes are no multiple of them. On CPU drivers N and K multiples of 4 (and M too, for
-    // transposed A) take the texture kernel, other shapes the strided buffer one. The last five split K (a small C, a long K): the teacher's first
-    // kernel gradient among them.
+    // transposed A) take the texture kernel, other shapes the strided buffer one. The last
+    // five split K (a small C, a long K): the teacher's first kernel gradient among them.
     for (m, n, k) in [
         (4, 4, 4),
         (68, 132, 128),
