@@ -3,9 +3,9 @@
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{self, timing, Gpu, Tensor};
-use crate::model::{Architecture, STUDENT, TEACHER};
+use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
-use crate::train::{DeviceData, Loss, Model, Plan};
+use crate::train::{DeviceData, Feed, Loss, Model, Plan};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +35,7 @@ pub struct StepTime {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchReport {
     pub adapter: String,
-    pub matmul: gpu::MatmulVariant,
+    pub family: gpu::KernelFamily,
     pub timestamps: bool,
     pub kernels: Vec<KernelTime>,
     pub steps: Vec<StepTime>,
@@ -54,27 +54,26 @@ fn synthetic(samples: usize, seed: u64) -> Split {
     }
 }
 
-/// Times every kernel, then whole training and inference steps, of each model.
-/// `started` is when the process began: start-up time runs until the teacher's first step is done.
-pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant) -> Result<BenchReport> {
+/// Times every kernel, then whole training and inference steps, of each model in `archs`.
+/// `started` is when the process began: start-up time runs until the first model's first
+/// steps are done.
+pub fn run(
+    gpu: &Gpu,
+    archs: &[Architecture],
+    batch: usize,
+    reps: usize,
+    steps: usize,
+    started: Instant,
+) -> Result<BenchReport> {
     let mut startup_seconds = 0.0;
     let samples = batch * steps.max(1);
     let data = DeviceData::upload(gpu, &synthetic(samples, 1), &synthetic(samples, 2))?;
     let mut kernels = Vec::new();
     let mut step_times = Vec::new();
-    for arch in [TEACHER, STUDENT] {
+    let feed = Feed { data: &data, split: &data.train, teacher_logits: None };
+    for arch in archs {
         let model = Model::new(gpu, arch, &arch.init_glorot(3))?;
-        let plan = Plan::train(
-            gpu,
-            arch.name,
-            &model,
-            Loss::CrossEntropy,
-            &data,
-            &data.train,
-            None,
-            batch,
-            &AdamConfig::default(),
-        )?;
+        let plan = Plan::train(gpu, arch.name(), &model, Loss::CrossEntropy, &feed, batch, &AdamConfig::default())?;
         let order: Vec<u32> = (0..samples as u32).collect();
         plan.run_epoch(gpu, &order, 1, |_, _, _| {})?; // warm-up and a sane step state
         if startup_seconds == 0.0 {
@@ -83,7 +82,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
         for d in plan.dispatches() {
             let s = timing::median_seconds(gpu, &[d], reps)?;
             kernels.push(KernelTime {
-                model: arch.name.into(),
+                model: arch.name().into(),
                 layer: d.layer.clone(),
                 kernel: d.kernel.clone(),
                 workgroups: d.workgroups,
@@ -94,18 +93,18 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
         }
         let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         step_times.push(step_time(
-            &arch,
+            arch,
             "train step",
             batch,
             stats.seconds / stats.steps as f64,
             arch.train_flops(batch),
         ));
         let table = Tensor::zeros(gpu, "logits", &[samples, NUM_CLASSES])?;
-        let infer = Plan::logits(gpu, "inference", &model, &data, &data.train, &table, batch)?;
+        let infer = Plan::logits(gpu, "inference", &model, &feed, &table, batch)?;
         infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         let stats = infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         step_times.push(step_time(
-            &arch,
+            arch,
             "forward step",
             batch,
             stats.seconds / stats.steps as f64,
@@ -114,7 +113,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
     }
     Ok(BenchReport {
         adapter: gpu::describe(&gpu.info),
-        matmul: gpu.matmul,
+        family: gpu.family(),
         timestamps: gpu.has_timestamps(),
         kernels,
         steps: step_times,
@@ -126,7 +125,7 @@ pub fn run(gpu: &Gpu, batch: usize, reps: usize, steps: usize, started: Instant)
 
 fn step_time(arch: &Architecture, what: &str, batch: usize, seconds: f64, flops: f64) -> StepTime {
     StepTime {
-        model: arch.name.into(),
+        model: arch.name().into(),
         what: what.into(),
         batch,
         seconds,
@@ -172,9 +171,9 @@ pub fn cpu_matmul_gflops() -> f64 {
 impl BenchReport {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "Adapter: {}\nMatrix-product kernel: {:?}; timing: {}\n\n",
+            "Adapter: {}\nKernel family: {:?}; timing: {}\n\n",
             self.adapter,
-            self.matmul,
+            self.family,
             if self.timestamps { "device timestamps" } else { "wall clock" }
         );
         s += &format!(

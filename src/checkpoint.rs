@@ -2,13 +2,15 @@
 //! file and never loses the previous good one: model weights as safetensors (the layout Keras
 //! users can exchange, see `scripts/`) and logits as .npy.
 //!
-//! A weights file holds the six tensors of [`Architecture::params`] under their names
-//! (`conv1.kernel`, `conv1.bias`, `conv2.kernel`, `conv2.bias`, `dense.kernel`, `dense.bias`),
-//! f32, little-endian, in Keras's shapes: conv kernels (kh, kw, in, out), the dense kernel
-//! (in, out) with its inputs in NHWC flatten order. Its `__metadata__` records the
-//! architecture (`architecture`, `conv1`, `conv2`) and the training configuration (`config`, JSON).
+//! A weights file holds the tensors of [`Architecture::params`] under their names (for the
+//! seed's network `conv1.kernel`, `conv1.bias`, `conv2.kernel`, `conv2.bias`, `dense.kernel`,
+//! `dense.bias`), f32, little-endian, in Keras's shapes: conv kernels (kh, kw, in, out), dense
+//! kernels (in, out) with their inputs in NHWC flatten order. Its `__metadata__` records the
+//! architecture (`layers`, the layer list as JSON; `architecture`, a label; `conv1`, `conv2`,
+//! .., each convolution's filters, which is all that files from before the layer list hold)
+//! and the training configuration (`config`, JSON).
 
-use crate::model::Architecture;
+use crate::model::{Architecture, Layer};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -44,17 +46,71 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// What a pair of channel counts is called: the seed's two models, or the counts themselves.
-pub fn architecture_label(conv1: usize, conv2: usize) -> String {
-    match (conv1, conv2) {
-        (256, 512) => "teacher".into(),
-        (16, 32) => "student".into(),
-        _ => format!("conv{conv1}-{conv2}"),
+/// What a network is called in a file: the seed's two models by name, another width of the
+/// seed's network by its channels (`conv8-12`), any other list `custom`.
+pub fn architecture_label(arch: &Architecture) -> String {
+    let channels = arch.channels();
+    match channels[..] {
+        [c1, c2] if Architecture::seed("", [c1, c2]).is_ok_and(|s| s.layers() == arch.layers()) => match [c1, c2] {
+            crate::model::TEACHER_CHANNELS => "teacher".into(),
+            crate::model::STUDENT_CHANNELS => "student".into(),
+            _ => format!("conv{c1}-{c2}"),
+        },
+        _ => "custom".into(),
     }
 }
 
-fn describe(conv1: usize, conv2: usize) -> String {
-    format!("{} ({conv1} and {conv2} channels)", architecture_label(conv1, conv2))
+/// For messages: the label and the convolutions' channels.
+pub fn describe(arch: &Architecture) -> String {
+    let channels: Vec<String> = arch.channels().iter().map(usize::to_string).collect();
+    format!("{} ({} channels)", architecture_label(arch), channels.join(" and "))
+}
+
+fn metadata_channels(meta: &HashMap<String, String>) -> Result<Option<Vec<usize>>> {
+    let mut channels = Vec::new();
+    for i in 1.. {
+        let key = format!("conv{i}");
+        let Some(v) = meta.get(&key) else { break };
+        channels.push(
+            v.trim().parse::<usize>().with_context(|| format!("metadata `{key}` is {v:?}, not a channel count"))?,
+        );
+    }
+    Ok((!channels.is_empty()).then_some(channels))
+}
+
+/// The network a weights file holds, from its metadata: the layer list where it records one,
+/// else the seed's network with the recorded channels, else with the channels its
+/// convolution kernels have (files written by other tools).
+pub fn read_architecture(path: &Path) -> Result<Architecture> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+    architecture_of(&bytes).with_context(|| format!("weights file {}", path.display()))
+}
+
+fn architecture_of(bytes: &[u8]) -> Result<Architecture> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let name = meta.get("architecture").cloned().unwrap_or_else(|| "model".into());
+    if let Some(json) = meta.get("layers") {
+        let layers: Vec<Layer> =
+            serde_json::from_str(json).with_context(|| format!("metadata `layers` is not a layer list: {json}"))?;
+        return Architecture::new(&name, layers);
+    }
+    let channels = match metadata_channels(&meta)? {
+        Some(c) => c,
+        None => {
+            let st = SafeTensors::deserialize(bytes).map_err(invalid)?;
+            let filters = |t: &str| st.tensor(t).ok().and_then(|v| v.shape().get(3).copied());
+            [filters("conv1.kernel"), filters("conv2.kernel")].into_iter().flatten().collect()
+        }
+    };
+    match channels[..] {
+        [c1, c2] => Architecture::seed(&name, [c1, c2]),
+        _ => bail!("neither its metadata nor its tensors say which network it holds (conv1 and conv2 channels)"),
+    }
+}
+
+fn invalid(e: safetensors::SafeTensorError) -> anyhow::Error {
+    anyhow::anyhow!("not a valid safetensors file (truncated or corrupt?): {e}")
 }
 
 /// Saves `flat` (the layout of `arch.params()`) as a safetensors file, atomically.
@@ -65,13 +121,13 @@ pub fn save(path: &Path, arch: &Architecture, flat: &[f32], config_json: &str) -
         "cannot save {}: {} values given, the {} layout has {}",
         path.display(),
         flat.len(),
-        arch.name,
+        arch.name(),
         arch.flat_len()
     );
     let params = arch.params();
     // Refuse to write a file that `load` would refuse.
     for p in &params {
-        if let Some(i) = flat[p.offset..p.offset + p.len()].iter().position(|v| !v.is_finite()) {
+        if let Some(i) = flat[p.range()].iter().position(|v| !v.is_finite()) {
             bail!("cannot save {}: tensor `{}` holds a non-finite value at index {i}", path.display(), p.name);
         }
     }
@@ -79,17 +135,19 @@ pub fn save(path: &Path, arch: &Architecture, flat: &[f32], config_json: &str) -
         .iter()
         .map(|p| {
             // safetensors stores little-endian, the byte order of every target wgpu runs on.
-            let bytes: &[u8] = bytemuck::cast_slice(&flat[p.offset..p.offset + p.len()]);
-            Ok((p.name, safetensors::tensor::TensorView::new(Dtype::F32, p.shape.clone(), bytes)?))
+            let bytes: &[u8] = bytemuck::cast_slice(&flat[p.range()]);
+            Ok((p.name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, p.shape.clone(), bytes)?))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .with_context(|| format!("cannot save {}", path.display()))?;
-    let metadata = HashMap::from([
-        ("architecture".to_string(), architecture_label(arch.conv1, arch.conv2)),
-        ("conv1".to_string(), arch.conv1.to_string()),
-        ("conv2".to_string(), arch.conv2.to_string()),
+    let mut metadata = HashMap::from([
+        ("architecture".to_string(), architecture_label(arch)),
+        ("layers".to_string(), serde_json::to_string(arch.layers())?),
         ("config".to_string(), config_json.to_string()),
     ]);
+    for (i, c) in arch.channels().iter().enumerate() {
+        metadata.insert(format!("conv{}", i + 1), c.to_string());
+    }
     let bytes =
         safetensors::serialize(views, Some(metadata)).with_context(|| format!("cannot save {}", path.display()))?;
     write_atomic(path, &bytes)
@@ -107,7 +165,7 @@ pub fn load(path: &Path, arch: &Architecture) -> Result<Vec<f32>> {
         "{} is {} bytes, far more than a {} checkpoint ({} bytes of weights)",
         path.display(),
         meta.len(),
-        arch.name,
+        arch.name(),
         arch.param_count() * 4
     );
     let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
@@ -116,27 +174,19 @@ pub fn load(path: &Path, arch: &Architecture) -> Result<Vec<f32>> {
 
 /// [`load`] on the bytes of a file; errors name the tensor but not the file.
 pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
-    let invalid =
-        |e: safetensors::SafeTensorError| anyhow::anyhow!("not a valid safetensors file (truncated or corrupt?): {e}");
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(invalid)?;
     let st = SafeTensors::deserialize(bytes).map_err(invalid)?;
-    let expected = describe(arch.conv1, arch.conv2);
+    let expected = describe(arch);
 
     // The architecture the metadata declares, checked first: it gives the plainest message.
     if let Some(meta) = header.metadata() {
-        let channels = |key: &str| -> Result<Option<usize>> {
-            meta.get(key)
-                .map(|v| {
-                    v.trim().parse::<usize>().with_context(|| format!("metadata `{key}` is {v:?}, not a channel count"))
-                })
-                .transpose()
-        };
-        if let (Some(c1), Some(c2)) = (channels("conv1")?, channels("conv2")?) {
-            if (c1, c2) != (arch.conv1, arch.conv2) {
-                bail!("this file holds a {}, but a {expected} is expected here", describe(c1, c2));
+        if meta.contains_key("layers") || metadata_channels(meta)?.is_some() {
+            let held = architecture_of(bytes)?;
+            if held.layers() != arch.layers() {
+                bail!("this file holds a {}, but a {expected} is expected here", describe(&held));
             }
         } else if let Some(name) = meta.get("architecture") {
-            if name != &architecture_label(arch.conv1, arch.conv2) {
+            if name != &architecture_label(arch) {
                 bail!("this file holds a {name} model, but a {expected} is expected here");
             }
         }
@@ -147,13 +197,13 @@ pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
     names.sort_unstable();
     for name in &names {
         if !params.iter().any(|p| p.name == *name) {
-            let known: Vec<&str> = params.iter().map(|p| p.name).collect();
+            let known: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
             bail!("unexpected tensor `{name}`; a checkpoint holds exactly {}", known.join(", "));
         }
     }
     let mut flat = vec![0f32; arch.flat_len()];
     for p in &params {
-        let t = st.tensor(p.name).map_err(|_| anyhow::anyhow!("tensor `{}` is missing", p.name))?;
+        let t = st.tensor(&p.name).map_err(|_| anyhow::anyhow!("tensor `{}` is missing", p.name))?;
         if t.dtype() != Dtype::F32 {
             bail!("tensor `{}` is {:?}, expected F32 (float32)", p.name, t.dtype());
         }
@@ -163,8 +213,8 @@ pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
             // A conv1 kernel's last dimension is the first layer's width: name the model it fits.
             if p.name == "conv1.kernel" && t.shape().len() == 4 {
                 match t.shape()[3] {
-                    16 => msg += ": the file looks like a student model",
-                    256 => msg += ": the file looks like a teacher model",
+                    c if c == crate::model::STUDENT_CHANNELS[0] => msg += ": the file looks like a student model",
+                    c if c == crate::model::TEACHER_CHANNELS[0] => msg += ": the file looks like a teacher model",
                     _ => {}
                 }
             }
@@ -172,7 +222,7 @@ pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
         }
         let data = t.data();
         ensure!(data.len() == p.len() * 4, "tensor `{}` holds {} bytes, expected {}", p.name, data.len(), p.len() * 4);
-        let dst = &mut flat[p.offset..p.offset + p.len()];
+        let dst = &mut flat[p.range()];
         for (i, (d, b)) in dst.iter_mut().zip(data.chunks_exact(4)).enumerate() {
             let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             if !v.is_finite() {
@@ -211,7 +261,6 @@ pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{STUDENT, TEACHER};
 
     #[test]
     fn npy_header_is_aligned_and_describes_the_array() {
@@ -228,8 +277,10 @@ mod tests {
 
     #[test]
     fn labels_name_the_seed_models() {
-        assert_eq!(architecture_label(TEACHER.conv1, TEACHER.conv2), "teacher");
-        assert_eq!(architecture_label(STUDENT.conv1, STUDENT.conv2), "student");
-        assert_eq!(architecture_label(8, 16), "conv8-16");
+        assert_eq!(architecture_label(&Architecture::teacher()), "teacher");
+        assert_eq!(architecture_label(&Architecture::student()), "student");
+        assert_eq!(architecture_label(&Architecture::seed("s", [8, 16]).unwrap()), "conv8-16");
+        let other = Architecture::new("x", vec![Layer::Flatten, Layer::Dense { units: 10 }]).unwrap();
+        assert_eq!(architecture_label(&other), "custom");
     }
 }

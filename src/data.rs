@@ -33,8 +33,6 @@ use sha2::{Digest, Sha256};
 
 pub const IMAGE_SIDE: usize = 28;
 pub const NUM_CLASSES: usize = 10;
-pub const CLASS_NAMES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 pub const UPSTREAM_URL: &str = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/";
 
 const IMAGE_BYTES: usize = IMAGE_SIDE * IMAGE_SIDE;

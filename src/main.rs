@@ -3,7 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::{self, Config, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
-use kd_wgpu::model::{Architecture, STUDENT, TEACHER};
+use kd_wgpu::model::{parse_channels, Architecture};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,11 +40,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
-    /// Evaluate saved weights on the test set: cross-entropy loss and accuracy.
+    /// Evaluate saved weights on the test set: cross-entropy loss and accuracy. The network is
+    /// the one the file's metadata records.
     Evaluate {
-        /// Which architecture the weights are for.
+        /// Refuse the file unless it holds this model (with --teacher-channels / --student-channels).
         #[arg(long, value_enum)]
-        model: ModelChoice,
+        model: Option<ModelChoice>,
         /// A safetensors weights file (as written by --save-dir or scripts/keras_to_safetensors.py).
         #[arg(long, value_name = "PATH")]
         weights: PathBuf,
@@ -61,10 +62,10 @@ enum ModelChoice {
 }
 
 impl ModelChoice {
-    fn arch(self) -> Architecture {
+    fn arch(self, cfg: &Config) -> Result<Architecture> {
         match self {
-            ModelChoice::Teacher => TEACHER,
-            ModelChoice::Student => STUDENT,
+            ModelChoice::Teacher => cfg.teacher(),
+            ModelChoice::Student => cfg.student(),
         }
     }
 }
@@ -74,7 +75,8 @@ struct DeviceArgs {
     /// Graphics API to run on.
     #[arg(long, value_enum, default_value = "auto", global = true)]
     backend: BackendChoice,
-    /// Matrix-product kernel: auto picks `subgroup` on CPU drivers (lavapipe), `tiled` on GPUs.
+    /// Kernel family: auto picks `subgroup` (texture-fed kernels, subgroup matrix product) on
+    /// CPU drivers such as lavapipe, `tiled` (buffer-fed kernels) on GPUs.
     #[arg(long, value_enum, default_value = "auto", global = true)]
     matmul: MatmulVariant,
 }
@@ -93,6 +95,12 @@ struct RunArgs {
     student_epochs: usize,
     #[arg(long, default_value_t = 32, global = true)]
     batch_size: usize,
+    /// Filters of the teacher's two convolutions.
+    #[arg(long, value_name = "C1,C2", default_value = "256,512", value_parser = parse_channels, global = true)]
+    teacher_channels: [usize; 2],
+    /// Filters of the students' two convolutions.
+    #[arg(long, value_name = "C1,C2", default_value = "16,32", value_parser = parse_channels, global = true)]
+    student_channels: [usize; 2],
     /// Weight of the hard-label loss in distillation, in [0, 1].
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     alpha: f32,
@@ -173,6 +181,8 @@ impl RunArgs {
             runs: self.runs,
             sweep_alpha: self.sweep_alpha.clone(),
             sweep_temperature: self.sweep_temperature.clone(),
+            teacher_channels: self.teacher_channels,
+            student_channels: self.student_channels,
         }
     }
 
@@ -251,8 +261,10 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Some(Command::Bench { reps, steps, json }) => {
             anyhow::ensure!(cli.run.batch_size > 0, "--batch-size must be at least 1");
             anyhow::ensure!(reps > 0 && steps > 0, "--reps and --steps must be at least 1");
+            let cfg = cli.run.config(&cli.device);
+            let archs = [cfg.teacher()?, cfg.student()?];
             let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?;
-            let report = kd_wgpu::bench::run(&gpu, cli.run.batch_size, reps, steps, started)?;
+            let report = kd_wgpu::bench::run(&gpu, &archs, cli.run.batch_size, reps, steps, started)?;
             print!("{}", report.render());
             if let Some(path) = json {
                 kd_wgpu::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
@@ -262,7 +274,8 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         }
         Some(Command::Evaluate { model, weights, logits_out }) => {
             let cfg = cli.run.config(&cli.device);
-            experiment::evaluate_file(&cfg, &model.arch(), &weights, logits_out.as_deref())?;
+            let expected = model.map(|m| m.arch(&cfg)).transpose()?;
+            experiment::evaluate_file(&cfg, expected.as_ref(), &weights, logits_out.as_deref())?;
             Ok(())
         }
     }

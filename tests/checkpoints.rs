@@ -6,36 +6,44 @@ mod common;
 use kd_wgpu::checkpoint::{self, load, load_bytes, save};
 use kd_wgpu::data::{LoadOptions, Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::experiment::{self, WeightFiles};
-use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant, Tensor};
-use kd_wgpu::model::{Architecture, LEAKY_SLOPE, STUDENT, TEACHER};
-use kd_wgpu::ops::{conv2d, dense, maxpool};
-use kd_wgpu::train::{DeviceData, Model, Plan};
+use kd_wgpu::gpu::{Gpu, Tensor};
+use kd_wgpu::model::{reference, Architecture, STUDENT_CHANNELS};
+use kd_wgpu::train::{DeviceData, Feed, Model, Plan};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// A fresh directory for one test.
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kd-ckpt-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn student() -> Architecture {
+    Architecture::student()
 }
 
-/// Student weights with every tensor non-zero (biases included), in the flat layout.
-fn random_student(seed: u64) -> Vec<f32> {
-    let mut flat = STUDENT.init_glorot(seed);
+fn teacher() -> Architecture {
+    Architecture::teacher()
+}
+
+/// A fresh directory for one test, removed when dropped.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Weights of `arch` with every tensor non-zero (biases included), in the flat layout.
+fn random_weights(arch: &Architecture, seed: u64) -> Vec<f32> {
+    let mut flat = arch.init_glorot(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    for p in STUDENT.params().iter().filter(|p| p.fans.is_none()) {
-        for v in &mut flat[p.offset..p.offset + p.len()] {
+    for p in arch.params().iter().filter(|p| p.fans.is_none()) {
+        for v in &mut flat[p.range()] {
             *v = rng.random_range(-0.1..0.1);
         }
     }
     flat
+}
+
+fn random_student(seed: u64) -> Vec<f32> {
+    random_weights(&student(), seed)
 }
 
 fn synthetic(samples: usize, seed: u64) -> Split {
@@ -47,11 +55,12 @@ fn synthetic(samples: usize, seed: u64) -> Split {
 }
 
 /// The model's logits for every test image, in order, computed on the device.
-fn gpu_logits(gpu: &Gpu, arch: Architecture, flat: &[f32], data: &DeviceData) -> Vec<f32> {
+fn gpu_logits(gpu: &Gpu, arch: &Architecture, flat: &[f32], data: &DeviceData) -> Vec<f32> {
     let model = Model::new(gpu, arch, flat).unwrap();
     let n = data.test.samples;
     let table = Tensor::zeros(gpu, "logits", &[n, NUM_CLASSES]).unwrap();
-    let plan = Plan::logits(gpu, "logits", &model, data, &data.test, &table, 8).unwrap();
+    let feed = Feed { data, split: &data.test, teacher_logits: None };
+    let plan = Plan::logits(gpu, "logits", &model, &feed, &table, 8).unwrap();
     plan.run_epoch(gpu, &(0..n as u32).collect::<Vec<_>>(), 1, |_, _, _| {}).unwrap();
     let mut out = table.read_f32(gpu).unwrap();
     out.truncate(n * NUM_CLASSES);
@@ -73,7 +82,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn raw_tensors(arch: &Architecture, flat: &[f32]) -> Vec<RawTensor> {
     arch.params()
         .into_iter()
-        .map(|p| (p.name.to_string(), p.shape.clone(), Dtype::F32, f32_bytes(&flat[p.offset..p.offset + p.len()])))
+        .map(|p| (p.name.to_string(), p.shape.clone(), Dtype::F32, f32_bytes(&flat[p.range()])))
         .collect()
 }
 
@@ -89,16 +98,16 @@ fn serialize(tensors: &[RawTensor], metadata: Option<HashMap<String, String>>) -
 #[test]
 fn save_then_load_gives_identical_weights_and_predictions() {
     let gpu = common::gpu();
-    let dir = temp_dir("roundtrip");
-    let path = dir.join("student.safetensors");
+    let dir = temp_dir();
+    let path = dir.path().join("student.safetensors");
     let flat = random_student(11);
-    save(&path, &STUDENT, &flat, r#"{"seed":11}"#).unwrap();
-    let loaded = load(&path, &STUDENT).unwrap();
+    save(&path, &student(), &flat, r#"{"seed":11}"#).unwrap();
+    let loaded = load(&path, &student()).unwrap();
     assert_eq!(bits(&loaded), bits(&flat), "weights survive the round trip bit for bit");
 
     let data = DeviceData::upload(gpu, &synthetic(4, 1), &synthetic(20, 2)).unwrap();
-    let before = gpu_logits(gpu, STUDENT, &flat, &data);
-    let after = gpu_logits(gpu, STUDENT, &loaded, &data);
+    let before = gpu_logits(gpu, &student(), &flat, &data);
+    let after = gpu_logits(gpu, &student(), &loaded, &data);
     assert!(before.iter().all(|v| v.is_finite()));
     assert_eq!(bits(&after), bits(&before), "identical predictions");
 
@@ -108,39 +117,31 @@ fn save_then_load_gives_identical_weights_and_predictions() {
     let meta = header.metadata().as_ref().expect("metadata");
     assert_eq!(meta["architecture"], "student");
     assert_eq!((meta["conv1"].as_str(), meta["conv2"].as_str()), ("16", "32"));
+    assert!(meta["layers"].starts_with(r#"[{"Conv2D":{"filters":16,"kernel":3,"stride":2}}"#), "{}", meta["layers"]);
     assert_eq!(meta["config"], r#"{"seed":11}"#);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The CPU references chained as the model runs: conv1 + LeakyReLU, max pool, conv2, dense.
+/// The whole network's CPU reference, layer by layer.
 fn cpu_forward(arch: &Architecture, flat: &[f32], images: &[u8], n: usize) -> Vec<f32> {
-    let w = |name: &str| {
-        let p = arch.param(name);
-        flat[p.offset..p.offset + p.len()].to_vec()
-    };
     let x: Vec<f32> = images.iter().map(|&b| b as f32 / 255.0).collect();
-    let a1 =
-        conv2d::reference::forward(&arch.conv1_shape(n), &x, &w("conv1.kernel"), &w("conv1.bias"), Some(LEAKY_SLOPE));
-    let (p1, _) = maxpool::reference::forward(&arch.pool_shape(n), &a1);
-    let z2 = conv2d::reference::forward(&arch.conv2_shape(n), &p1, &w("conv2.kernel"), &w("conv2.bias"), None);
-    dense::reference::forward(&arch.dense_shape(n), &z2, &w("dense.kernel"), &w("dense.bias"))
+    let batch = reference::Batch { images: &x, labels: &vec![0; n], teacher_logits: None, rows: n };
+    reference::forward(arch, flat, &batch).logits().to_vec()
 }
 
 #[test]
 fn a_file_in_keras_layout_predicts_what_the_cpu_references_predict() {
     let gpu = common::gpu();
     let mut rng = common::rng("keras layout");
-    let dir = temp_dir("keras");
+    let dir = temp_dir();
     // Built tensor by tensor in Keras's shapes, as scripts/keras_to_safetensors.py writes them.
-    let c1 = STUDENT.conv1_shape(1);
-    let d = STUDENT.dense_shape(1);
+    let [c1, c2] = STUDENT_CHANNELS;
     let tensors: Vec<RawTensor> = [
-        ("conv1.kernel", vec![3, 3, 1, c1.out_c], 0.5),
-        ("conv1.bias", vec![c1.out_c], 0.1),
-        ("conv2.kernel", vec![3, 3, c1.out_c, STUDENT.conv2], 0.15),
-        ("conv2.bias", vec![STUDENT.conv2], 0.1),
-        ("dense.kernel", vec![d.inputs, d.units], 0.06),
-        ("dense.bias", vec![d.units], 0.1),
+        ("conv1.kernel", vec![3, 3, 1, c1], 0.5),
+        ("conv1.bias", vec![c1], 0.1),
+        ("conv2.kernel", vec![3, 3, c1, c2], 0.15),
+        ("conv2.bias", vec![c2], 0.1),
+        ("dense.kernel", vec![7 * 7 * c2, 10], 0.06),
+        ("dense.bias", vec![10], 0.1),
     ]
     .into_iter()
     .map(|(name, shape, limit)| {
@@ -148,41 +149,40 @@ fn a_file_in_keras_layout_predicts_what_the_cpu_references_predict() {
         (name.to_string(), shape, Dtype::F32, f32_bytes(&values))
     })
     .collect();
-    let path = dir.join("from-keras.safetensors");
+    let path = dir.path().join("from-keras.safetensors");
     std::fs::write(&path, serialize(&tensors, None)).unwrap();
 
-    let flat = load(&path, &STUDENT).unwrap();
+    let flat = load(&path, &student()).unwrap();
     let n = 12;
     let test = synthetic(n, 3);
     let data = DeviceData::upload(gpu, &synthetic(4, 4), &test).unwrap();
-    let got = gpu_logits(gpu, STUDENT, &flat, &data);
-    let want = cpu_forward(&STUDENT, &flat, &test.images, n);
+    let got = gpu_logits(gpu, &student(), &flat, &data);
+    let want = cpu_forward(&student(), &flat, &test.images, n);
     common::check("logits from a Keras-layout file", &got, &want, common::F32_BOUND);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_failed_save_keeps_the_previous_file_and_leaves_no_temporary() {
-    let dir = temp_dir("atomic");
-    let path = dir.join("student.safetensors");
-    save(&path, &STUDENT, &random_student(1), "{}").unwrap();
+    let dir = temp_dir();
+    let path = dir.path().join("student.safetensors");
+    save(&path, &student(), &random_student(1), "{}").unwrap();
     let good = std::fs::read(&path).unwrap();
 
     // The temporary file cannot be created: a directory stands in its place.
     let tmp = checkpoint::temp_path(&path).unwrap();
     std::fs::create_dir(&tmp).unwrap();
-    let err = save(&path, &STUDENT, &random_student(2), "{}").expect_err("save must fail");
+    let err = save(&path, &student(), &random_student(2), "{}").expect_err("save must fail");
     assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");
     std::fs::remove_dir(&tmp).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), good, "the previous file is unchanged");
-    assert_eq!(bits(&load(&path, &STUDENT).unwrap()), bits(&random_student(1)), "and still loads");
+    assert_eq!(bits(&load(&path, &student()).unwrap()), bits(&random_student(1)), "and still loads");
 
     // The temporary is written but the rename fails (the target is a non-empty directory):
     // the temporary must be removed.
-    let blocked = dir.join("blocked.safetensors");
+    let blocked = dir.path().join("blocked.safetensors");
     std::fs::create_dir_all(blocked.join("inside")).unwrap();
-    assert!(save(&blocked, &STUDENT, &random_student(3), "{}").is_err());
-    let left: Vec<String> = std::fs::read_dir(&dir)
+    assert!(save(&blocked, &student(), &random_student(3), "{}").is_err());
+    let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-"))
@@ -191,11 +191,10 @@ fn a_failed_save_keeps_the_previous_file_and_leaves_no_temporary() {
 
     // Non-finite weights are refused before anything is written.
     let mut bad = random_student(4);
-    bad[STUDENT.param("dense.bias").offset] = f32::NAN;
-    let err = save(&path, &STUDENT, &bad, "{}").expect_err("NaN weights are not saved");
+    bad[student().param("dense.bias").unwrap().offset] = f32::NAN;
+    let err = save(&path, &student(), &bad, "{}").expect_err("NaN weights are not saved");
     assert!(format!("{err:#}").contains("dense.bias"), "{err:#}");
     assert_eq!(std::fs::read(&path).unwrap(), good);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `load` must refuse `bytes` (written to `path`) with a message containing every one of `expect`.
@@ -211,25 +210,25 @@ fn refused(path: &Path, bytes: &[u8], arch: &Architecture, expect: &[&str]) {
 
 #[test]
 fn bad_files_are_refused_naming_the_file_and_the_tensor() {
-    let dir = temp_dir("bad");
+    let dir = temp_dir();
     let flat = random_student(5);
-    let good = raw_tensors(&STUDENT, &flat);
-    let f = |name: &str| dir.join(name);
+    let good = raw_tensors(&student(), &flat);
+    let f = |name: &str| dir.path().join(name);
 
     let missing = f("does-not-exist.safetensors");
-    let msg = format!("{:#}", load(&missing, &STUDENT).unwrap_err());
+    let msg = format!("{:#}", load(&missing, &student()).unwrap_err());
     assert!(msg.contains(&missing.display().to_string()), "{msg}");
 
-    refused(&f("text.safetensors"), b"this is not a safetensors file at all", &STUDENT, &["safetensors"]);
+    refused(&f("text.safetensors"), b"this is not a safetensors file at all", &student(), &["safetensors"]);
     let whole = serialize(&good, None);
-    refused(&f("truncated.safetensors"), &whole[..whole.len() - 7], &STUDENT, &["truncated or corrupt"]);
+    refused(&f("truncated.safetensors"), &whole[..whole.len() - 7], &student(), &["truncated or corrupt"]);
 
     let without: Vec<RawTensor> = good.iter().filter(|t| t.0 != "dense.bias").cloned().collect();
-    refused(&f("missing-tensor.safetensors"), &serialize(&without, None), &STUDENT, &["dense.bias", "missing"]);
+    refused(&f("missing-tensor.safetensors"), &serialize(&without, None), &student(), &["dense.bias", "missing"]);
 
     let mut extra = good.clone();
     extra.push(("batch_norm.gamma".into(), vec![16], Dtype::F32, f32_bytes(&[1.0; 16])));
-    refused(&f("extra-tensor.safetensors"), &serialize(&extra, None), &STUDENT, &["batch_norm.gamma", "unexpected"]);
+    refused(&f("extra-tensor.safetensors"), &serialize(&extra, None), &student(), &["batch_norm.gamma", "unexpected"]);
 
     // A dense kernel stored (out, in), as PyTorch would.
     let mut transposed = good.clone();
@@ -237,36 +236,36 @@ fn bad_files_are_refused_naming_the_file_and_the_tensor() {
     refused(
         &f("shape.safetensors"),
         &serialize(&transposed, None),
-        &STUDENT,
+        &student(),
         &["dense.kernel", "[10, 1568]", "[1568, 10]"],
     );
 
     let mut f64s = good.clone();
     f64s[1] = ("conv1.bias".into(), vec![16], Dtype::F64, vec![0; 16 * 8]);
-    refused(&f("dtype.safetensors"), &serialize(&f64s, None), &STUDENT, &["conv1.bias", "F64", "F32"]);
+    refused(&f("dtype.safetensors"), &serialize(&f64s, None), &student(), &["conv1.bias", "F64", "F32"]);
 
     for (value, label) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
         let mut nonfinite = good.clone();
-        let mut k = flat[STUDENT.param("conv2.kernel").offset..][..STUDENT.param("conv2.kernel").len()].to_vec();
+        let mut k = flat[student().param("conv2.kernel").unwrap().range()].to_vec();
         k[100] = value;
         nonfinite[2].3 = f32_bytes(&k);
         refused(
             &f("nonfinite.safetensors"),
             &serialize(&nonfinite, None),
-            &STUDENT,
+            &student(),
             &["conv2.kernel", label, "index 100"],
         );
     }
 
     // A student file where a teacher is expected: from the metadata, or from the shapes alone.
     let student_file = f("student.safetensors");
-    save(&student_file, &STUDENT, &flat, "{}").unwrap();
-    let msg = format!("{:#}", load(&student_file, &TEACHER).unwrap_err());
+    save(&student_file, &student(), &flat, "{}").unwrap();
+    let msg = format!("{:#}", load(&student_file, &teacher()).unwrap_err());
     assert!(msg.contains("holds a student") && msg.contains("teacher") && msg.contains("student.safetensors"), "{msg}");
     refused(
         &f("student-no-metadata.safetensors"),
         &serialize(&good, None),
-        &TEACHER,
+        &teacher(),
         &["conv1.kernel", "looks like a student"],
     );
     // And the other way round.
@@ -274,19 +273,18 @@ fn bad_files_are_refused_naming_the_file_and_the_tensor() {
     refused(
         &f("teacher-label.safetensors"),
         &serialize(&good, Some(teacher_meta)),
-        &STUDENT,
+        &student(),
         &["holds a teacher", "student"],
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn no_bytes_make_load_panic() {
-    let dir = temp_dir("fuzz");
+    let dir = temp_dir();
     let mut rng = ChaCha8Rng::seed_from_u64(20_260_101);
-    let valid = serialize(&raw_tensors(&STUDENT, &random_student(6)), None);
+    let valid = serialize(&raw_tensors(&student(), &random_student(6)), None);
     let check = |case: &str, bytes: &[u8]| {
-        let outcome = std::panic::catch_unwind(|| load_bytes(bytes, &STUDENT));
+        let outcome = std::panic::catch_unwind(|| load_bytes(bytes, &student()));
         match outcome {
             Ok(r) => r,
             Err(_) => panic!("load panicked on {case}"),
@@ -317,20 +315,19 @@ fn no_bytes_make_load_panic() {
         let _ = check(&format!("corruption {case}"), &bytes);
     }
     // And through the file path: a sample of the same inputs from disk.
-    let path = dir.join("fuzz.safetensors");
+    let path = dir.path().join("fuzz.safetensors");
     for len in (0..valid.len()).step_by(4099) {
         std::fs::write(&path, &valid[..len]).unwrap();
-        assert!(load(&path, &STUDENT).is_err());
+        assert!(load(&path, &student()).is_err());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn evaluate_subcommand_reports_and_writes_logits() {
-    let dir = temp_dir("evaluate");
-    let weights = dir.join("student.safetensors");
-    save(&weights, &STUDENT, &STUDENT.init_glorot(1), "{}").unwrap();
-    let npy = dir.join("logits.npy");
+    let dir = temp_dir();
+    let weights = dir.path().join("student.safetensors");
+    save(&weights, &student(), &student().init_glorot(1), "{}").unwrap();
+    let npy = dir.path().join("logits.npy");
     let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
         .args(["evaluate", "--model", "student", "--test-limit", "64", "--offline", "--weights"])
         .arg(&weights)
@@ -364,38 +361,28 @@ fn evaluate_subcommand_reports_and_writes_logits() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("holds a student") && !stderr.contains("panicked"), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn tiny_config() -> experiment::Config {
     experiment::Config {
-        backend: BackendChoice::Auto,
-        matmul: MatmulVariant::Auto,
         data: LoadOptions { offline: true, ..LoadOptions::default() },
         teacher_epochs: 0,
         student_epochs: 0,
-        batch_size: 32,
-        alpha: 0.1,
-        temperature: 10.0,
-        learning_rate: 1e-3,
         seed: 3,
         train_limit: Some(32),
         test_limit: Some(32),
-        shuffle: true,
         sync_points: 1,
-        runs: 1,
-        sweep_alpha: vec![],
-        sweep_temperature: vec![],
+        ..Default::default()
     }
 }
 
 #[test]
 fn the_experiment_starts_from_and_saves_weight_files() {
-    let dir = temp_dir("experiment");
-    let (teacher_file, student_file) = (dir.join("t.safetensors"), dir.join("s.safetensors"));
-    let (teacher_flat, student_flat) = (TEACHER.init_glorot(21), random_student(22));
-    save(&teacher_file, &TEACHER, &teacher_flat, "{}").unwrap();
-    save(&student_file, &STUDENT, &student_flat, "{}").unwrap();
+    let dir = temp_dir();
+    let (teacher_file, student_file) = (dir.path().join("t.safetensors"), dir.path().join("s.safetensors"));
+    let (teacher_flat, student_flat) = (teacher().init_glorot(21), random_student(22));
+    save(&teacher_file, &teacher(), &teacher_flat, "{}").unwrap();
+    save(&student_file, &student(), &student_flat, "{}").unwrap();
 
     // Bad files and flags are refused before any work.
     let refused = |files: WeightFiles, expect: &[&str]| {
@@ -409,7 +396,7 @@ fn the_experiment_starts_from_and_saves_weight_files() {
         &["--student-init", "t.safetensors", "holds a teacher"],
     );
     refused(
-        WeightFiles { teacher: Some(dir.join("none.safetensors")), ..Default::default() },
+        WeightFiles { teacher: Some(dir.path().join("none.safetensors")), ..Default::default() },
         &["--teacher", "none.safetensors"],
     );
     refused(
@@ -432,7 +419,7 @@ fn the_experiment_starts_from_and_saves_weight_files() {
     );
 
     // Zero epochs: every saved model must be exactly its starting point, both students the same one.
-    let saved = dir.join("saved");
+    let saved = dir.path().join("saved");
     let files = WeightFiles {
         save_dir: Some(saved.clone()),
         teacher_init: Some(teacher_file.clone()),
@@ -440,9 +427,9 @@ fn the_experiment_starts_from_and_saves_weight_files() {
         ..Default::default()
     };
     let report = experiment::run_with(&tiny_config(), &files).unwrap();
-    assert_eq!(bits(&load(&saved.join("teacher.safetensors"), &TEACHER).unwrap()), bits(&teacher_flat));
+    assert_eq!(bits(&load(&saved.join("teacher.safetensors"), &teacher()).unwrap()), bits(&teacher_flat));
     for name in ["student.safetensors", "scratch.safetensors"] {
-        assert_eq!(bits(&load(&saved.join(name), &STUDENT).unwrap()), bits(&student_flat), "{name}");
+        assert_eq!(bits(&load(&saved.join(name), &student()).unwrap()), bits(&student_flat), "{name}");
     }
     assert_eq!(report.distilled.test_accuracy, report.scratch.test_accuracy, "same weights, same predictions");
     let bytes = std::fs::read(saved.join("student.safetensors")).unwrap();
@@ -456,5 +443,43 @@ fn the_experiment_starts_from_and_saves_weight_files() {
         experiment::run_with(&cfg, &WeightFiles { teacher: Some(teacher_file.clone()), ..Default::default() }).unwrap();
     assert!(report.teacher.epochs.is_empty());
     assert!((0.0..=1.0).contains(&report.teacher.test_accuracy));
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn evaluate_reads_the_network_from_the_file() {
+    let dir = temp_dir();
+    let narrow = Architecture::seed("student", [3, 5]).unwrap();
+    let weights = dir.path().join("narrow.safetensors");
+    save(&weights, &narrow, &random_weights(&narrow, 8), "{}").unwrap();
+    assert_eq!(checkpoint::read_architecture(&weights).unwrap().layers(), narrow.layers());
+    // Files from before the layer list (channels only) and from other tools (no metadata).
+    let raw = raw_tensors(&narrow, &random_weights(&narrow, 9));
+    let channels_only = HashMap::from([("conv1".to_string(), "3".to_string()), ("conv2".to_string(), "5".to_string())]);
+    for (name, meta) in [("channels.safetensors", Some(channels_only)), ("bare.safetensors", None)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serialize(&raw, meta)).unwrap();
+        assert_eq!(checkpoint::read_architecture(&path).unwrap().layers(), narrow.layers(), "{name}");
+    }
+
+    let evaluate = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+            .args(["evaluate", "--test-limit", "40", "--offline", "--weights"])
+            .arg(&weights)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("panicked"), "{text}");
+        (out.status.success(), text)
+    };
+    let (ok, text) = evaluate(&[]);
+    assert!(ok && text.contains("conv3-5 (3 and 5 channels)") && text.contains("on 40 images"), "{text}");
+    // Asked for the default student, the file is refused naming both networks.
+    let (ok, text) = evaluate(&["--model", "student"]);
+    assert!(!ok && text.contains("holds a conv3-5 (3 and 5 channels)"), "{text}");
+    assert!(text.contains("student (16 and 32 channels) is expected"), "{text}");
+    let (ok, text) = evaluate(&["--model", "student", "--student-channels", "3,5"]);
+    assert!(ok, "{text}");
+    let (ok, text) = evaluate(&["--student-channels", "3"]);
+    assert!(!ok && text.contains("C1,C2"), "{text}");
 }

@@ -6,8 +6,8 @@ mod common;
 
 use kd_wgpu::data::{Split, NUM_CLASSES};
 use kd_wgpu::gpu::Tensor;
-use kd_wgpu::model::{STUDENT, TEACHER};
-use kd_wgpu::train::{DeviceData, Model, Plan};
+use kd_wgpu::model::Architecture;
+use kd_wgpu::train::{DeviceData, Feed, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -22,17 +22,18 @@ fn cached_teacher_logits_equal_recomputing_them_in_shuffled_batches() {
     };
     let (train, test) = (split(&mut rng), split(&mut rng));
     let data = DeviceData::upload(gpu, &train, &test).unwrap();
-    for (arch, batch) in [(STUDENT, 32), (TEACHER, 16)] {
-        let model = Model::new(gpu, arch, &arch.init_glorot(rng.random())).unwrap();
+    let feed = Feed { data: &data, split: &data.train, teacher_logits: None };
+    for (arch, batch) in [(Architecture::student(), 32), (Architecture::teacher(), 16)] {
+        let model = Model::new(gpu, &arch, &arch.init_glorot(rng.random())).unwrap();
         let in_order = Tensor::zeros(gpu, "cached", &[samples, NUM_CLASSES]).unwrap();
-        let plan = Plan::logits(gpu, "cache", &model, &data, &data.train, &in_order, batch).unwrap();
+        let plan = Plan::logits(gpu, "cache", &model, &feed, &in_order, batch).unwrap();
         plan.run_epoch(gpu, &(0..samples as u32).collect::<Vec<_>>(), 1, |_, _, _| {}).unwrap();
 
         // As at a training step: batches gathered in a shuffled order, logits recomputed.
         let mut order: Vec<u32> = (0..samples as u32).collect();
         order.shuffle(&mut rng);
         let shuffled = Tensor::zeros(gpu, "recomputed", &[samples, NUM_CLASSES]).unwrap();
-        let plan = Plan::logits(gpu, "recompute", &model, &data, &data.train, &shuffled, batch).unwrap();
+        let plan = Plan::logits(gpu, "recompute", &model, &feed, &shuffled, batch).unwrap();
         plan.run_epoch(gpu, &order, 1, |_, _, _| {}).unwrap();
 
         let (cached, recomputed) = (in_order.read_f32(gpu).unwrap(), shuffled.read_f32(gpu).unwrap());
@@ -44,7 +45,7 @@ fn cached_teacher_logits_equal_recomputing_them_in_shuffled_batches() {
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "{}: sample {sample} at position {pos}",
-                arch.name
+                arch.name()
             );
         }
     }

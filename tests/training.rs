@@ -5,9 +5,9 @@ mod common;
 
 use kd_wgpu::data::Split;
 use kd_wgpu::gpu::Tensor;
-use kd_wgpu::model::STUDENT;
+use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::adam::AdamConfig;
-use kd_wgpu::train::{run_epochs_together, DeviceData, Loss, Model, Plan};
+use kd_wgpu::train::{run_epochs_together, DeviceData, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -29,7 +29,8 @@ fn students_trained_side_by_side_match_training_alone() {
     let table_values: Vec<f32> = (0..samples * 10).map(|_| rng.random_range(-5.0..5.0)).collect();
     let table = Tensor::from_f32(gpu, "teacher logits", &[samples, 10], &table_values).unwrap();
     let losses = [Loss::CrossEntropy, Loss::Distillation { alpha: 0.1, temperature: 10.0 }];
-    let inits = [STUDENT.init_glorot(rng.random()), STUDENT.init_glorot(rng.random())];
+    let student = Architecture::seed("student", [3, 5]).unwrap();
+    let inits = [student.init_glorot(rng.random()), student.init_glorot(rng.random())];
     let orders: Vec<Vec<u32>> = (0..2)
         .map(|_| {
             let mut o: Vec<u32> = (0..samples as u32).collect();
@@ -42,8 +43,9 @@ fn students_trained_side_by_side_match_training_alone() {
             .iter()
             .zip(losses)
             .map(|(m, l)| {
-                let t = matches!(l, Loss::Distillation { .. }).then_some(&table);
-                Plan::train(gpu, "student", m, l, &data, &data.train, t, 32, &AdamConfig::default()).unwrap()
+                let teacher_logits = matches!(l, Loss::Distillation { .. }).then_some(&table);
+                let feed = Feed { data: &data, split: &data.train, teacher_logits };
+                Plan::train(gpu, "student", m, l, &feed, 32, &AdamConfig::default()).unwrap()
             })
             .collect()
     };
@@ -51,13 +53,13 @@ fn students_trained_side_by_side_match_training_alone() {
         models.iter().map(|m| m.read_flat(gpu).unwrap().iter().map(|v| v.to_bits()).collect()).collect()
     };
 
-    let alone: Vec<Model> = inits.iter().map(|w| Model::new(gpu, STUDENT, w).unwrap()).collect();
+    let alone: Vec<Model> = inits.iter().map(|w| Model::new(gpu, &student, w).unwrap()).collect();
     for (plan, order) in train(&alone).iter().zip(&orders) {
         for _ in 0..2 {
             plan.run_epoch(gpu, order, 2, |_, _, _| {}).unwrap();
         }
     }
-    let together: Vec<Model> = inits.iter().map(|w| Model::new(gpu, STUDENT, w).unwrap()).collect();
+    let together: Vec<Model> = inits.iter().map(|w| Model::new(gpu, &student, w).unwrap()).collect();
     let plans = train(&together);
     let (plan_refs, order_refs): (Vec<&Plan>, Vec<&[u32]>) =
         plans.iter().zip(&orders).map(|(p, o)| (p, o.as_slice())).unzip();
@@ -79,11 +81,12 @@ fn a_diverging_loss_stops_training_with_the_run_and_step() {
     let mut rng = common::rng("diverging loss");
     let samples = 96;
     let data = synthetic_data(&mut rng, samples);
-    let model = Model::new(gpu, STUDENT, &STUDENT.init_glorot(5)).unwrap();
+    let student = Architecture::student();
+    let model = Model::new(gpu, &student, &student.init_glorot(5)).unwrap();
     // A step size of 1e30 sends the weights, then the logits, then the loss to infinity.
     let adam = AdamConfig { learning_rate: 1e30, ..AdamConfig::default() };
-    let plan =
-        Plan::train(gpu, "reckless student", &model, Loss::CrossEntropy, &data, &data.train, None, 32, &adam).unwrap();
+    let feed = Feed { data: &data, split: &data.train, teacher_logits: None };
+    let plan = Plan::train(gpu, "reckless student", &model, Loss::CrossEntropy, &feed, 32, &adam).unwrap();
     let order: Vec<u32> = (0..samples as u32).collect();
     let err = plan.run_epoch(gpu, &order, 3, |_, _, _| {}).expect_err("the loss must diverge");
     let msg = format!("{err:#}");

@@ -3,11 +3,13 @@
 //! Everything that touches wgpu directly lives under `gpu/`; the op modules only build
 //! [`Dispatch`]es and the scheduler only records them.
 
+pub mod family;
 mod kernel;
 mod tensor;
 pub mod texture;
 pub mod timing;
 
+pub use family::{KernelFamily, TexelFit};
 pub use kernel::{grid_1d, tag, Dispatch, Shader};
 pub use tensor::{read_staging, Tensor};
 
@@ -219,10 +221,12 @@ impl Gpu {
         Ok(module)
     }
 
-    /// Whether kernels read their inputs from texture copies: the CPU-driver family (`Subgroup`),
-    /// where a texel fetch costs a fraction of a storage-buffer load.
-    pub fn texture_inputs(&self) -> bool {
-        self.matmul == MatmulVariant::Subgroup
+    /// The kernel family every launch on this device chooses its entry from (see `family.rs`).
+    pub fn family(&self) -> KernelFamily {
+        match self.matmul {
+            MatmulVariant::Subgroup => KernelFamily::Textures,
+            _ => KernelFamily::Buffers,
+        }
     }
 
     /// A small uniform buffer holding one kernel's parameters; built at plan time, never per step.

@@ -1,8 +1,7 @@
 //! LeakyReLU (`leaky_relu.wgsl`). The network fuses the forward pass into its first
 //! convolution's epilogue; the standalone forward kernel serves other layouts and the tests.
 
-use crate::gpu::texture::texels;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -22,16 +21,13 @@ pub fn leaky_relu_forward(gpu: &Gpu, slope: f32, x: &Tensor, y: &Tensor) -> Resu
 
 /// dx = dy where the activation's output y > 0, slope * dy elsewhere.
 pub fn leaky_relu_backward(gpu: &Gpu, slope: f32, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
-    let u = gpu.uniform("leaky params", &Params { len: y.len() as u32, slope, _pad: [0; 2] });
-    if gpu.texture_inputs() && y.len().is_multiple_of(4) {
-        let (yt, dyt) = (texels(gpu, y, y.len())?, texels(gpu, dy, y.len())?);
-        let res = [u.as_entire_binding(), yt.binding(), dyt.binding(), dx.binding()];
-        let grid = grid_1d(y.len() / 4, 256);
-        let d = Dispatch::new(gpu, &shader!("leaky_relu"), "leaky_relu_backward_texture", &res, grid)?;
-        return Ok(d.with_uploads(vec![yt, dyt]));
-    }
-    let res = [u.as_entire_binding(), y.binding(), dy.binding(), dx.binding()];
-    Dispatch::new(gpu, &shader!("leaky_relu"), "leaky_relu_backward", &res, grid_1d(y.len(), 256))
+    let len = y.len();
+    let u = gpu.uniform("leaky params", &Params { len: len as u32, slope, _pad: [0; 2] });
+    let launch = gpu.family().launch(gpu, &TexelFit::fours(&[("elements", len)]));
+    let (yin, dyin) = (launch.input(y, len)?, launch.input(dy, len)?);
+    let res = [u.as_entire_binding(), yin.binding(), dyin.binding(), dx.binding()];
+    let grid = launch.grid(len, 256);
+    launch.dispatch(&shader!("leaky_relu"), ("leaky_relu_backward", "leaky_relu_backward_texture"), &res, grid)
 }
 
 pub mod reference {

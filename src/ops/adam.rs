@@ -1,7 +1,6 @@
 //! Adam in Keras's form over a whole flat parameter buffer (`adam.wgsl`).
 
-use crate::gpu::texture::texels;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -51,25 +50,15 @@ pub fn step(
     };
     let u = gpu.uniform("adam params", &params);
     let len = weights.len();
-    if gpu.texture_inputs() && len.is_multiple_of(4) {
-        let [wt, gt, mt, vt] = [weights, grads, m, v].map(|t| texels(gpu, t, len));
-        let (wt, gt, mt, vt) = (wt?, gt?, mt?, vt?);
-        let res = [
-            u.as_entire_binding(),
-            state.binding(),
-            weights.binding(),
-            gt.binding(),
-            m.binding(),
-            v.binding(),
-            wt.binding(),
-            mt.binding(),
-            vt.binding(),
-        ];
-        let d = Dispatch::new(gpu, &shader!("adam"), "adam_texture", &res, grid_1d(len / 4, 256))?;
-        return Ok(d.with_uploads(vec![wt, gt, mt, vt]));
-    }
-    let res = [u.as_entire_binding(), state.binding(), weights.binding(), grads.binding(), m.binding(), v.binding()];
-    Dispatch::new(gpu, &shader!("adam"), "adam", &res, grid_1d(len, 256))
+    let launch = gpu.family().launch(gpu, &TexelFit::fours(&[("parameters", len)]));
+    // The texture-fed entry reads w, m and v from copies while it writes the buffers.
+    let copies = launch.texture_copies(&[weights, m, v], len)?;
+    let g = launch.input(grads, len)?;
+    let mut res =
+        vec![u.as_entire_binding(), state.binding(), weights.binding(), g.binding(), m.binding(), v.binding()];
+    res.extend(copies.iter().map(|c| c.binding()));
+    let grid = launch.grid(len, 256);
+    launch.dispatch(&shader!("adam"), ("adam", "adam_texture"), &res, grid)
 }
 
 pub mod reference {

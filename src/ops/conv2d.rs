@@ -10,8 +10,7 @@
 
 use super::matmul::{ALayout, Matmul};
 use super::{reduce, same_padding, transpose::transpose};
-use crate::gpu::texture::texels;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -88,28 +87,27 @@ impl ConvShape {
     }
 }
 
+/// The texture-fed im2col and col2im move four input channels of a tap at a time.
+fn texel_fit(s: &ConvShape) -> TexelFit {
+    TexelFit::fours(&[("input channels", s.in_c)])
+}
+
 pub fn im2col(gpu: &Gpu, s: &ConvShape, x: &Tensor, cols: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
-    if gpu.texture_inputs() && s.in_c.is_multiple_of(4) {
-        let xt = texels(gpu, x, s.input_len())?;
-        let res = [u.as_entire_binding(), xt.binding(), cols.binding()];
-        let grid = grid_1d(s.m() * s.k() / 4, 256);
-        return Ok(Dispatch::new(gpu, &shader!("conv2d"), "im2col_texture", &res, grid)?.with_uploads(vec![xt]));
-    }
-    let grid = grid_1d(s.m() * s.k(), 256);
-    Dispatch::new(gpu, &shader!("conv2d"), "im2col", &[u.as_entire_binding(), x.binding(), cols.binding()], grid)
+    let launch = gpu.family().launch(gpu, &texel_fit(s));
+    let xin = launch.input(x, s.input_len())?;
+    let res = [u.as_entire_binding(), xin.binding(), cols.binding()];
+    let grid = launch.grid(s.m() * s.k(), 256);
+    launch.dispatch(&shader!("conv2d"), ("im2col", "im2col_texture"), &res, grid)
 }
 
 pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
-    if gpu.texture_inputs() && s.in_c.is_multiple_of(4) {
-        let dt = texels(gpu, dcols, s.m() * s.k())?;
-        let res = [u.as_entire_binding(), dt.binding(), dx.binding()];
-        let grid = grid_1d(s.input_len() / 4, 256);
-        return Ok(Dispatch::new(gpu, &shader!("conv2d"), "col2im_texture", &res, grid)?.with_uploads(vec![dt]));
-    }
-    let grid = grid_1d(s.input_len(), 256);
-    Dispatch::new(gpu, &shader!("conv2d"), "col2im", &[u.as_entire_binding(), dcols.binding(), dx.binding()], grid)
+    let launch = gpu.family().launch(gpu, &texel_fit(s));
+    let din = launch.input(dcols, s.m() * s.k())?;
+    let res = [u.as_entire_binding(), din.binding(), dx.binding()];
+    let grid = launch.grid(s.input_len(), 256);
+    launch.dispatch(&shader!("conv2d"), ("col2im", "col2im_texture"), &res, grid)
 }
 
 /// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` (M x K) on the way.

@@ -1,8 +1,7 @@
 //! Dense layer y = x W + b (`dense.wgsl`, with the split-K parts summed by [`super::reduce`]).
 
 use super::reduce;
-use crate::gpu::texture::texels;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -24,10 +23,11 @@ impl DenseShape {
     pub fn scratch_len(&self) -> usize {
         (self.parts() * self.batch * self.units).max(reduce::column_sum_scratch(self.batch, self.units))
     }
-    /// Whether the texture-fed kernels (CPU drivers) take this shape: 10 units, so that four
-    /// rows of W are whole texels, inputs a multiple of 4 and an even batch (whole texels of dy).
-    fn use_textures(&self, gpu: &Gpu) -> bool {
-        gpu.texture_inputs() && self.units == 10 && self.inputs.is_multiple_of(4) && self.batch.is_multiple_of(2)
+    /// The texture-fed entries are written for 10 units (four rows of W are ten texels) and
+    /// read four inputs at a time and two rows of dy (five texels) at a time.
+    fn texel_fit(&self) -> TexelFit {
+        TexelFit::fours(&[("inputs", self.inputs), ("twice the batch", 2 * self.batch)])
+            .and_exactly("units", self.units, 10)
     }
 
     fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
@@ -46,23 +46,13 @@ pub fn forward(
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let u = s.uniform(gpu);
-    let sum = reduce::sum_parts(gpu, scratch, s.parts(), s.batch * s.units, Some(b), y)?;
-    if s.use_textures(gpu) {
-        let (xt, wt) = (texels(gpu, x, s.batch * s.inputs)?, texels(gpu, w, s.inputs * s.units)?);
-        let res = [u.as_entire_binding(), xt.binding(), wt.binding(), scratch.binding()];
-        let grid = grid_1d(s.parts() * s.batch, 64);
-        let partial = Dispatch::new(gpu, &shader!("dense"), "dense_forward_texture", &res, grid)?;
-        return Ok(vec![partial.with_uploads(vec![xt, wt]), sum]);
-    }
-    let res = [u.as_entire_binding(), x.binding(), w.binding(), scratch.binding()];
-    let partial = Dispatch::new(
-        gpu,
-        &shader!("dense"),
-        "dense_forward_partial",
-        &res,
-        grid_1d(s.parts() * s.batch * s.units, 256),
-    )?;
-    Ok(vec![partial, sum])
+    let launch = gpu.family().launch(gpu, &s.texel_fit());
+    let (xin, win) = (launch.input(x, s.batch * s.inputs)?, launch.input(w, s.inputs * s.units)?);
+    let res = [u.as_entire_binding(), xin.binding(), win.binding(), scratch.binding()];
+    // The texture-fed entry computes all ten units of a (part, row) per invocation.
+    let grid = launch.pick(grid_1d(s.parts() * s.batch * s.units, 256), grid_1d(s.parts() * s.batch, 64));
+    let partial = launch.dispatch(&shader!("dense"), ("dense_forward_partial", "dense_forward_texture"), &res, grid)?;
+    Ok(vec![partial, reduce::sum_parts(gpu, scratch, s.parts(), s.batch * s.units, Some(b), y)?])
 }
 
 /// dW = x^T dy, db = column sums of dy, and dx = dy W^T when `dx` is given.
@@ -80,28 +70,25 @@ pub fn backward(
 ) -> Result<Vec<Dispatch>> {
     let u = s.uniform(gpu);
     let mut d = Vec::new();
-    if s.use_textures(gpu) {
-        let dyt = texels(gpu, dy, s.batch * s.units)?;
-        let grid = grid_1d(s.inputs / 4, 64);
-        if let Some(dx) = dx {
-            let wt = texels(gpu, w, s.inputs * s.units)?;
-            let res = [u.as_entire_binding(), dyt.binding(), wt.binding(), dx.binding()];
-            let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_input_texture", &res, grid)?;
-            d.push(dispatch.with_uploads(vec![dyt.clone(), wt]));
-        }
-        let xt = texels(gpu, x, s.batch * s.inputs)?;
-        let res = [u.as_entire_binding(), xt.binding(), dyt.binding(), dw.binding()];
-        let dispatch = Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight_texture", &res, grid)?;
-        d.push(dispatch.with_uploads(vec![xt, dyt]));
-    } else {
-        if let Some(dx) = dx {
-            let res = [u.as_entire_binding(), dy.binding(), w.binding(), dx.binding()];
-            let grid = grid_1d(s.batch * s.inputs, 256);
-            d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_input", &res, grid)?);
-        }
-        let res = [u.as_entire_binding(), x.binding(), dy.binding(), dw.binding()];
-        d.push(Dispatch::new(gpu, &shader!("dense"), "dense_backward_weight", &res, grid_1d(s.inputs * s.units, 256))?);
+    let fit = s.texel_fit();
+    // The texture-fed entries give four inputs (all their units) per invocation.
+    let grid = |launch: &crate::gpu::family::Launch, buffer_items: usize| {
+        launch.pick(grid_1d(buffer_items, 256), grid_1d(s.inputs / 4, 64))
+    };
+    if let Some(dx) = dx {
+        let launch = gpu.family().launch(gpu, &fit);
+        let (dyin, win) = (launch.input(dy, s.batch * s.units)?, launch.input(w, s.inputs * s.units)?);
+        let res = [u.as_entire_binding(), dyin.binding(), win.binding(), dx.binding()];
+        let grid = grid(&launch, s.batch * s.inputs);
+        let entries = ("dense_backward_input", "dense_backward_input_texture");
+        d.push(launch.dispatch(&shader!("dense"), entries, &res, grid)?);
     }
+    let launch = gpu.family().launch(gpu, &fit);
+    let (xin, dyin) = (launch.input(x, s.batch * s.inputs)?, launch.input(dy, s.batch * s.units)?);
+    let res = [u.as_entire_binding(), xin.binding(), dyin.binding(), dw.binding()];
+    let grid = grid(&launch, s.inputs * s.units);
+    let entries = ("dense_backward_weight", "dense_backward_weight_texture");
+    d.push(launch.dispatch(&shader!("dense"), entries, &res, grid)?);
     d.extend(reduce::column_sum(gpu, dy, s.batch, s.units, scratch, db)?);
     Ok(d)
 }

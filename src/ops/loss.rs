@@ -1,7 +1,6 @@
 //! Losses from logits with their gradients (`loss.wgsl`): sparse softmax cross-entropy and
 //! the distillation loss of the Keras Distiller.
 
-use super::batch::StepState;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
@@ -13,6 +12,17 @@ struct Params {
     classes: u32,
     alpha: f32,
     temperature: f32,
+}
+
+/// The loss a plan optimises or reports.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Loss {
+    CrossEntropy,
+    /// The Distiller's alpha * CE + (1 - alpha) * T^2 * KL, against the rows of a teacher-logits table.
+    Distillation {
+        alpha: f32,
+        temperature: f32,
+    },
 }
 
 /// Buffers a loss kernel writes: dlogits (rows x classes), per-row loss and correctness.
@@ -148,9 +158,4 @@ pub mod reference {
     pub fn batch_loss(l: &RowLosses, valid: usize) -> f64 {
         l.loss[..valid].iter().sum::<f64>() / valid as f64
     }
-}
-
-/// State for a standalone loss launch: all `rows` real.
-pub fn full_batch_state(rows: usize) -> StepState {
-    StepState { step: 0, adam_t: 1, samples: rows as u32, batch: rows as u32 }
 }

@@ -2,8 +2,7 @@
 //! `matmul_texture.wgsl` and `matmul_subgroup.wgsl` for CPU drivers).
 
 use super::reduce;
-use crate::gpu::texture::texels;
-use crate::gpu::{Dispatch, Gpu, MatmulVariant, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::{bail, Result};
 
@@ -78,21 +77,24 @@ pub struct Matmul<'a> {
 }
 
 impl Matmul<'_> {
-    /// The entry of `matmul_texture.wgsl` that takes this shape, if any: every texel must hold
-    /// four elements of one row of A (or, transposed, of one step of k) and of one row of B,
-    /// and k advances four steps at a time.
-    fn texture_entry(&self) -> Option<&'static str> {
+    /// What `matmul_texture.wgsl` needs: every texel holds four elements of one row of B and
+    /// of one row of A (or, transposed, of one step of k), and k advances four steps at a time.
+    fn texture_fit(&self) -> TexelFit {
         match self.a_layout {
-            _ if !self.n.is_multiple_of(4) || !self.k.is_multiple_of(4) => None,
-            ALayout::Normal => Some("matmul_texture"),
-            ALayout::Transposed if self.m.is_multiple_of(4) => Some("matmul_texture_at"),
-            _ => None,
+            ALayout::Normal => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
+            ALayout::Transposed => TexelFit::fours(&[("N", self.n), ("K", self.k), ("M", self.m)]),
         }
     }
 
-    /// The variant the device prefers. `Subgroup` (CPU drivers) reads A and B from textures
-    /// where the shape allows, else from buffers one scalar of A at a time, and falls back to
-    /// `Tiled` when N is not a multiple of 4. With split K, a second dispatch adds the parts.
+    /// What `matmul_subgroup.wgsl` needs: it reads B four columns at a time from its buffer.
+    fn strided_fit(&self) -> TexelFit {
+        TexelFit::fours(&[("N", self.n)])
+    }
+
+    /// The kernel family's variant: on CPU drivers, A and B from textures where the shape
+    /// allows, else A from its buffer one scalar at a time shared by subgroup broadcast, and
+    /// the tiled kernel (every family's fallback) where N is not a multiple of 4. With split
+    /// K, a second dispatch adds the parts.
     pub fn dispatch(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
         let (m, n, k) = (self.m, self.n, self.k);
         let parts = if self.split_scratch.is_some() { split_parts(m, n, k) } else { 1 };
@@ -136,22 +138,25 @@ impl Matmul<'_> {
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
         let tiles = |rows: usize, cols: usize| [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
-        let d = match (gpu.matmul, self.texture_entry()) {
-            (MatmulVariant::Subgroup, Some(entry)) => {
-                let (a, b) = (texels(gpu, self.a, m * k)?, texels(gpu, self.b, k * n)?);
-                let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
-                let groups = tiles(TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS);
-                Dispatch::new(gpu, &shader!("matmul_texture"), entry, &resources, groups)?.with_uploads(vec![a, b])
-            }
-            (variant, _) => {
-                let resources =
-                    [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-                if variant == MatmulVariant::Subgroup && n.is_multiple_of(4) {
-                    let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
-                    Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
-                } else {
-                    Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))?
-                }
+        let family = gpu.family();
+        let d = if family.serves(&self.texture_fit()) {
+            let launch = family.launch(gpu, &self.texture_fit());
+            let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
+            let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
+            let entry = match self.a_layout {
+                ALayout::Normal => "matmul_texture",
+                ALayout::Transposed => "matmul_texture_at",
+            };
+            let groups = tiles(TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS);
+            launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups)?
+        } else {
+            let resources =
+                [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
+            if family.serves(&self.strided_fit()) {
+                let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
+                Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
+            } else {
+                Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))?
             }
         };
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);

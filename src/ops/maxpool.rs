@@ -2,11 +2,9 @@
 //! row-major window order, in the kernels and in the reference alike.
 
 use super::same_padding;
-use crate::gpu::texture::{texels, TexelCopy};
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
-use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShape {
@@ -49,36 +47,31 @@ impl PoolShape {
         .map(|v| v as u32);
         gpu.uniform("pool params", &p)
     }
+
+    /// The texture-fed entries read (and write) four channels of a pixel at a time.
+    fn texel_fit(&self) -> TexelFit {
+        TexelFit::fours(&[("channels", self.channels)])
+    }
 }
 
 /// y = maxpool(x); `argmax` (u32) gets each window's winning flat input index.
 pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
-    if gpu.texture_inputs() && s.channels.is_multiple_of(4) {
-        let xt = texels(gpu, x, s.input_len())?;
-        let res = [u.as_entire_binding(), xt.binding(), y.binding(), argmax.binding()];
-        let grid = grid_1d(s.output_len() / 4, 256);
-        return Ok(
-            Dispatch::new(gpu, &shader!("maxpool"), "maxpool_forward_texture", &res, grid)?.with_uploads(vec![xt])
-        );
-    }
-    let res = [u.as_entire_binding(), x.binding(), y.binding(), argmax.binding()];
-    Dispatch::new(gpu, &shader!("maxpool"), "maxpool_forward", &res, grid_1d(s.output_len(), 256))
+    let launch = gpu.family().launch(gpu, &s.texel_fit());
+    let xin = launch.input(x, s.input_len())?;
+    let res = [u.as_entire_binding(), xin.binding(), y.binding(), argmax.binding()];
+    let grid = launch.grid(s.output_len(), 256);
+    launch.dispatch(&shader!("maxpool"), ("maxpool_forward", "maxpool_forward_texture"), &res, grid)
 }
 
 /// dx: each input cell receives the gradients of the windows it won.
 pub fn backward(gpu: &Gpu, s: &PoolShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let u = s.uniform(gpu);
-    if gpu.texture_inputs() && s.channels.is_multiple_of(4) {
-        let dyt = texels(gpu, dy, s.output_len())?;
-        let winners = Arc::new(TexelCopy::new_u32(gpu, argmax, s.output_len())?);
-        let res = [u.as_entire_binding(), dyt.binding(), winners.binding(), dx.binding()];
-        let grid = grid_1d(s.input_len() / 4, 256);
-        let d = Dispatch::new(gpu, &shader!("maxpool"), "maxpool_backward_texture", &res, grid)?;
-        return Ok(d.with_uploads(vec![dyt, winners]));
-    }
-    let res = [u.as_entire_binding(), dy.binding(), argmax.binding(), dx.binding()];
-    Dispatch::new(gpu, &shader!("maxpool"), "maxpool_backward", &res, grid_1d(s.input_len(), 256))
+    let launch = gpu.family().launch(gpu, &s.texel_fit());
+    let (dyin, winners) = (launch.input(dy, s.output_len())?, launch.input_u32(argmax, s.output_len())?);
+    let res = [u.as_entire_binding(), dyin.binding(), winners.binding(), dx.binding()];
+    let grid = launch.grid(s.input_len(), 256);
+    launch.dispatch(&shader!("maxpool"), ("maxpool_backward", "maxpool_backward_texture"), &res, grid)
 }
 
 pub mod reference {

@@ -1,8 +1,7 @@
 //! Deterministic two-pass sums (`reduce.wgsl`): column sums for bias gradients, and the sum
 //! of split-K parts.
 
-use crate::gpu::texture::texels;
-use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
+use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -44,20 +43,12 @@ pub fn column_sum(
         _pad: [0; 3],
     };
     let uniform = gpu.uniform("column_sum params", &params);
-    if gpu.texture_inputs() && cols.is_multiple_of(4) {
-        let xt = texels(gpu, x, rows * cols)?;
-        let res = [uniform.as_entire_binding(), xt.binding(), scratch.binding()];
-        let grid = grid_1d(parts * cols / 4, 256);
-        let partial = Dispatch::new(gpu, &shader!("reduce"), "column_sum_partial_texture", &res, grid)?;
-        return Ok(vec![partial.with_uploads(vec![xt]), sum_parts(gpu, scratch, parts, cols, None, out)?]);
-    }
-    let partial = Dispatch::new(
-        gpu,
-        &shader!("reduce"),
-        "column_sum_partial",
-        &[uniform.as_entire_binding(), x.binding(), scratch.binding()],
-        grid_1d(parts * cols, 256),
-    )?;
+    let launch = gpu.family().launch(gpu, &TexelFit::fours(&[("columns", cols)]));
+    let xin = launch.input(x, rows * cols)?;
+    let res = [uniform.as_entire_binding(), xin.binding(), scratch.binding()];
+    let grid = launch.grid(parts * cols, 256);
+    let partial =
+        launch.dispatch(&shader!("reduce"), ("column_sum_partial", "column_sum_partial_texture"), &res, grid)?;
     Ok(vec![partial, sum_parts(gpu, scratch, parts, cols, None, out)?])
 }
 

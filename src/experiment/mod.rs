@@ -1,0 +1,197 @@
+//! The seed program end to end: load data, train the teacher, distil it into the student,
+//! train the same student architecture from scratch, evaluate all three, report.
+//!
+//! - [`config`]: the settings, their validation, the weight files to start from;
+//! - [`phases`]: training and evaluating models, the teacher's logits, the students' runs and sweep;
+//! - [`statistics`]: paired statistics over several runs;
+//! - [`report`]: the results and the closing report.
+
+pub mod config;
+pub mod phases;
+pub mod report;
+pub mod statistics;
+
+pub use config::{Config, WeightFiles};
+pub use report::{Report, RunResult, StudentPair, SweepPoint};
+pub use statistics::Statistics;
+
+use crate::checkpoint;
+use crate::data::{self, Dataset, NUM_CLASSES};
+use crate::gpu::{self, Gpu};
+use crate::model::Architecture;
+use crate::train::{check_batch_fits, DeviceData, Loss, Model};
+use anyhow::Result;
+use config::StartingWeights;
+use phases::{FitJob, Phases, TeacherTables, WeightSaver};
+use std::path::Path;
+use std::time::Instant;
+
+/// Loads the data set, applies the limits and prints what the seed prints about it.
+pub fn load_data(cfg: &Config) -> Result<Dataset> {
+    let mut ds = data::load(&cfg.data)?;
+    println!("Data from {}", ds.source.display());
+    let (train_n, test_n) = (ds.train.len(), ds.test.len());
+    // The seed prints the raw arrays, then the scaled ones (with the training split's max and min).
+    let train_max = ds.train.images.iter().copied().max().unwrap_or(0);
+    let train_min = ds.train.images.iter().copied().min().unwrap_or(0);
+    println!("({train_n}, 28, 28) ({test_n}, 28, 28) uint8 {train_max} {train_min}");
+    println!(
+        "({train_n}, 28, 28, 1) ({test_n}, 28, 28, 1) float32 {:?} {:?}",
+        train_max as f32 / 255.0,
+        train_min as f32 / 255.0
+    );
+    if let Some(n) = cfg.train_limit {
+        ds.train.truncate(n);
+    }
+    if let Some(n) = cfg.test_limit {
+        ds.test.truncate(n);
+    }
+    if cfg.train_limit.is_some() || cfg.test_limit.is_some() {
+        println!("Using the first {} training and {} test images", ds.train.len(), ds.test.len());
+    }
+    Ok(ds)
+}
+
+/// Runs the whole program from random weights, saving nothing.
+pub fn run(cfg: &Config) -> Result<Report> {
+    run_with(cfg, &WeightFiles::default())
+}
+
+/// Runs the whole program, starting from or saving the weight files in `files`.
+pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
+    cfg.validate()?;
+    let start = Instant::now();
+    let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
+    let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
+    let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
+    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    println!("Adapter: {}", gpu::describe(&gpu.info));
+    println!("Kernel family: {:?}", gpu.family());
+    for arch in [&teacher_arch, &student_arch] {
+        check_batch_fits(&gpu, arch, cfg.batch_size)?;
+    }
+
+    let t = Instant::now();
+    let ds = load_data(cfg)?;
+    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let data_seconds = t.elapsed().as_secs_f64();
+    let phases = Phases { gpu: &gpu, cfg, data: &data };
+
+    let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
+
+    // The frozen teacher's logits, once for every training and test image.
+    let t = Instant::now();
+    let tables = TeacherTables {
+        train: phases.logits_table(&teacher, &data.train)?,
+        test: phases.logits_table(&teacher, &data.test)?,
+    };
+    let teacher_logits_seconds = t.elapsed().as_secs_f64();
+    println!(
+        "Teacher logits for {} + {} images in {teacher_logits_seconds:.1}s",
+        data.train.samples, data.test.samples
+    );
+
+    println!("{}", student_arch.summary());
+    let pairs = phases.student_runs(&student_arch, &tables, &starting, &saver)?;
+    let statistics = (pairs.len() > 1).then(|| Statistics::of(&pairs));
+    let sweep = phases.sweep(&student_arch, &tables, &starting, &saver)?;
+
+    Ok(Report {
+        adapter: gpu::describe(&gpu.info),
+        config: cfg.clone(),
+        weights: files.clone(),
+        teacher: teacher_result,
+        distilled: pairs[0].distilled.clone(),
+        scratch: pairs[0].scratch.clone(),
+        runs: pairs,
+        statistics,
+        sweep,
+        teacher_logits_seconds,
+        data_seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The teacher: trained from random weights or `--teacher-init`, or given trained by
+/// `--teacher`; saved, then evaluated.
+fn train_teacher(
+    phases: &Phases,
+    arch: &Architecture,
+    files: &WeightFiles,
+    starting: &StartingWeights,
+    saver: &WeightSaver,
+) -> Result<(Model, RunResult)> {
+    let (gpu, cfg) = (phases.gpu, phases.cfg);
+    println!("{}", arch.summary());
+    let metric = "sparse_categorical_accuracy";
+    let teacher = match starting.teacher.as_ref().or(starting.teacher_init.as_ref()) {
+        Some(flat) => Model::new(gpu, arch, flat)?,
+        None => Model::new(gpu, arch, &arch.init_glorot(cfg.seed))?,
+    };
+    let epochs = match &files.teacher {
+        Some(path) => {
+            println!("Teacher weights from {} (not trained)", path.display());
+            Vec::new()
+        }
+        None => {
+            let job = FitJob {
+                name: "teacher".into(),
+                model: &teacher,
+                loss: Loss::CrossEntropy,
+                teacher_table: None,
+                order_seed: cfg.seed,
+            };
+            phases.fit(job, cfg.teacher_epochs, metric)?
+        }
+    };
+    saver.save(gpu, "teacher.safetensors", &teacher)?;
+    let test = phases.evaluate("teacher", &teacher, Loss::CrossEntropy, None, metric)?;
+    let result = RunResult::from_epochs("teacher", epochs, test, test.loss, phases.data.train.samples);
+    Ok((teacher, result))
+}
+
+/// What `kd-wgpu evaluate` reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Evaluation {
+    pub samples: usize,
+    /// Mean cross-entropy over the test images.
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
+/// must be that one), reports its test loss and accuracy, and with `logits_out` writes its
+/// test logits as a float32 (N, 10) .npy file.
+pub fn evaluate_file(
+    cfg: &Config,
+    expected: Option<&Architecture>,
+    weights: &Path,
+    logits_out: Option<&Path>,
+) -> Result<Evaluation> {
+    cfg.validate()?;
+    let arch = match expected {
+        Some(arch) => arch.clone(),
+        None => checkpoint::read_architecture(weights)?,
+    };
+    let flat = checkpoint::load(weights, &arch)?;
+    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    println!("Adapter: {}", gpu::describe(&gpu.info));
+    check_batch_fits(&gpu, &arch, cfg.batch_size)?;
+    let mut ds = load_data(cfg)?;
+    // Only the test split is used; one training image keeps the upload small.
+    ds.train.truncate(1);
+    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let model = Model::new(&gpu, &arch, &flat)?;
+    println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
+    let phases = Phases { gpu: &gpu, cfg, data: &data };
+    let test = phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
+    let n = data.test.samples;
+    println!("Test loss (cross-entropy): {:.4}, accuracy: {:.4} on {n} images", test.loss, test.accuracy);
+    if let Some(path) = logits_out {
+        let mut logits = phases.logits_table(&model, &data.test)?.read_f32(&gpu)?;
+        logits.truncate(n * NUM_CLASSES);
+        checkpoint::write_atomic(path, &checkpoint::npy_f32(&[n, NUM_CLASSES], &logits)?)?;
+        println!("Wrote test logits ({n} x {NUM_CLASSES}, float32) to {}", path.display());
+    }
+    Ok(Evaluation { samples: n, loss: test.loss, accuracy: test.accuracy })
+}

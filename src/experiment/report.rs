@@ -1,0 +1,186 @@
+//! What the experiment found, and its rendering as the closing report (Markdown tables, so
+//! that they paste into notes as they are).
+
+use super::config::{Config, WeightFiles};
+use super::statistics::Statistics;
+use crate::train::EpochStats;
+use comfy_table::{presets, CellAlignment, Table};
+
+/// One trained model's record.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunResult {
+    pub name: String,
+    pub epochs: Vec<EpochStats>,
+    /// Test loss as Keras's evaluate reports it (the combined loss for the distiller).
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    /// Plain cross-entropy on the test set, comparable across the three runs.
+    pub test_cross_entropy: f64,
+    pub train_seconds: f64,
+    pub evaluate_seconds: f64,
+    pub train_samples_per_second: f64,
+}
+
+impl RunResult {
+    /// The record of `epochs` of training on `samples` images, then a test evaluation.
+    pub fn from_epochs(name: &str, epochs: Vec<EpochStats>, test: EpochStats, test_ce: f64, samples: usize) -> Self {
+        // A fold from +0.0: an empty f64 sum is -0.0, printed "-0.0s" for a teacher given by --teacher.
+        let train_seconds = epochs.iter().fold(0.0, |t, e| t + e.seconds);
+        let n = epochs.len();
+        RunResult {
+            name: name.to_string(),
+            epochs,
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            test_cross_entropy: test_ce,
+            train_seconds,
+            evaluate_seconds: test.seconds,
+            train_samples_per_second: (samples * n) as f64 / train_seconds.max(1e-9),
+        }
+    }
+}
+
+/// One distilled student of the sweep.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepPoint {
+    pub alpha: f32,
+    pub temperature: f32,
+    pub result: RunResult,
+}
+
+/// One run's two students.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StudentPair {
+    pub seed: u64,
+    pub distilled: RunResult,
+    pub scratch: RunResult,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub config: Config,
+    pub weights: WeightFiles,
+    pub teacher: RunResult,
+    /// The first run's students.
+    pub distilled: RunResult,
+    pub scratch: RunResult,
+    /// Every run's students (`--runs`), the first included.
+    pub runs: Vec<StudentPair>,
+    /// Over the runs, when there are several.
+    pub statistics: Option<Statistics>,
+    /// Distilled students over the --sweep-alpha x --sweep-temperature grid.
+    pub sweep: Vec<SweepPoint>,
+    pub teacher_logits_seconds: f64,
+    pub data_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// A Markdown table with `header`; columns after the first are right-aligned numbers.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::ASCII_MARKDOWN).set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    for column in t.column_iter_mut().skip(1) {
+        column.set_cell_alignment(CellAlignment::Right);
+    }
+    format!("{t}\n")
+}
+
+impl Report {
+    /// Test accuracy of the sweep's students: alphas down, temperatures across.
+    fn render_sweep(&self) -> String {
+        let mut alphas: Vec<f32> = self.sweep.iter().map(|p| p.alpha).collect();
+        let mut temps: Vec<f32> = self.sweep.iter().map(|p| p.temperature).collect();
+        alphas.dedup();
+        temps.sort_by(f32::total_cmp);
+        temps.dedup();
+        let header: Vec<String> =
+            std::iter::once("alpha".to_string()).chain(temps.iter().map(|t| format!("T={t}"))).collect();
+        let rows = alphas
+            .iter()
+            .map(|a| {
+                let cells =
+                    temps.iter().map(|t| match self.sweep.iter().find(|p| p.alpha == *a && p.temperature == *t) {
+                        Some(p) => format!("{:.4}", p.result.test_accuracy),
+                        None => "-".into(),
+                    });
+                std::iter::once(a.to_string()).chain(cells).collect()
+            })
+            .collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        format!(
+            "\nSweep: test accuracy of distilled students (scratch: {:.4})\n{}",
+            self.scratch.test_accuracy,
+            table(&header, rows)
+        )
+    }
+
+    fn render_runs(&self, st: &Statistics) -> String {
+        let rows = self
+            .runs
+            .iter()
+            .map(|p| {
+                let (d, c) = (p.distilled.test_accuracy, p.scratch.test_accuracy);
+                vec![p.seed.to_string(), format!("{d:.4}"), format!("{c:.4}"), format!("{:+.4}", d - c)]
+            })
+            .collect();
+        let mut s = format!("\n{}", table(&["seed", "distilled", "scratch", "difference"], rows));
+        s += &format!(
+            "over {} runs: distilled {:.4} ± {:.4}, scratch {:.4} ± {:.4} (mean ± sd)\n",
+            st.runs, st.distilled_mean, st.distilled_std, st.scratch_mean, st.scratch_std
+        );
+        s += &format!(
+            "paired difference {:+.4}, 95% CI [{:+.4}, {:+.4}]: {}\n",
+            st.difference_mean,
+            st.difference_ci95.0,
+            st.difference_ci95.1,
+            st.verdict()
+        );
+        s
+    }
+
+    /// The closing report.
+    pub fn render(&self) -> String {
+        let rows = [&self.teacher, &self.distilled, &self.scratch]
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    format!("{:.4}", r.test_accuracy),
+                    format!("{:.4}", r.test_loss),
+                    format!("{:.4}", r.test_cross_entropy),
+                    format!("{:.1}s", r.train_seconds),
+                    format!("{:.0}", r.train_samples_per_second),
+                ]
+            })
+            .collect();
+        let header = ["model", "accuracy", "loss", "test CE", "train time", "samples/s"];
+        let mut s = format!("\nResults on the test set\n{}", table(&header, rows));
+        match &self.statistics {
+            None => {
+                let diff = self.distilled.test_accuracy - self.scratch.test_accuracy;
+                s += &format!("distilled - scratch accuracy: {diff:+.4} ({:+.2} points, one seed)\n", 100.0 * diff);
+            }
+            Some(st) => s += &self.render_runs(st),
+        }
+        if !self.sweep.is_empty() {
+            s += &self.render_sweep();
+        }
+        s += &format!(
+            "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, teacher logits {:.1}s, \
+             students fit {:.1}s (distilled and scratch side by side) + evaluate {:.1}s; total {:.1}s\n",
+            self.data_seconds,
+            self.teacher.train_seconds,
+            self.teacher.evaluate_seconds,
+            self.teacher_logits_seconds,
+            // A run's two students share their training time.
+            self.runs.iter().map(|p| p.distilled.train_seconds).sum::<f64>(),
+            self.runs.iter().map(|p| p.distilled.evaluate_seconds + p.scratch.evaluate_seconds).sum::<f64>(),
+            self.total_seconds
+        );
+        s
+    }
+}

@@ -1,0 +1,532 @@
+//! A network is a list of layers, as in Keras's `Sequential`. The seed program's teacher and
+//! student are the same list with different widths:
+//! Conv2D(c1, 3x3, stride 2, same) -> LeakyReLU(0.2) -> MaxPooling2D(2x2, stride 1, same)
+//! -> Conv2D(c2, 3x3, stride 2, same) -> Flatten (NHWC) -> Dense(10).
+//!
+//! Everything else is derived by walking the list ([`Architecture::walk`]): each layer's input
+//! and output sizes, parameter names, shapes and offsets, the glorot initialisation, the
+//! Keras-style summary and the FLOPs of a step; the scheduler (`train`) builds a step's
+//! dispatches from the same walk, and [`reference`] a plain CPU version of the whole step.
+//!
+//! All parameters of a model live in one flat f32 buffer, each tensor in Keras's layout at an
+//! offset aligned for binding, so that Adam updates a whole model in one dispatch and a
+//! checkpoint is one readback.
+
+pub mod reference;
+
+use crate::data::{IMAGE_SIDE, NUM_CLASSES};
+use crate::ops::conv2d::ConvShape;
+use crate::ops::dense::DenseShape;
+use crate::ops::maxpool::PoolShape;
+use crate::ops::same_padding;
+use anyhow::{bail, ensure, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub const LEAKY_SLOPE: f32 = 0.2;
+
+/// Filters of the two convolutions of the seed's teacher and student.
+pub const TEACHER_CHANNELS: [usize; 2] = [256, 512];
+pub const STUDENT_CHANNELS: [usize; 2] = [16, 32];
+
+/// Parameter offsets are multiples of this many floats: 256 bytes, the largest storage-offset
+/// alignment WebGPU allows, so the layout is the same on every device.
+pub const ALIGN_FLOATS: usize = 64;
+
+/// One layer, with Keras's meaning. Convolutions and pooling use "same" padding, as the seed does.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Layer {
+    Conv2D {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+    },
+    LeakyReLU {
+        slope: f32,
+    },
+    MaxPooling2D {
+        size: usize,
+        stride: usize,
+    },
+    /// NHWC order, a no-op in memory.
+    Flatten,
+    Dense {
+        units: usize,
+    },
+}
+
+/// The size of one sample's tensor between two layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dims {
+    Image { h: usize, w: usize, c: usize },
+    Vector(usize),
+}
+
+impl Dims {
+    pub fn len(&self) -> usize {
+        match *self {
+            Dims::Image { h, w, c } => h * w * c,
+            Dims::Vector(n) => n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As Keras prints it in a summary.
+    fn keras(&self) -> String {
+        match *self {
+            Dims::Image { h, w, c } => format!("(None, {h}, {w}, {c})"),
+            Dims::Vector(n) => format!("(None, {n})"),
+        }
+    }
+}
+
+/// A layer's operation at one batch size: what the scheduler turns into dispatches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    Conv(ConvShape),
+    LeakyReLU { slope: f32, len: usize },
+    Pool(PoolShape),
+    Flatten,
+    Dense(DenseShape),
+}
+
+/// One layer in place: its input and output sizes and its names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlacedLayer {
+    pub layer: Layer,
+    /// Prefix of its parameter names and its label in reports: conv1, conv2, .., pool, leaky,
+    /// flatten, dense (a second layer of a kind other than Conv2D gets a number: dense2).
+    pub name: String,
+    /// Keras's default layer name: conv2d, conv2d_1, leaky_re_lu, max_pooling2d, flatten, dense.
+    pub keras_name: String,
+    pub input: Dims,
+    pub output: Dims,
+}
+
+impl PlacedLayer {
+    /// The operation over a batch of `batch` samples.
+    pub fn op(&self, batch: usize) -> Op {
+        match (self.layer, self.input) {
+            (Layer::Conv2D { filters, kernel, stride }, Dims::Image { h, w, c }) => {
+                Op::Conv(ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: filters, kernel, stride })
+            }
+            (Layer::MaxPooling2D { size, stride }, Dims::Image { h, w, c }) => {
+                Op::Pool(PoolShape { batch, in_h: h, in_w: w, channels: c, size, stride })
+            }
+            (Layer::LeakyReLU { slope }, input) => Op::LeakyReLU { slope, len: batch * input.len() },
+            (Layer::Flatten, _) => Op::Flatten,
+            (Layer::Dense { units }, input) => Op::Dense(DenseShape { batch, inputs: input.len(), units }),
+            (layer, input) => unreachable!("{layer:?} on {input:?} was refused by Architecture::new"),
+        }
+    }
+
+    /// Parameter tensors in Keras's layouts (conv kernels (kh, kw, in, out), dense (in, out)),
+    /// each with its glorot fan-in + fan-out, None for biases (initialised to zero).
+    fn param_shapes(&self) -> Vec<(String, Vec<usize>, Option<usize>)> {
+        let name = |t: &str| format!("{}.{t}", self.name);
+        match (self.layer, self.input) {
+            (Layer::Conv2D { filters, kernel, .. }, Dims::Image { c, .. }) => vec![
+                (name("kernel"), vec![kernel, kernel, c, filters], Some(kernel * kernel * (c + filters))),
+                (name("bias"), vec![filters], None),
+            ],
+            (Layer::Dense { units }, input) => vec![
+                (name("kernel"), vec![input.len(), units], Some(input.len() + units)),
+                (name("bias"), vec![units], None),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn has_params(&self) -> bool {
+        matches!(self.layer, Layer::Conv2D { .. } | Layer::Dense { .. })
+    }
+
+    /// Floating-point operations of one forward matrix product at `batch` (0 for the rest).
+    fn product_flops(&self, batch: usize) -> f64 {
+        match self.op(batch) {
+            Op::Conv(s) => s.flops(),
+            Op::Dense(d) => 2.0 * (d.batch * d.inputs * d.units) as f64,
+            _ => 0.0,
+        }
+    }
+}
+
+/// One parameter tensor: its name (as in checkpoints), Keras shape and place in the flat buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    /// Glorot fan-in + fan-out for kernels; None for biases (initialised to zero).
+    pub fans: Option<usize>,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// A named, checked list of layers over 28 x 28 x 1 images, ending in 10 logits.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Architecture {
+    name: String,
+    layers: Vec<Layer>,
+}
+
+impl Architecture {
+    /// Checks that each layer fits what comes before it: convolutions and pooling take images,
+    /// sizes are positive, and the last layer is Dense(10) (the logits the losses read).
+    pub fn new(name: &str, layers: Vec<Layer>) -> Result<Architecture> {
+        let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
+        for (i, &layer) in layers.iter().enumerate() {
+            let at = || format!("{name}: layer {} ({layer:?})", i + 1);
+            dims = match (layer, dims) {
+                (Layer::Conv2D { filters, kernel, stride }, Dims::Image { h, w, .. }) => {
+                    ensure!(filters > 0 && kernel > 0 && stride > 0, "{}: sizes must be at least 1", at());
+                    let (oh, ow) = (same_padding(h, kernel, stride).0, same_padding(w, kernel, stride).0);
+                    Dims::Image { h: oh, w: ow, c: filters }
+                }
+                (Layer::MaxPooling2D { size, stride }, Dims::Image { h, w, c }) => {
+                    ensure!(size > 0 && stride > 0, "{}: sizes must be at least 1", at());
+                    Dims::Image { h: same_padding(h, size, stride).0, w: same_padding(w, size, stride).0, c }
+                }
+                (Layer::Conv2D { .. } | Layer::MaxPooling2D { .. }, Dims::Vector(_)) => {
+                    bail!("{}: takes an image, but its input was flattened", at())
+                }
+                (Layer::LeakyReLU { slope }, d) => {
+                    // The backward pass reads the output's sign for the input's (see leaky_relu.wgsl).
+                    ensure!(slope > 0.0 && slope.is_finite(), "{}: the slope must be above 0", at());
+                    d
+                }
+                (Layer::Flatten, d) => Dims::Vector(d.len()),
+                (Layer::Dense { units }, Dims::Vector(_)) => {
+                    ensure!(units > 0, "{}: units must be at least 1", at());
+                    Dims::Vector(units)
+                }
+                (Layer::Dense { .. }, Dims::Image { .. }) => bail!("{}: needs a Flatten before it", at()),
+            };
+        }
+        ensure!(
+            layers.last() == Some(&Layer::Dense { units: NUM_CLASSES }),
+            "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes"
+        );
+        Ok(Architecture { name: name.to_string(), layers })
+    }
+
+    /// The seed program's network with `channels` filters in its two convolutions.
+    pub fn seed(name: &str, channels: [usize; 2]) -> Result<Architecture> {
+        ensure!(channels.iter().all(|&c| c > 0), "{name}: channel counts must be at least 1, not {channels:?}");
+        Architecture::new(
+            name,
+            vec![
+                Layer::Conv2D { filters: channels[0], kernel: 3, stride: 2 },
+                Layer::LeakyReLU { slope: LEAKY_SLOPE },
+                Layer::MaxPooling2D { size: 2, stride: 1 },
+                Layer::Conv2D { filters: channels[1], kernel: 3, stride: 2 },
+                Layer::Flatten,
+                Layer::Dense { units: NUM_CLASSES },
+            ],
+        )
+    }
+
+    /// The seed's teacher (256 and 512 channels, 1,433,610 parameters).
+    pub fn teacher() -> Architecture {
+        Architecture::seed("teacher", TEACHER_CHANNELS).expect("the seed's teacher is valid")
+    }
+
+    /// The seed's student (16 and 32 channels, 20,490 parameters).
+    pub fn student() -> Architecture {
+        Architecture::seed("student", STUDENT_CHANNELS).expect("the seed's student is valid")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The same layers under another name (for reports and buffer labels).
+    pub fn renamed(&self, name: &str) -> Architecture {
+        Architecture { name: name.to_string(), layers: self.layers.clone() }
+    }
+
+    /// Filters of each convolution, in order (what checkpoints record as conv1, conv2, ..).
+    pub fn channels(&self) -> Vec<usize> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Conv2D { filters, .. } => Some(*filters),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every layer with its sizes and names: the one walk everything else derives from.
+    pub fn walk(&self) -> Vec<PlacedLayer> {
+        let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
+        let mut seen: Vec<&'static str> = Vec::new();
+        let mut placed = Vec::with_capacity(self.layers.len());
+        for &layer in &self.layers {
+            let (kind, keras) = match layer {
+                Layer::Conv2D { .. } => ("conv", "conv2d"),
+                Layer::LeakyReLU { .. } => ("leaky", "leaky_re_lu"),
+                Layer::MaxPooling2D { .. } => ("pool", "max_pooling2d"),
+                Layer::Flatten => ("flatten", "flatten"),
+                Layer::Dense { .. } => ("dense", "dense"),
+            };
+            let count = seen.iter().filter(|&&k| k == kind).count();
+            seen.push(kind);
+            let name = match (kind, count) {
+                ("conv", n) => format!("conv{}", n + 1),
+                (k, 0) => k.to_string(),
+                (k, n) => format!("{k}{}", n + 1),
+            };
+            let keras_name = if count == 0 { keras.to_string() } else { format!("{keras}_{count}") };
+            let mut p = PlacedLayer { layer, name, keras_name, input: dims, output: dims };
+            p.output = match p.op(1) {
+                Op::Conv(s) => Dims::Image { h: s.out_h(), w: s.out_w(), c: s.out_c },
+                Op::Pool(s) => Dims::Image { h: s.out_h(), w: s.out_w(), c: s.channels },
+                Op::LeakyReLU { .. } => dims,
+                Op::Flatten => Dims::Vector(dims.len()),
+                Op::Dense(d) => Dims::Vector(d.units),
+            };
+            dims = p.output;
+            placed.push(p);
+        }
+        placed
+    }
+
+    /// The parameter tensors in layer order, at aligned offsets in the flat buffer.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let mut offset = 0;
+        let mut specs = Vec::new();
+        for layer in self.walk() {
+            for (name, shape, fans) in layer.param_shapes() {
+                let spec = ParamSpec { name, shape, offset, fans };
+                offset = (offset + spec.len()).next_multiple_of(ALIGN_FLOATS);
+                specs.push(spec);
+            }
+        }
+        specs
+    }
+
+    /// Length of the flat parameter buffer, alignment padding included (a whole number of
+    /// alignment blocks, so that kernels may read it four floats at a time).
+    pub fn flat_len(&self) -> usize {
+        self.params().last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(ALIGN_FLOATS))
+    }
+
+    /// Trainable parameters (1,433,610 for the teacher, 20,490 for the student).
+    pub fn param_count(&self) -> usize {
+        self.params().iter().map(ParamSpec::len).sum()
+    }
+
+    /// The tensor called `name`, if the network has one.
+    pub fn param(&self, name: &str) -> Option<ParamSpec> {
+        self.params().into_iter().find(|p| p.name == name)
+    }
+
+    /// Keras's glorot_uniform kernels (limit sqrt(6 / (fan_in + fan_out))) and zero biases,
+    /// from a seeded generator, in the flat layout.
+    pub fn init_glorot(&self, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut flat = vec![0f32; self.flat_len()];
+        for p in self.params() {
+            if let Some(fans) = p.fans {
+                let limit = (6.0 / fans as f64).sqrt() as f32;
+                for v in &mut flat[p.range()] {
+                    *v = rng.random_range(-limit..=limit);
+                }
+            }
+        }
+        flat
+    }
+
+    /// Floating-point operations of one training step (forward and backward) at `batch`:
+    /// every product forward and for its kernel gradient, and for its input gradient unless
+    /// nothing before it has parameters (the image needs no gradient).
+    pub fn train_flops(&self, batch: usize) -> f64 {
+        let mut params_before = false;
+        let mut flops = 0.0;
+        for layer in self.walk() {
+            let f = layer.product_flops(batch);
+            flops += f * if params_before { 3.0 } else { 2.0 };
+            params_before |= layer.has_params();
+        }
+        flops
+    }
+
+    pub fn forward_flops(&self, batch: usize) -> f64 {
+        self.walk().iter().map(|l| l.product_flops(batch)).sum()
+    }
+
+    /// A Keras-style summary: layer, output shape, parameters.
+    pub fn summary(&self) -> String {
+        let params = self.params();
+        let mut s = format!("Model: \"{}\"\n", self.name);
+        let rule = "─".repeat(72);
+        s += &format!("{rule}\n{:<32}{:<26}{:>14}\n{rule}\n", "Layer (type)", "Output Shape", "Param #");
+        for layer in self.walk() {
+            let prefix = format!("{}.", layer.name);
+            let n: usize = params.iter().filter(|p| p.name.starts_with(&prefix)).map(ParamSpec::len).sum();
+            let kind = match layer.layer {
+                Layer::Conv2D { .. } => "Conv2D",
+                Layer::LeakyReLU { .. } => "LeakyReLU",
+                Layer::MaxPooling2D { .. } => "MaxPooling2D",
+                Layer::Flatten => "Flatten",
+                Layer::Dense { .. } => "Dense",
+            };
+            let title = format!("{} ({kind})", layer.keras_name);
+            s += &format!("{title:<32}{:<26}{:>14}\n", layer.output.keras(), group_thousands(n));
+        }
+        let total = group_thousands(self.param_count());
+        s += &format!("{rule}\n Total params: {total}\n Trainable params: {total}\n Non-trainable params: 0\n");
+        s
+    }
+}
+
+pub fn group_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Parses `--teacher-channels` / `--student-channels`: two positive counts, "C1,C2".
+pub fn parse_channels(text: &str) -> Result<[usize; 2], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let counts: Vec<usize> = parts
+        .iter()
+        .map(|p| p.parse::<usize>().map_err(|_| format!("`{p}` is not a whole number")))
+        .collect::<Result<_, _>>()?;
+    match counts[..] {
+        [c1, c2] if c1 > 0 && c2 > 0 => Ok([c1, c2]),
+        [_, _] => Err("channel counts must be at least 1".into()),
+        _ => Err(format!("give the two convolutions' channels as C1,C2 (for example 16,32), not `{text}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_and_summary_match_keras() {
+        let (teacher, student) = (Architecture::teacher(), Architecture::student());
+        assert_eq!(teacher.param_count(), 1_433_610);
+        assert_eq!(student.param_count(), 20_490);
+        let sizes: Vec<usize> = teacher.params().iter().map(ParamSpec::len).collect();
+        assert_eq!(sizes, [2_304, 256, 1_179_648, 512, 250_880, 10]);
+        let names: Vec<String> = teacher.params().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias", "dense.kernel", "dense.bias"]);
+        let summary = teacher.summary();
+        assert!(summary.contains("Total params: 1,433,610"), "{summary}");
+        for line in [
+            "conv2d (Conv2D)                 (None, 14, 14, 256)",
+            "leaky_re_lu (LeakyReLU)         (None, 14, 14, 256)",
+            "max_pooling2d (MaxPooling2D)    (None, 14, 14, 256)",
+            "conv2d_1 (Conv2D)               (None, 7, 7, 512)",
+            "flatten (Flatten)               (None, 25088)",
+            "dense (Dense)                   (None, 10)",
+        ] {
+            assert!(summary.contains(line), "summary lacks `{line}`:\n{summary}");
+        }
+        assert!(student.summary().contains("(None, 7, 7, 32)"));
+    }
+
+    #[test]
+    fn flops_follow_the_layer_list() {
+        // conv1: forward + kernel gradient; conv2 and dense: forward and both gradients.
+        let t = Architecture::teacher();
+        let (c1, c2, d) =
+            (2.0 * 32.0 * 196.0 * 9.0 * 256.0, 2.0 * 32.0 * 49.0 * 2304.0 * 512.0, 2.0 * 32.0 * 25088.0 * 10.0);
+        assert_eq!(t.train_flops(32), 2.0 * c1 + 3.0 * c2 + 3.0 * d);
+        assert_eq!(t.forward_flops(32), c1 + c2 + d);
+    }
+
+    #[test]
+    fn widths_change_shapes_and_names_stay() {
+        let a = Architecture::seed("narrow", [3, 5]).unwrap();
+        let shapes: Vec<(String, Vec<usize>)> = a.params().into_iter().map(|p| (p.name, p.shape)).collect();
+        assert_eq!(shapes[2], ("conv2.kernel".to_string(), vec![3, 3, 3, 5]));
+        assert_eq!(shapes[4], ("dense.kernel".to_string(), vec![7 * 7 * 5, 10]));
+        assert_eq!(a.channels(), [3, 5]);
+    }
+
+    #[test]
+    fn a_list_that_does_not_fit_is_refused() {
+        let conv = Layer::Conv2D { filters: 4, kernel: 3, stride: 2 };
+        let dense = Layer::Dense { units: 10 };
+        let err = |layers: Vec<Layer>| Architecture::new("m", layers).unwrap_err().to_string();
+        assert!(err(vec![conv, dense]).contains("Flatten"));
+        assert!(err(vec![Layer::Flatten, conv, Layer::Flatten, dense]).contains("flattened"));
+        assert!(err(vec![conv, Layer::Flatten, Layer::Dense { units: 7 }]).contains("Dense(10)"));
+        assert!(err(vec![Layer::LeakyReLU { slope: 0.0 }, Layer::Flatten, dense]).contains("slope"));
+        assert!(Architecture::seed("m", [0, 4]).is_err());
+        // A new layer of a known kind is one more entry in the list.
+        let deeper = Architecture::new("deeper", vec![conv, conv, Layer::Flatten, Layer::Dense { units: 12 }, dense]);
+        let names: Vec<String> = deeper.unwrap().params().into_iter().map(|p| p.name).collect();
+        assert_eq!(names[..4], ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias"]);
+        assert_eq!(names[4..], ["dense.kernel", "dense.bias", "dense2.kernel", "dense2.bias"]);
+    }
+
+    #[test]
+    fn channels_parse_and_refuse() {
+        assert_eq!(parse_channels("8,12"), Ok([8, 12]));
+        assert_eq!(parse_channels(" 3, 5 "), Ok([3, 5]));
+        assert!(parse_channels("8").unwrap_err().contains("C1,C2"));
+        assert!(parse_channels("8,x").unwrap_err().contains("`x`"));
+        assert!(parse_channels("0,4").unwrap_err().contains("at least 1"));
+    }
+
+    #[test]
+    fn layout_is_aligned_and_disjoint() {
+        for arch in [Architecture::teacher(), Architecture::student(), Architecture::seed("odd", [3, 5]).unwrap()] {
+            let params = arch.params();
+            for w in params.windows(2) {
+                assert_eq!(w[1].offset % ALIGN_FLOATS, 0);
+                assert!(w[0].offset + w[0].len() <= w[1].offset);
+            }
+            assert_eq!(arch.flat_len() % ALIGN_FLOATS, 0);
+        }
+    }
+
+    #[test]
+    fn glorot_respects_limits_and_seed() {
+        let student = Architecture::student();
+        let a = student.init_glorot(7);
+        assert_eq!(a, student.init_glorot(7));
+        assert_ne!(a, student.init_glorot(8));
+        for p in student.params() {
+            let vals = &a[p.range()];
+            match p.fans {
+                None => assert!(vals.iter().all(|&v| v == 0.0), "{} zero", p.name),
+                Some(f) => {
+                    let limit = (6.0 / f as f32).sqrt();
+                    assert!(vals.iter().all(|v| v.abs() <= limit), "{} within limit", p.name);
+                    let mean_abs = vals.iter().map(|v| v.abs()).sum::<f32>() / vals.len() as f32;
+                    assert!((mean_abs - limit / 2.0).abs() < limit * 0.15, "{} uniform", p.name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The scheduler: plans a model's forward pass, loss, backward pass and Adam update from its
+//! layer list as one list of dispatches with every buffer and bind group made up front
+//! ([`plan`]), then records that list once per step into one compute pass and one
+//! submission. The step index and Adam's t live on the device (see `shaders/batch.wgsl`), so
+//! steps need no uploads; per-step metrics stay on the device and are read back only at a few
+//! sync points per epoch.
+
+mod plan;
+
+pub use crate::ops::loss::Loss;
+pub use plan::{check_batch_fits, Feed, Plan};
+
+use crate::data::{Split, IMAGE_SIDE};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::model::Architecture;
+use crate::ops::batch::{self, ImageSource};
+use crate::ops::metrics;
+use anyhow::{bail, ensure, Context, Result};
+use std::time::Instant;
+
+/// One split of the data resident on the device: pixels as packed bytes, labels as u32.
+pub struct DeviceSplit {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub samples: usize,
+}
+
+/// Both splits plus the byte -> f32 scale table, uploaded once.
+pub struct DeviceData {
+    pub train: DeviceSplit,
+    pub test: DeviceSplit,
+    pub scale: Tensor,
+}
+
+impl DeviceData {
+    pub fn upload(gpu: &Gpu, train: &Split, test: &Split) -> Result<DeviceData> {
+        let split = |s: &Split, name: &str| -> Result<DeviceSplit> {
+            let words = batch::pack_bytes(&s.images);
+            let labels: Vec<u32> = s.labels.iter().map(|&l| l as u32).collect();
+            Ok(DeviceSplit {
+                images: Tensor::from_u32(gpu, &format!("{name} images"), &[words.len()], &words)?,
+                labels: Tensor::from_u32(gpu, &format!("{name} labels"), &[labels.len()], &labels)?,
+                samples: s.len(),
+            })
+        };
+        Ok(DeviceData {
+            train: split(train, "train")?,
+            test: split(test, "test")?,
+            scale: Tensor::from_f32(gpu, "scale table", &[256], &batch::scale_table())?,
+        })
+    }
+
+    fn source<'a>(&'a self, split: &'a DeviceSplit) -> ImageSource<'a> {
+        ImageSource {
+            images: &split.images,
+            labels: &split.labels,
+            scale: &self.scale,
+            pixels: IMAGE_SIDE * IMAGE_SIDE,
+        }
+    }
+}
+
+/// A model's parameters on the device: one flat buffer in the layout of [`Architecture::params`].
+pub struct Model {
+    pub arch: Architecture,
+    pub weights: Tensor,
+}
+
+impl Model {
+    pub fn new(gpu: &Gpu, arch: &Architecture, flat: &[f32]) -> Result<Model> {
+        ensure!(
+            flat.len() == arch.flat_len(),
+            "{} weights: {} values given, {} expected",
+            arch.name(),
+            flat.len(),
+            arch.flat_len()
+        );
+        let weights = Tensor::from_f32(gpu, &format!("{} weights", arch.name()), &[flat.len()], flat)?;
+        Ok(Model { arch: arch.clone(), weights })
+    }
+
+    /// The parameter tensor `name` as a view of `of` (the weights, or a buffer in their layout).
+    fn param_view(&self, of: &Tensor, name: &str) -> Result<Tensor> {
+        let p = self.arch.param(name).with_context(|| format!("{} has no tensor {name}", self.arch.name()))?;
+        of.view(name, p.offset, &p.shape)
+    }
+
+    pub fn read_flat(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.weights.read_f32(gpu)
+    }
+}
+
+/// Per-epoch results of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct EpochStats {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// Runs one epoch of several plans side by side: every step records all the plans'
+/// dispatches into one compute pass and one submission, so that small models (students of a
+/// sweep or of several runs) share the device instead of taking turns. The plans must have the
+/// same number of steps; `orders[i]` is plan i's sample order. `progress(done, means)` gets each
+/// plan's running (loss, accuracy) at the sync points. Each plan's statistics carry the shared
+/// wall time.
+pub fn run_epochs_together(
+    gpu: &Gpu,
+    plans: &[&Plan],
+    orders: &[&[u32]],
+    sync_points: usize,
+    mut progress: impl FnMut(usize, &[(f64, f64)]),
+) -> Result<Vec<EpochStats>> {
+    ensure!(!plans.is_empty() && plans.len() == orders.len(), "one sample order per plan");
+    let steps = plans[0].steps;
+    ensure!(plans.iter().all(|p| p.steps == steps), "plans run together must have the same number of steps");
+    let start = Instant::now();
+    for (plan, order) in plans.iter().zip(orders) {
+        plan.begin_epoch(gpu, order)?;
+    }
+    let every = steps.div_ceil(sync_points.max(1));
+    let refs: Vec<&Dispatch> = plans.iter().flat_map(|p| p.dispatches.iter()).collect();
+    let mut checked = 0;
+    let mut totals = vec![(0.0, 0.0); plans.len()];
+    for step in 0..steps {
+        gpu.submit(&refs).with_context(|| format!("{}: step {}", plans[0].name, step + 1))?;
+        let done = step + 1;
+        if done % every == 0 || done == steps {
+            for (plan, total) in plans.iter().zip(&mut totals) {
+                *total = plan.sync(gpu, done, checked)?;
+            }
+            checked = done;
+            let means: Vec<(f64, f64)> = plans
+                .iter()
+                .zip(&totals)
+                .map(|(p, t)| {
+                    let seen = (done * p.batch).min(p.samples) as f64;
+                    (t.0 / seen, t.1 / seen)
+                })
+                .collect();
+            progress(done, &means);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(plans
+        .iter()
+        .zip(&totals)
+        .map(|(p, t)| {
+            let n = p.samples as f64;
+            EpochStats { loss: t.0 / n, accuracy: t.1 / n, steps, seconds }
+        })
+        .collect())
+}
+
+impl Plan {
+    /// Runs one epoch in the sample order `order` (a permutation of the split), one
+    /// submission per step, reading metrics back at about `sync_points` evenly spaced steps
+    /// (and the last). `progress(steps done, loss so far, accuracy so far)` is called at each.
+    pub fn run_epoch(
+        &self,
+        gpu: &Gpu,
+        order: &[u32],
+        sync_points: usize,
+        mut progress: impl FnMut(usize, f64, f64),
+    ) -> Result<EpochStats> {
+        let stats = run_epochs_together(gpu, &[self], &[order], sync_points, |done, m| progress(done, m[0].0, m[0].1))?;
+        Ok(stats[0])
+    }
+
+    /// One step, submitted without waiting (after [`Plan::begin_epoch`]).
+    pub fn step(&self, gpu: &Gpu) -> Result<()> {
+        gpu.submit(&self.dispatches.iter().collect::<Vec<_>>()).map(|_| ())
+    }
+
+    /// Starts an epoch: the sample order, and the step index back to 0 (Adam's t carries on).
+    pub fn begin_epoch(&self, gpu: &Gpu, order: &[u32]) -> Result<()> {
+        ensure!(
+            order.len() == self.samples,
+            "{}: order has {} entries for {} samples",
+            self.name,
+            order.len(),
+            self.samples
+        );
+        self.perm.write_u32(gpu, order);
+        self.state.write_u32(gpu, &[0]);
+        Ok(())
+    }
+
+    /// Reads the metrics of the first `done` steps; fails on a non-finite loss from step
+    /// `checked` on. Returns the (loss, correct) sums.
+    fn sync(&self, gpu: &Gpu, done: usize, checked: usize) -> Result<(f64, f64)> {
+        let m = self.read_metrics(gpu, done)?;
+        for (s, pair) in m.chunks(2).enumerate().skip(checked) {
+            if !pair[0].is_finite() {
+                bail!(
+                    "{}: the loss became {} at step {} of the epoch (batch of samples {}..{}); \
+                     try a lower --learning-rate",
+                    self.name,
+                    pair[0],
+                    s + 1,
+                    s * self.batch,
+                    ((s + 1) * self.batch).min(self.samples)
+                );
+            }
+        }
+        Ok(metrics::total(&m, done))
+    }
+
+    fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {
+        let bytes = (steps * 2 * 4) as u64;
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(self.metrics.buffer(), self.metrics.offset_bytes(), &self.staging, 0, bytes);
+        gpu.queue.submit([encoder.finish()]);
+        let all = crate::gpu::read_staging(gpu, &self.staging)?;
+        Ok(bytemuck::cast_slice(&all[..bytes as usize]).to_vec())
+    }
+}

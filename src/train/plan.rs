@@ -1,0 +1,382 @@
+//! A step planned from the layer list: every buffer and bind group made up front, the
+//! dispatches in recording order.
+//!
+//! Forward, layer by layer: a Conv2D followed by a LeakyReLU runs the activation in its
+//! matrix product's epilogue (the two share one output buffer); Flatten is a no-op in NHWC and
+//! shares its input's buffer. Backward, the list in reverse from the last layer down to the
+//! first layer with parameters: each layer turns the gradient of its output into the gradient
+//! of its input (not needed below the first layer with parameters) and of its parameters,
+//! which are views into one flat gradient buffer in the layout of the weights, so that Adam
+//! updates the whole model in one dispatch.
+
+use super::{DeviceData, DeviceSplit, Loss, Model};
+use crate::data::{IMAGE_SIDE, NUM_CLASSES};
+use crate::gpu::{tag, Dispatch, Gpu, Tensor};
+use crate::model::{Architecture, Layer, Op, PlacedLayer};
+use crate::ops::adam::{self, AdamConfig};
+use crate::ops::batch::{self, StepState};
+use crate::ops::loss::{self, LossOutputs, Objective};
+use crate::ops::{activation, conv2d, dense, maxpool, metrics};
+use anyhow::{bail, ensure, Result};
+
+/// What a plan reads at each step: a split of the resident data and, for distillation, the
+/// teacher's logits for every sample of that split.
+#[derive(Clone, Copy)]
+pub struct Feed<'a> {
+    pub data: &'a DeviceData,
+    pub split: &'a DeviceSplit,
+    pub teacher_logits: Option<&'a Tensor>,
+}
+
+/// What one layer's forward pass writes, and keeps for its backward pass.
+struct LayerBuffers {
+    /// Its output; Flatten and a fused LeakyReLU share the buffer of the layer before.
+    output: Tensor,
+    /// A convolution's im2col matrix, a pooling layer's winners.
+    saved: Option<Tensor>,
+}
+
+/// Forward-pass buffers of one model at one batch size.
+struct Activations {
+    x: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor,
+    layers: Vec<LayerBuffers>,
+    /// One scratch buffer serves every split reduction of a step (they run one after another).
+    scratch: Tensor,
+}
+
+/// Whether layer `i` is a LeakyReLU that runs in the epilogue of the convolution before it.
+fn fused_into_previous(layers: &[PlacedLayer], i: usize) -> bool {
+    i > 0 && matches!(layers[i].layer, Layer::LeakyReLU { .. }) && matches!(layers[i - 1].layer, Layer::Conv2D { .. })
+}
+
+/// The slope a convolution at `i` applies in its epilogue, if a LeakyReLU follows it.
+fn fused_slope(layers: &[PlacedLayer], i: usize) -> Option<f32> {
+    match layers.get(i + 1).map(|l| l.layer) {
+        Some(Layer::LeakyReLU { slope }) if fused_into_previous(layers, i + 1) => Some(slope),
+        _ => None,
+    }
+}
+
+/// Elements of every buffer a training step of `arch` needs at `batch`, named, for
+/// allocation and for the check against the device's binding limit.
+fn step_buffer_sizes(arch: &Architecture, batch: usize) -> Vec<(String, usize)> {
+    let mut sizes =
+        vec![("weights".to_string(), arch.flat_len()), ("reduction scratch".into(), scratch_len(arch, batch))];
+    for layer in arch.walk() {
+        let name = &layer.name;
+        sizes.push((format!("{name} output"), batch * layer.output.len()));
+        if let Op::Conv(s) = layer.op(batch) {
+            sizes.push((format!("{name} im2col"), s.m() * s.k()));
+            sizes.push((format!("{name} kernel transposed"), s.kernel_len()));
+        }
+    }
+    sizes
+}
+
+fn scratch_len(arch: &Architecture, batch: usize) -> usize {
+    arch.walk()
+        .iter()
+        .map(|l| match l.op(batch) {
+            Op::Conv(s) => s.kernel_grad_scratch(),
+            Op::Dense(d) => d.scratch_len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Checks before any work that every buffer of a training step fits the device's binding limit.
+pub fn check_batch_fits(gpu: &Gpu, arch: &Architecture, batch: usize) -> Result<()> {
+    let (name, largest) = step_buffer_sizes(arch, batch).into_iter().max_by_key(|(_, n)| *n).unwrap_or_default();
+    let bytes = largest as u64 * 4;
+    if bytes > gpu.max_binding_bytes() {
+        let per_sample = bytes / batch as u64;
+        bail!(
+            "--batch-size {batch} is too large for this device: the {}'s {name} needs a {:.1} MiB buffer, but \
+             adapter {} binds at most {:.1} MiB; use --batch-size {} or less",
+            arch.name(),
+            bytes as f64 / 1048576.0,
+            gpu.info.name,
+            gpu.max_binding_bytes() as f64 / 1048576.0,
+            (gpu.max_binding_bytes() / per_sample.max(1)).max(1)
+        );
+    }
+    Ok(())
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, arch: &Architecture, b: usize) -> Result<Activations> {
+        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
+        let walk = arch.walk();
+        let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
+        for (i, layer) in walk.iter().enumerate() {
+            let shares_input = matches!(layer.layer, Layer::Flatten) || fused_into_previous(&walk, i);
+            let output = match layers.last() {
+                Some(before) if shares_input => before.output.clone(),
+                _ => t(&format!("{} output", layer.name), b * layer.output.len())?,
+            };
+            let saved = match layer.op(b) {
+                Op::Conv(s) => Some(t(&format!("{} im2col", layer.name), s.m() * s.k())?),
+                Op::Pool(s) => Some(t(&format!("{} winners", layer.name), s.output_len())?),
+                _ => None,
+            };
+            layers.push(LayerBuffers { output, saved });
+        }
+        Ok(Activations {
+            x: t("input", b * IMAGE_SIDE * IMAGE_SIDE)?,
+            labels: t("labels", b)?,
+            teacher_logits: t("teacher logits", b * NUM_CLASSES)?,
+            layers,
+            scratch: t("reduction scratch", scratch_len(arch, b))?,
+        })
+    }
+
+    /// What layer `i` reads: the batch's images, or the output of the layer before.
+    fn input(&self, i: usize) -> &Tensor {
+        if i == 0 {
+            &self.x
+        } else {
+            &self.layers[i - 1].output
+        }
+    }
+
+    fn logits(&self) -> &Tensor {
+        &self.layers.last().expect("a network has layers").output
+    }
+}
+
+/// Adam's state for one model: gradients and moments, in the layout of the weights.
+struct OptimizerState {
+    grads: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// A planned step: the dispatch list, its step state, sample order and metrics buffer.
+pub struct Plan {
+    pub name: String,
+    pub(super) dispatches: Vec<Dispatch>,
+    pub(super) state: Tensor,
+    pub(super) perm: Tensor,
+    pub(super) metrics: Tensor,
+    pub(super) staging: wgpu::Buffer,
+    pub batch: usize,
+    pub samples: usize,
+    pub steps: usize,
+    activations: Activations,
+    optimizer: Option<OptimizerState>,
+}
+
+impl Plan {
+    fn new(gpu: &Gpu, name: &str, arch: &Architecture, batch: usize, samples: usize) -> Result<Plan> {
+        ensure!(batch > 0, "batch size must be at least 1");
+        ensure!(samples > 0, "{name}: no samples to run on");
+        let steps = samples.div_ceil(batch);
+        let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }
+            .upload(gpu, &format!("{name} state"))?;
+        let metrics = Tensor::zeros(gpu, &format!("{name} metrics"), &[2 * steps])?;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("metrics readback"),
+            size: metrics.bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Plan {
+            name: name.to_string(),
+            dispatches: Vec::new(),
+            state,
+            perm: Tensor::zeros(gpu, &format!("{name} order"), &[samples])?,
+            metrics,
+            staging,
+            batch,
+            samples,
+            steps,
+            activations: Activations::new(gpu, arch, batch)?,
+            optimizer: None,
+        })
+    }
+
+    /// Gather, then every layer's forward dispatches.
+    fn forward(&mut self, gpu: &Gpu, model: &Model, feed: &Feed) -> Result<()> {
+        let (act, b) = (&self.activations, self.batch);
+        let d = &mut self.dispatches;
+        let source = feed.data.source(feed.split);
+        d.extend(tag(
+            "batch",
+            vec![batch::gather_images(gpu, b, &self.state, &self.perm, &source, &act.x, &act.labels)?],
+        ));
+        if let Some(table) = feed.teacher_logits {
+            let rows = batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?;
+            d.extend(tag("batch", vec![rows]));
+        }
+        let walk = model.arch.walk();
+        for (i, layer) in walk.iter().enumerate() {
+            let (input, out) = (act.input(i), &act.layers[i]);
+            let w = |t: &str| model.param_view(&model.weights, &format!("{}.{t}", layer.name));
+            let dispatches = match layer.op(b) {
+                Op::Conv(s) => {
+                    let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
+                    let slope = fused_slope(&walk, i);
+                    conv2d::forward(gpu, &s, input, &w("kernel")?, &w("bias")?, slope, cols, &out.output)?
+                }
+                Op::LeakyReLU { slope, .. } if !fused_into_previous(&walk, i) => {
+                    vec![activation::leaky_relu_forward(gpu, slope, input, &out.output)?]
+                }
+                Op::LeakyReLU { .. } | Op::Flatten => Vec::new(),
+                Op::Pool(s) => {
+                    let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
+                    vec![maxpool::forward(gpu, &s, input, &out.output, winners)?]
+                }
+                Op::Dense(s) => dense::forward(gpu, &s, input, &w("kernel")?, &w("bias")?, &act.scratch, &out.output)?,
+            };
+            d.extend(tag(&format!("{} forward", layer.name), dispatches));
+        }
+        Ok(())
+    }
+
+    /// The loss kernel and the metrics record; returns the logit gradient the backward pass reads.
+    fn loss(&mut self, gpu: &Gpu, arch: &Architecture, loss: Loss) -> Result<Tensor> {
+        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
+        let act = &self.activations;
+        let dlogits = t("logit gradient", self.batch * NUM_CLASSES)?;
+        let (row_loss, row_correct) = (t("row loss", self.batch)?, t("row correct", self.batch)?);
+        let out = &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct };
+        let objective = match loss {
+            Loss::CrossEntropy => Objective::CrossEntropy,
+            Loss::Distillation { alpha, temperature } => {
+                Objective::Distillation { teacher_logits: &act.teacher_logits, alpha, temperature }
+            }
+        };
+        let l = loss::loss(gpu, &objective, self.batch, NUM_CLASSES, &self.state, act.logits(), &act.labels, out)?;
+        let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?;
+        self.dispatches.extend(tag("loss", vec![l, m]));
+        Ok(dlogits)
+    }
+
+    /// Every layer's backward dispatches, the list in reverse, from `dlogits` into `grads`.
+    fn backward(&mut self, gpu: &Gpu, model: &Model, dlogits: Tensor, grads: &Tensor) -> Result<()> {
+        let (act, b, arch) = (&self.activations, self.batch, &model.arch);
+        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
+        let walk = arch.walk();
+        let Some(first) = walk.iter().position(PlacedLayer::has_params) else { return Ok(()) };
+        // The gradient of the output of the layer being processed.
+        let mut dy = dlogits;
+        for i in (first..walk.len()).rev() {
+            let layer = &walk[i];
+            let (input, out) = (act.input(i), &act.layers[i]);
+            let w = |t: &str| model.param_view(&model.weights, &format!("{}.{t}", layer.name));
+            let g = |t: &str| model.param_view(grads, &format!("{}.{t}", layer.name));
+            // The gradient of its input, which the layer before reads next; Flatten passes it on.
+            let dx = match layer.layer {
+                _ if i == first => None,
+                Layer::Flatten => Some(dy.clone()),
+                _ => Some(t(&format!("{} input gradient", layer.name), b * layer.input.len())?),
+            };
+            let name = &layer.name;
+            match layer.op(b) {
+                Op::Conv(s) => {
+                    if let Some(dx) = &dx {
+                        let w_t = t(&format!("{name} kernel transposed"), s.kernel_len())?;
+                        let dcols = t(&format!("{name} im2col gradient"), s.m() * s.k())?;
+                        let d = conv2d::backward_input(gpu, &s, &dy, &w("kernel")?, &w_t, &dcols, dx)?;
+                        self.dispatches.extend(tag(&format!("{name} input grad"), d));
+                    }
+                    let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
+                    let d = conv2d::backward_kernel(gpu, &s, cols, &dy, &g("kernel")?, &g("bias")?, &act.scratch)?;
+                    self.dispatches.extend(tag(&format!("{name} kernel grad"), d));
+                }
+                Op::Dense(s) => {
+                    let (gw, gb) = (g("kernel")?, g("bias")?);
+                    let d = dense::backward(gpu, &s, input, &w("kernel")?, &dy, dx.as_ref(), &gw, &gb, &act.scratch)?;
+                    self.dispatches.extend(tag(&format!("{name} backward"), d));
+                }
+                Op::Pool(s) => {
+                    let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
+                    let dx = dx.as_ref().expect("a layer above the first with parameters passes a gradient");
+                    self.dispatches
+                        .extend(tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, &dy, winners, dx)?]));
+                }
+                Op::LeakyReLU { slope, .. } => {
+                    // Its output's sign is its input's (slope > 0), fused or not.
+                    let dx = dx.as_ref().expect("a layer above the first with parameters passes a gradient");
+                    let d = activation::leaky_relu_backward(gpu, slope, &out.output, &dy, dx)?;
+                    self.dispatches.extend(tag(&format!("{name} backward"), vec![d]));
+                }
+                Op::Flatten => {}
+            }
+            if let Some(dx) = dx {
+                dy = dx;
+            }
+        }
+        Ok(())
+    }
+
+    /// A training step: forward, loss, backward, Adam, next step.
+    pub fn train(
+        gpu: &Gpu,
+        name: &str,
+        model: &Model,
+        loss: Loss,
+        feed: &Feed,
+        batch: usize,
+        adam: &AdamConfig,
+    ) -> Result<Plan> {
+        let arch = &model.arch;
+        check_batch_fits(gpu, arch, batch)?;
+        let mut plan = Plan::new(gpu, name, arch, batch, feed.split.samples)?;
+        plan.forward(gpu, model, feed)?;
+        let dlogits = plan.loss(gpu, arch, loss)?;
+        let t = |label: &str| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[arch.flat_len()]);
+        let opt = OptimizerState { grads: t("gradients")?, m: t("adam m")?, v: t("adam v")? };
+        plan.backward(gpu, model, dlogits, &opt.grads)?;
+        let step = adam::step(gpu, adam, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?;
+        plan.dispatches.extend(tag("adam", vec![step]));
+        plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
+        plan.optimizer = Some(opt);
+        Ok(plan)
+    }
+
+    /// Loss and accuracy over the feed's split without training (Keras's evaluate).
+    pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        plan.forward(gpu, model, feed)?;
+        plan.loss(gpu, &model.arch, loss)?;
+        plan.dispatches.push(batch::advance(gpu, &plan.state)?);
+        Ok(plan)
+    }
+
+    /// Writes the model's logits for every sample of the feed's split, in order, into `table`
+    /// (samples x 10): the frozen teacher's outputs, computed once for distillation.
+    pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
+        ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        plan.forward(gpu, model, feed)?;
+        let store = batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, plan.activations.logits(), table)?;
+        plan.dispatches.push(store);
+        plan.dispatches.push(batch::advance(gpu, &plan.state)?);
+        Ok(plan)
+    }
+
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    /// The gradients of the last training step, in the layout of the weights.
+    pub fn gradients(&self) -> Option<&Tensor> {
+        self.optimizer.as_ref().map(|o| &o.grads)
+    }
+
+    /// Adam's first and second moments, in the layout of the weights.
+    pub fn adam_moments(&self) -> Option<(&Tensor, &Tensor)> {
+        self.optimizer.as_ref().map(|o| (&o.m, &o.v))
+    }
+
+    /// What layer `i` keeps for its backward pass: a convolution's im2col matrix, a pooling
+    /// layer's winners (flat input indices, u32).
+    pub fn saved(&self, i: usize) -> Option<&Tensor> {
+        self.activations.layers.get(i).and_then(|l| l.saved.as_ref())
+    }
+}
