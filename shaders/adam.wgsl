@@ -3,12 +3,7 @@
 //   w -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + epsilon)
 // t counts steps from 1 and lives in the step state on the device, so steps need no upload.
 
-struct StepState {
-    step: u32,
-    adam_t: u32,
-    samples: u32,
-    batch: u32,
-}
+#include "common.wgsl"
 
 struct Params {
     len: u32,
@@ -31,7 +26,7 @@ struct Params {
 @compute @workgroup_size(256)
 fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    let i = flat_index(wg, nwg, lid, 256u);
     if (i >= p.len) {
         return;
     }
@@ -59,13 +54,13 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(256)
 fn adam_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    let i = flat_index(wg, nwg, lid, 256u);
     if (i >= p.len / 4u) {
         return;
     }
     let t = f32(state.adam_t);
     let step_size = p.learning_rate * sqrt(1.0 - pow(p.beta2, t)) / (1.0 - pow(p.beta1, t));
-    let at = vec2<u32>(i % 4096u, i / 4096u);
+    let at = texel_at(i);
     let g = textureLoad(grads_tex, at, 0);
     let m_old = textureLoad(m_tex, at, 0);
     let v_old = textureLoad(v_tex, at, 0);

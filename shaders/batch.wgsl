@@ -4,12 +4,7 @@
 // state and advance_step moves it on, so one planned step is recorded again and again.
 // Rows past the end of the data (a short last batch) are zero.
 
-struct StepState {
-    step: u32,
-    adam_t: u32,
-    samples: u32,
-    batch: u32,
-}
+#include "common.wgsl"
 
 struct Params {
     batch: u32,
@@ -44,14 +39,10 @@ fn valid_rows() -> u32 {
     return min(p.batch, state.samples - start);
 }
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn gather_images(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.width) {
         return;
     }
@@ -76,7 +67,7 @@ fn gather_images(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.width) {
         return;
     }
@@ -92,7 +83,7 @@ fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(256)
 fn store_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= valid_rows() * p.width) {
         return;
     }

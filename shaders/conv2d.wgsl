@@ -8,6 +8,8 @@
 // col2im: the adjoint, gathered: dx[b, ih, iw, ci] sums dcols over every (output, tap) that read
 //         that pixel, in a fixed order (no atomics).
 
+#include "common.wgsl"
+
 struct Conv {
     batch: u32,
     in_h: u32,
@@ -30,14 +32,10 @@ struct Conv {
 @group(0) @binding(1) var<storage, read> dcols: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dimage: array<f32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let k_len = p.kernel * p.kernel * p.in_c;
     if (idx >= p.batch * p.out_h * p.out_w * k_len) {
         return;
@@ -62,7 +60,7 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.in_h * p.in_w * p.in_c) {
         return;
     }
@@ -98,14 +96,10 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @group(0) @binding(1) var dcols_tex: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 
-fn fetch(tex: texture_2d<f32>, t: u32) -> vec4<f32> {
-    return textureLoad(tex, vec2<u32>(t % 4096u, t / 4096u), 0);
-}
-
 @compute @workgroup_size(256)
 fn im2col_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let k4_len = p.kernel * p.kernel * p.in_c / 4u;
     if (idx >= p.batch * p.out_h * p.out_w * k4_len) {
         return;
@@ -122,7 +116,7 @@ fn im2col_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let iw = i32(ow * p.stride + kx) - i32(p.pad_left);
     var v = vec4<f32>(0.0);
     if (ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w)) {
-        v = fetch(image_tex, (((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci) / 4u);
+        v = texel(image_tex, (((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci) / 4u);
     }
     out4[idx] = v;
 }
@@ -130,7 +124,7 @@ fn im2col_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(256)
 fn col2im_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let c4 = p.in_c / 4u;
     if (idx >= p.batch * p.in_h * p.in_w * c4) {
         return;
@@ -154,7 +148,7 @@ fn col2im_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
             let ow = u32(tw) / p.stride;
             let m = (b * p.out_h + oh) * p.out_w + ow;
-            sum += fetch(dcols_tex, (m * k_len + (ky * p.kernel + kx) * p.in_c + ci) / 4u);
+            sum += texel(dcols_tex, (m * k_len + (ky * p.kernel + kx) * p.in_c + ci) / 4u);
         }
     }
     out4[idx] = sum;

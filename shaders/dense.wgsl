@@ -5,6 +5,8 @@
 // inputs (dense_forward_partial) and reduce.wgsl's sum_parts adds the parts and the bias in a
 // fixed order.
 
+#include "common.wgsl"
+
 struct Dense {
     batch: u32,
     inputs: u32,
@@ -28,14 +30,10 @@ struct Dense {
 @group(0) @binding(2) var<storage, read> dy_w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn dense_forward_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.parts * p.batch * p.units) {
         return;
     }
@@ -53,7 +51,7 @@ fn dense_forward_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 @compute @workgroup_size(256)
 fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.inputs) {
         return;
     }
@@ -69,7 +67,7 @@ fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
 @compute @workgroup_size(256)
 fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.inputs * p.units) {
         return;
     }
@@ -94,22 +92,18 @@ fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 @group(0) @binding(2) var dy_w_tex: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
 
-fn fetch(tex: texture_2d<f32>, t: u32) -> vec4<f32> {
-    return textureLoad(tex, vec2<u32>(t % 4096u, t / 4096u), 0);
-}
-
 // Rows 4 * k4 .. 4 * k4 + 3 of W (10 columns): row j is w[3j], w[3j + 1], w[3j + 2].xy.
 fn w_rows(k4: u32) -> array<vec4<f32>, 12> {
-    let t0 = fetch(w_tex, 10u * k4);
-    let t1 = fetch(w_tex, 10u * k4 + 1u);
-    let t2 = fetch(w_tex, 10u * k4 + 2u);
-    let t3 = fetch(w_tex, 10u * k4 + 3u);
-    let t4 = fetch(w_tex, 10u * k4 + 4u);
-    let t5 = fetch(w_tex, 10u * k4 + 5u);
-    let t6 = fetch(w_tex, 10u * k4 + 6u);
-    let t7 = fetch(w_tex, 10u * k4 + 7u);
-    let t8 = fetch(w_tex, 10u * k4 + 8u);
-    let t9 = fetch(w_tex, 10u * k4 + 9u);
+    let t0 = texel(w_tex, 10u * k4);
+    let t1 = texel(w_tex, 10u * k4 + 1u);
+    let t2 = texel(w_tex, 10u * k4 + 2u);
+    let t3 = texel(w_tex, 10u * k4 + 3u);
+    let t4 = texel(w_tex, 10u * k4 + 4u);
+    let t5 = texel(w_tex, 10u * k4 + 5u);
+    let t6 = texel(w_tex, 10u * k4 + 6u);
+    let t7 = texel(w_tex, 10u * k4 + 7u);
+    let t8 = texel(w_tex, 10u * k4 + 8u);
+    let t9 = texel(w_tex, 10u * k4 + 9u);
     return array<vec4<f32>, 12>(
         t0, t1, vec4<f32>(t2.xy, 0.0, 0.0),
         vec4<f32>(t2.zw, t3.xy), vec4<f32>(t3.zw, t4.xy), vec4<f32>(t4.zw, 0.0, 0.0),
@@ -121,9 +115,9 @@ fn w_rows(k4: u32) -> array<vec4<f32>, 12> {
 // Row b of dy (10 columns) as three vec4s, the last two lanes zero.
 fn dy_row(dy_tex: texture_2d<f32>, b: u32) -> array<vec4<f32>, 3> {
     let q = (10u * b) / 4u;
-    let t0 = fetch(dy_tex, q);
-    let t1 = fetch(dy_tex, q + 1u);
-    let t2 = fetch(dy_tex, q + 2u);
+    let t0 = texel(dy_tex, q);
+    let t1 = texel(dy_tex, q + 1u);
+    let t2 = texel(dy_tex, q + 2u);
     if (b % 2u == 0u) {
         return array<vec4<f32>, 3>(t0, t1, vec4<f32>(t2.xy, 0.0, 0.0));
     }
@@ -134,7 +128,7 @@ fn dy_row(dy_tex: texture_2d<f32>, b: u32) -> array<vec4<f32>, 3> {
 @compute @workgroup_size(64)
 fn dense_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+    let idx = flat_index(wg, nwg, lid, 64u);
     if (idx >= p.parts * p.batch) {
         return;
     }
@@ -145,7 +139,7 @@ fn dense_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     for (var k4 = s * p.chunk / 4u; k4 < end / 4u; k4++) {
-        let xv = fetch(x_tex, b * (p.inputs / 4u) + k4);
+        let xv = texel(x_tex, b * (p.inputs / 4u) + k4);
         let w = w_rows(k4);
         acc0 = fma(vec4<f32>(xv.x), w[0], acc0);
         acc1 = fma(vec4<f32>(xv.x), w[1], acc1);
@@ -177,7 +171,7 @@ fn dense_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 @compute @workgroup_size(64)
 fn dense_backward_input_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let k4 = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+    let k4 = flat_index(wg, nwg, lid, 64u);
     if (k4 >= p.inputs / 4u) {
         return;
     }
@@ -197,13 +191,13 @@ fn dense_backward_input_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
 @compute @workgroup_size(64)
 fn dense_backward_weight_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let k4 = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+    let k4 = flat_index(wg, nwg, lid, 64u);
     if (k4 >= p.inputs / 4u) {
         return;
     }
     var a: array<vec4<f32>, 12>;
     for (var b = 0u; b < p.batch; b++) {
-        let xv = fetch(x_tex, b * (p.inputs / 4u) + k4);
+        let xv = texel(x_tex, b * (p.inputs / 4u) + k4);
         let d = dy_row(dy_w_tex, b);
         a[0] = fma(vec4<f32>(xv.x), d[0], a[0]);
         a[1] = fma(vec4<f32>(xv.x), d[1], a[1]);

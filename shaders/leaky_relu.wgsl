@@ -2,6 +2,8 @@
 // The backward pass reads the activation's output y (y > 0 exactly when x > 0 for slope > 0),
 // so the pre-activation need not be kept; at x = 0 the gradient is slope, as in TensorFlow.
 
+#include "common.wgsl"
+
 struct Params {
     len: u32,
     slope: f32,
@@ -17,14 +19,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn leaky_relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, 256u);
     if (i < p.len) {
         let v = x[i];
         y[i] = select(v * p.slope, v, v > 0.0);
@@ -34,7 +32,7 @@ fn leaky_relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(256)
 fn leaky_relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, 256u);
     if (i < p.len) {
         let g = dy[i];
         dx[i] = select(g * p.slope, g, activation[i] > 0.0);
@@ -50,9 +48,9 @@ fn leaky_relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 @compute @workgroup_size(256)
 fn leaky_relu_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, 256u);
     if (i < p.len / 4u) {
-        let at = vec2<u32>(i % 4096u, i / 4096u);
+        let at = texel_at(i);
         let g = textureLoad(dy_tex, at, 0);
         dx4[i] = select(g * p.slope, g, textureLoad(activation_tex, at, 0) > vec4<f32>(0.0));
     }

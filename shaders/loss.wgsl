@@ -14,12 +14,7 @@
 //                (S = 1 without clipping, giving the textbook (1 - alpha) T (p_s - p_t)).
 // Both record per-row loss and whether argmax(z) == y (first maximum wins, as tf.argmax).
 
-struct StepState {
-    step: u32,
-    adam_t: u32,
-    samples: u32,
-    batch: u32,
-}
+#include "common.wgsl"
 
 struct Params {
     rows: u32,

@@ -21,15 +21,17 @@
 // every variable carried around the k loop is blended with the execution mask and stored
 // back on each iteration.
 //
-// A texture holds a matrix as its row-major elements, four per texel, texel t at
-// (t % 4096, t / 4096). `matmul_texture` takes A row-major (M x K, K a multiple of 4:
-// a texel is four steps of k of one row); `matmul_texture_at` takes A transposed (K x M, M a
-// multiple of 4: a texel is four rows at one step of k). B is K x N row-major, N a multiple
+// A texture holds a matrix as its row-major elements, four per texel, texel t at texel_at(t)
+// (common.wgsl). `matmul_texture` takes A row-major (M x K, K a multiple of 4: a texel is
+// four steps of k of one row); `matmul_texture_at` takes A transposed (K x M, M a multiple
+// of 4: a texel is four rows at one step of k). B is K x N row-major, N a multiple
 // of 4. The accumulators are separate variables, never an array that a loop variable indexes
 // (lavapipe keeps such arrays in memory, behind the slow loads). Rows past M and columns past
 // N are clamped onto real ones instead of branching in the inner loop, and their results
 // dropped when storing. Split K over workgroup z as in matmul.wgsl (k_chunk a multiple of 4);
 // the A strides are unused.
+
+#include "common.wgsl"
 
 // Same parameter block as matmul.wgsl (copied from it by the generator).
 struct Params {
@@ -49,10 +51,6 @@ struct Params {
 @group(0) @binding(2) var b_tex: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
-
-fn texel(tex: texture_2d<f32>, t: u32) -> vec4<f32> {
-    return textureLoad(tex, vec2<u32>(t % 4096u, t / 4096u), 0);
-}
 
 fn epilogue(v: vec4<f32>, col4: u32) -> vec4<f32> {
     var r = v;

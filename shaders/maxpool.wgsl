@@ -3,6 +3,8 @@
 // the gradient. The forward pass records the winner's flat input index; the backward pass
 // gathers, for each input cell, the gradients of the windows it won, in a fixed order.
 
+#include "common.wgsl"
+
 struct Pool {
     batch: u32,
     in_h: u32,
@@ -27,14 +29,10 @@ struct Pool {
 @group(0) @binding(2) var<storage, read> winners: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.out_h * p.out_w * p.channels) {
         return;
     }
@@ -69,7 +67,7 @@ fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(256)
 fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.batch * p.in_h * p.in_w * p.channels) {
         return;
     }
@@ -110,14 +108,10 @@ fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(2) var winners_tex: texture_2d<u32>;
 @group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
 
-fn texel_at(t: u32) -> vec2<u32> {
-    return vec2<u32>(t % 4096u, t / 4096u);
-}
-
 @compute @workgroup_size(256)
 fn maxpool_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let c4 = p.channels / 4u;
     if (idx >= p.batch * p.out_h * p.out_w * c4) {
         return;
@@ -153,7 +147,7 @@ fn maxpool_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(256)
 fn maxpool_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let c4 = p.channels / 4u;
     if (idx >= p.batch * p.in_h * p.in_w * c4) {
         return;

@@ -2,12 +2,7 @@
 // metrics[2 * step] = sum of the batch's row losses, metrics[2 * step + 1] = correct count,
 // summed in row order by one invocation (deterministic). The host adds the steps in f64.
 
-struct StepState {
-    step: u32,
-    adam_t: u32,
-    samples: u32,
-    batch: u32,
-}
+#include "common.wgsl"
 
 @group(0) @binding(0) var<storage, read> state: StepState;
 @group(0) @binding(1) var<storage, read> row_loss: array<f32>;

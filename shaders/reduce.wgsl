@@ -4,6 +4,8 @@
 // sum_parts:          out[j] = bias[j % bias_len] (if bias_len > 0) + sum over s of partial[s, j],
 //                     in order of s. Used for bias gradients and for the split-K dense forward.
 
+#include "common.wgsl"
+
 struct Params {
     rows: u32,
     cols: u32,
@@ -23,14 +25,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn column_sum_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     if (idx >= p.parts * p.cols) {
         return;
     }
@@ -47,7 +45,7 @@ fn column_sum_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(256)
 fn sum_parts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let j = flat_index(wg, nwg, lid);
+    let j = flat_index(wg, nwg, lid, 256u);
     if (j >= p.cols) {
         return;
     }
@@ -69,7 +67,7 @@ fn sum_parts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 @compute @workgroup_size(256)
 fn column_sum_partial_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
+    let idx = flat_index(wg, nwg, lid, 256u);
     let cols4 = p.cols / 4u;
     if (idx >= p.parts * cols4) {
         return;
@@ -80,7 +78,7 @@ fn column_sum_partial_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     var sum = vec4<f32>(0.0);
     for (var i = s * p.chunk; i < end; i++) {
         let t = i * cols4 + j4;
-        sum += textureLoad(x_tex, vec2<u32>(t % 4096u, t / 4096u), 0);
+        sum += texel(x_tex, t);
     }
     partial4[idx] = sum;
 }

@@ -2,6 +2,8 @@
 // product needs its B operand row-major, so a convolution's input gradient multiplies by a
 // transposed copy of the kernel (cheap next to the product itself).
 
+#include "common.wgsl"
+
 struct Params {
     rows: u32,
     cols: u32,
@@ -28,13 +30,13 @@ fn transpose(@builtin(global_invocation_id) id: vec3<u32>) {
 fn x_at(r: u32, c: u32) -> f32 {
     let e = r * p.cols + c;
     let t = e / 4u;
-    return textureLoad(x_tex, vec2<u32>(t % 4096u, t / 4096u), 0)[e % 4u];
+    return texel(x_tex, t)[e % 4u];
 }
 
 @compute @workgroup_size(256)
 fn transpose_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    let i = flat_index(wg, nwg, lid, 256u);
     let rows4 = p.rows / 4u;
     if (i >= p.cols * rows4) {
         return;

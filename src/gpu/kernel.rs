@@ -1,6 +1,9 @@
 //! Shaders, entry points and recorded dispatches.
 
-use super::{texture::TexelCopy, Gpu};
+use super::{
+    texture::{TexelCopy, TEXTURE_WIDTH},
+    Gpu,
+};
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
@@ -10,7 +13,61 @@ pub struct Shader {
     pub source: &'static str,
 }
 
-/// `shader!("conv2d")` embeds `shaders/conv2d.wgsl`.
+/// The files a shader may take with a line `#include "NAME"`, embedded like the shaders.
+const INCLUDES: &[(&str, &str)] =
+    &[("common.wgsl", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/common.wgsl")))];
+
+/// WGSL constants written from the Rust ones, placed before `common.wgsl` where it is included
+/// (plain consts rather than override constants: see common.wgsl).
+fn generated_constants() -> String {
+    format!(
+        "// Generated from src/gpu/texture.rs.\nconst TEXTURE_WIDTH: u32 = {}u;\n",
+        u32::try_from(TEXTURE_WIDTH).expect("TEXTURE_WIDTH fits in u32")
+    )
+}
+
+impl Shader {
+    /// The WGSL text that is compiled: the source with each line `#include "NAME"` (alone on
+    /// its line, whitespace around it allowed) replaced by that file's text; `common.wgsl`
+    /// comes with the constants generated from Rust. Included text is not searched for
+    /// further includes, and a file may be included once. Every other line is kept byte for
+    /// byte.
+    pub fn expanded(&self) -> Result<String> {
+        let mut out = String::with_capacity(self.source.len() + 4096);
+        let mut included: Vec<&str> = Vec::new();
+        for (number, line) in self.source.split_inclusive('\n').enumerate() {
+            let Some(rest) = line.trim().strip_prefix("#include") else {
+                out.push_str(line);
+                continue;
+            };
+            let at = format!("shader {}.wgsl, line {}", self.name, number + 1);
+            let rest = rest.trim();
+            let Some(file) = rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')).filter(|f| !f.contains('"'))
+            else {
+                bail!("{at}: malformed include `{}`; expected #include \"FILE\"", line.trim());
+            };
+            let Some(&(_, text)) = INCLUDES.iter().find(|(name, _)| *name == file) else {
+                let known: Vec<&str> = INCLUDES.iter().map(|(name, _)| *name).collect();
+                bail!("{at}: unknown include \"{file}\" (known: {})", known.join(", "));
+            };
+            if included.contains(&file) {
+                bail!("{at}: \"{file}\" is already included");
+            }
+            included.push(file);
+            if file == "common.wgsl" {
+                out.push_str(&generated_constants());
+            }
+            out.push_str(text);
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `shader!("conv2d")` embeds `shaders/conv2d.wgsl`; its `#include` lines are expanded when
+/// the module is built ([`Shader::expanded`]).
 #[macro_export]
 macro_rules! shader {
     ($name:literal) => {
@@ -162,4 +219,59 @@ pub fn tag(layer: &str, dispatches: Vec<Dispatch>) -> Vec<Dispatch> {
             d
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shader(source: &'static str) -> Shader {
+        Shader { name: "probe", source }
+    }
+
+    #[test]
+    fn bad_includes_are_errors_naming_the_shader_and_line() {
+        let unknown = shader("// one\n#include \"nope.wgsl\"\n").expanded().unwrap_err().to_string();
+        assert!(
+            unknown.contains("probe.wgsl, line 2") && unknown.contains("unknown include \"nope.wgsl\""),
+            "{unknown}"
+        );
+        assert!(unknown.contains("common.wgsl"), "the message lists the known files: {unknown}");
+        let malformed = shader("#include common.wgsl\n").expanded().unwrap_err().to_string();
+        assert!(malformed.contains("probe.wgsl, line 1: malformed include"), "{malformed}");
+        let twice =
+            shader("#include \"common.wgsl\"\n  #include \"common.wgsl\"  \n").expanded().unwrap_err().to_string();
+        assert!(twice.contains("probe.wgsl, line 2") && twice.contains("already included"), "{twice}");
+    }
+
+    #[test]
+    fn text_without_includes_is_kept_byte_for_byte() {
+        let source = "// a comment naming #include \"x\"\r\nfn f() {}\n\nfn g() {}";
+        assert_eq!(shader(source).expanded().unwrap(), source);
+    }
+
+    /// Every file of shaders/ expands without an `#include` line left, and the texture width
+    /// appears once, from Rust, in those that take common.wgsl (none writes it itself).
+    #[test]
+    fn every_shader_expands_completely() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+        let width = format!("{TEXTURE_WIDTH}u");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let Some(stem) = name.strip_suffix(".wgsl") else { continue };
+            if INCLUDES.iter().any(|(file, _)| *file == name) {
+                continue;
+            }
+            let source: &'static str = std::fs::read_to_string(&path).unwrap().leak();
+            let stem: &'static str = stem.to_string().leak();
+            let text = Shader { name: stem, source }.expanded().unwrap();
+            assert!(!text.lines().any(|l| l.trim_start().starts_with("#include")), "{name}: #include left in\n{text}");
+            let includes_common = source.lines().any(|l| l.trim() == "#include \"common.wgsl\"");
+            assert_eq!(text.matches(&width).count(), usize::from(includes_common), "{name}: {width} written out");
+            names.push(name);
+        }
+        assert!(names.len() >= 10, "shaders found in {dir}: {names:?}");
+    }
 }

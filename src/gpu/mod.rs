@@ -207,14 +207,15 @@ impl Gpu {
         if let Some(m) = self.modules.lock().unwrap().get(shader.name) {
             return Ok(m.clone());
         }
+        let wgsl = shader.expanded()?;
+        let lines_note =
+            if wgsl != shader.source { " (lines counted in its text after #include expansion)" } else { "" };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(shader.name),
-            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-        };
+        let desc =
+            wgpu::ShaderModuleDescriptor { label: Some(shader.name), source: wgpu::ShaderSource::Wgsl(wgsl.into()) };
         let module = self.device.create_shader_module(desc);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            bail!("shader {}.wgsl failed to compile: {e}", shader.name);
+            bail!("shader {}.wgsl failed to compile{lines_note}: {e}", shader.name);
         }
         let module = Arc::new(module);
         self.modules.lock().unwrap().insert(shader.name, module.clone());

@@ -1,0 +1,36 @@
+// Declarations shared by the kernels. A shader takes them with the line
+//
+//     #include "common.wgsl"
+//
+// which the pipeline cache (src/gpu/kernel.rs, Shader::expanded) replaces by this file's
+// text, preceded by `const TEXTURE_WIDTH: u32 = ...;` generated from TEXTURE_WIDTH in
+// src/gpu/texture.rs. A plain const written from the Rust value, rather than an override
+// constant, keeps one source of truth while the expanded text stays complete WGSL on its own
+// (no pipeline constants to supply, and the compiler folds the divisions as before).
+
+// The training step's counters, kept on the device so that a planned step can be recorded
+// again and again (batch.wgsl's advance_step moves them on).
+struct StepState {
+    step: u32,
+    adam_t: u32,
+    samples: u32,
+    batch: u32,
+}
+
+// The flat index of an invocation of a 1-D kernel launched over grid_1d's workgroups (folded
+// into two dimensions past 32,768 groups; src/gpu/kernel.rs). `workgroup_size` must be the
+// entry point's @workgroup_size.
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, workgroup_size: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * workgroup_size + lid.x;
+}
+
+// Where texel t of a texture copy lies: a tensor's elements in order, four per rgba32float
+// texel, TEXTURE_WIDTH texels per row (src/gpu/texture.rs).
+fn texel_at(t: u32) -> vec2<u32> {
+    return vec2<u32>(t % TEXTURE_WIDTH, t / TEXTURE_WIDTH);
+}
+
+// Texel t of a texture copy.
+fn texel(tex: texture_2d<f32>, t: u32) -> vec4<f32> {
+    return textureLoad(tex, texel_at(t), 0);
+}
