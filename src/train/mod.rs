@@ -207,7 +207,9 @@ impl Plan {
         Ok(metrics::total(&m, done))
     }
 
-    fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {
+    /// The metrics of the epoch's first `steps` steps: per step, the sum of its rows' losses and
+    /// its number of correct predictions.
+    pub fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {
         let bytes = (steps * 2 * 4) as u64;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(self.metrics.buffer(), self.metrics.offset_bytes(), &self.staging, 0, bytes);
