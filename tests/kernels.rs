@@ -8,11 +8,11 @@ use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
 use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, ConvShape};
-use kd_wgpu::ops::dense::{self, DenseShape};
-use kd_wgpu::ops::loss::{self, LossOutputs, Objective};
+use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
+use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Matmul};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
-use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose};
+use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
 use rand::Rng;
 
 fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> ConvShape {
@@ -126,7 +126,7 @@ fn conv2d_forward_matches_reference() {
             let (tx, tw, tb) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b));
             let cols = poisoned(gpu, "cols", s.m() * s.k());
             let y = poisoned(gpu, "y", s.output_len());
-            let d = conv2d::forward(gpu, &s, &tx, &tw, &tb, Some(0.2), &cols, &y).unwrap();
+            let d = conv2d::forward(gpu, &s, &tx, KernelBias { kernel: &tw, bias: &tb }, Some(0.2), &cols, &y).unwrap();
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             check(
                 &format!("conv2d forward+leaky [{:?}] {name}", gpu.matmul),
@@ -159,7 +159,9 @@ fn conv2d_backward_matches_reference() {
             let scratch = poisoned(gpu, "scratch", s.kernel_grad_scratch());
             let mut d = vec![im2col];
             d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, &dcols, &dx).unwrap());
-            d.extend(conv2d::backward_kernel(gpu, &s, &cols, &tdy, &dw, &db, &scratch).unwrap());
+            d.extend(
+                conv2d::backward_kernel(gpu, &s, &cols, &tdy, KernelBias { kernel: &dw, bias: &db }, &scratch).unwrap(),
+            );
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let v = gpu.matmul;
             check(&format!("conv2d input grad [{v:?}] {name}"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
@@ -283,7 +285,7 @@ fn dense_matches_reference() {
             (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b), upload(gpu, "dy", &dy));
         let scratch = poisoned(gpu, "scratch", s.scratch_len());
         let y = poisoned(gpu, "y", s.batch * s.units);
-        let f = dense::forward(gpu, &s, &tx, &tw, &tb, &scratch, &y).unwrap();
+        let f = dense::forward(gpu, &s, &tx, KernelBias { kernel: &tw, bias: &tb }, &scratch, &y).unwrap();
         gpu.run(&f.iter().collect::<Vec<_>>()).unwrap();
         let name = format!("dense[{}] {}x{}x{}", f[0].kernel, s.batch, s.inputs, s.units);
         check(
@@ -296,7 +298,8 @@ fn dense_matches_reference() {
         let dx = poisoned(gpu, "dx", s.batch * s.inputs);
         let dw = poisoned(gpu, "dw", s.inputs * s.units);
         let db = poisoned(gpu, "db", s.units);
-        let bw = dense::backward(gpu, &s, &tx, &tw, &tdy, Some(&dx), &dw, &db, &scratch).unwrap();
+        let grads = DenseGrads { params: KernelBias { kernel: &dw, bias: &db }, input: Some(&dx) };
+        let bw = dense::backward(gpu, &s, &tx, &tw, &tdy, grads, &scratch).unwrap();
         gpu.run(&bw.iter().collect::<Vec<_>>()).unwrap();
         let (want_dx, want_dw, want_db) = dense::reference::backward(&s, &x, &w, &dy);
         check(&format!("{name} input grad"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
@@ -341,7 +344,8 @@ fn run_loss(
         row_loss: &poisoned(gpu, "row_loss", rows),
         row_correct: &poisoned(gpu, "row_correct", rows),
     };
-    let d = loss::loss(gpu, objective, rows, classes, &state, &tl, &tlab, &out).unwrap();
+    let input = LossInputs { state: &state, logits: &tl, labels: &tlab };
+    let d = loss::loss(gpu, objective, (rows, classes), &input, &out).unwrap();
     gpu.run(&[&d]).unwrap();
     (out.dlogits.read_f32(gpu).unwrap(), out.row_loss.read_f32(gpu).unwrap(), out.row_correct.read_f32(gpu).unwrap())
 }

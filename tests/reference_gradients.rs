@@ -198,20 +198,30 @@ fn clear_of_clip(logits: &[f32], classes: usize, t: f64, margin: f64) -> bool {
     softmax(logits, classes, t as f32).iter().all(|&p| (p.ln() - loss::reference::CLIP.ln()).abs() > margin)
 }
 
-/// Checks `dlogits` of the distillation reference (or cross-entropy with `teacher = None`)
-/// against differences of its batch loss; returns how many student probabilities are clipped.
-#[allow(clippy::too_many_arguments)]
-fn check_loss(
-    name: &str,
-    r: &mut ChaCha8Rng,
-    rows: usize,
-    classes: usize,
+/// One loss check: 6 rows of 10 logits drawn in [-spread, spread], the first `valid` real;
+/// with a teacher, the distillation loss at `alpha` and temperature `t`.
+struct LossCase {
+    name: &'static str,
     valid: usize,
     spread: f32,
-    with_teacher: bool,
-    alpha: f64,
-    t: f64,
-) -> usize {
+    teacher: Option<(f64, f64)>,
+}
+
+impl LossCase {
+    fn cross_entropy(name: &'static str, valid: usize, spread: f32) -> LossCase {
+        LossCase { name, valid, spread, teacher: None }
+    }
+
+    fn distillation(name: &'static str, valid: usize, spread: f32, alpha: f64, t: f64) -> LossCase {
+        LossCase { name, valid, spread, teacher: Some((alpha, t)) }
+    }
+}
+
+/// Checks `dlogits` of the distillation reference (or cross-entropy without a teacher)
+/// against differences of its batch loss; returns how many student probabilities are clipped.
+fn check_loss(case: LossCase, r: &mut ChaCha8Rng) -> usize {
+    let (name, valid, spread, rows, classes) = (case.name, case.valid, case.spread, 6, 10);
+    let (alpha, t) = case.teacher.unwrap_or((1.0, 1.0));
     use loss::reference::{batch_loss, distillation};
     // Redraw the (rare) logits with a probability within 10h of the clip in log space.
     let logits = loop {
@@ -221,7 +231,7 @@ fn check_loss(
         }
     };
     let teacher = uniform(r, rows * classes, -spread, spread);
-    let teacher = with_teacher.then_some(&teacher[..]);
+    let teacher = case.teacher.map(|_| &teacher[..]);
     let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
     let f = |l: &[f32]| batch_loss(&distillation(l, teacher, &labels, classes, valid, alpha, t), valid);
     let analytic = distillation(&logits, teacher, &labels, classes, valid, alpha, t).dlogits;
@@ -234,25 +244,26 @@ fn check_loss(
 #[test]
 fn cross_entropy_dlogits_is_gradient_of_batch_loss() {
     let mut r = rng("cross-entropy gradients");
-    check_loss("cross-entropy all valid", &mut r, 6, 10, 6, 3.0, false, 1.0, 1.0);
-    check_loss("cross-entropy 4 of 6 valid", &mut r, 6, 10, 4, 3.0, false, 1.0, 1.0);
+    check_loss(LossCase::cross_entropy("cross-entropy all valid", 6, 3.0), &mut r);
+    check_loss(LossCase::cross_entropy("cross-entropy 4 of 6 valid", 4, 3.0), &mut r);
     // Confident logits: probabilities down to ~e^-60 (not clipped in plain cross-entropy).
-    check_loss("cross-entropy logits +-30", &mut r, 6, 10, 5, 30.0, false, 1.0, 1.0);
+    check_loss(LossCase::cross_entropy("cross-entropy logits +-30", 5, 30.0), &mut r);
 }
 
 #[test]
 fn distillation_dlogits_is_gradient_of_batch_loss() {
     let mut r = rng("distillation gradients");
-    check_loss("distillation a=0.1 T=10", &mut r, 6, 10, 6, 5.0, true, 0.1, 10.0);
-    check_loss("distillation a=0.1 T=10 4 of 6 valid", &mut r, 6, 10, 4, 5.0, true, 0.1, 10.0);
-    check_loss("distillation a=0.5 T=4 5 of 6 valid", &mut r, 6, 10, 5, 5.0, true, 0.5, 4.0);
+    check_loss(LossCase::distillation("distillation a=0.1 T=10", 6, 5.0, 0.1, 10.0), &mut r);
+    check_loss(LossCase::distillation("distillation a=0.1 T=10 4 of 6 valid", 4, 5.0, 0.1, 10.0), &mut r);
+    check_loss(LossCase::distillation("distillation a=0.5 T=4 5 of 6 valid", 5, 5.0, 0.5, 4.0), &mut r);
     // Logits spread +-30 at T = 1 push student probabilities far below 1e-7. Keras clips them
     // (and the teacher's) to [1e-7, 1] inside the KL, so the KL term of a clipped class is
     // constant and contributes no gradient; the reference follows that, and so do the
     // differences as long as no step moves a probability across the clip, which `check_loss`
     // guarantees by drawing logits whose log-probabilities are 10h clear of it.
-    let clipped = check_loss("distillation a=0.1 T=1 logits +-30 (clipped)", &mut r, 6, 10, 5, 30.0, true, 0.1, 1.0);
+    let clipped =
+        check_loss(LossCase::distillation("distillation a=0.1 T=1 logits +-30 (clipped)", 5, 30.0, 0.1, 1.0), &mut r);
     assert!(clipped > 0, "the +-30 case clipped no student probability: it checks nothing about the clip");
     println!("clipped student probabilities in the +-30 case: {clipped}");
-    check_loss("distillation a=0.5 T=1 logits +-30 (clipped)", &mut r, 6, 10, 6, 30.0, true, 0.5, 1.0);
+    check_loss(LossCase::distillation("distillation a=0.5 T=1 logits +-30 (clipped)", 6, 30.0, 0.5, 1.0), &mut r);
 }

@@ -2,13 +2,12 @@
 //!
 //! On lavapipe (Mesa 22.3) a texel fetch costs about a seventh of a storage-buffer load (see
 //! `shaders/matmul_texture.wgsl`), so there the kernels that read much take texture copies of
-//! their inputs (`Gpu::texture_inputs`). A texture holds a tensor's elements in order, four per
+//! their inputs (the `Textures` kernel family, see `family.rs`). A texture holds a tensor's elements in order, four per
 //! texel, `TEXTURE_WIDTH` texels per row; a dispatch records its copies just before the pass
 //! that runs it (`Dispatch::with_uploads`), so they see what the dispatches before wrote.
 
 use super::{Gpu, Tensor};
 use anyhow::{bail, Result};
-use std::sync::Arc;
 
 /// Texels per texture row (the WGSL side hard-codes the same number).
 pub const TEXTURE_WIDTH: usize = 4096;
@@ -104,9 +103,4 @@ impl TexelCopy {
             copy(full_rows, rest, 1);
         }
     }
-}
-
-/// A shared texture copy of the first `elements` f32 of `t`, for [`super::Dispatch::with_uploads`].
-pub fn texels(gpu: &Gpu, t: &Tensor, elements: usize) -> Result<Arc<TexelCopy>> {
-    Ok(Arc::new(TexelCopy::new(gpu, t, elements)?))
 }

@@ -9,7 +9,7 @@
 //! The forward pass keeps `cols` for the kernel gradient.
 
 use super::matmul::{ALayout, Matmul};
-use super::{reduce, same_padding, transpose::transpose};
+use super::{reduce, same_padding, transpose::transpose, KernelBias};
 use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
@@ -111,13 +111,11 @@ pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<D
 }
 
 /// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` (M x K) on the way.
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
     s: &ConvShape,
     x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
+    weights: KernelBias,
     leaky_slope: Option<f32>,
     cols: &Tensor,
     y: &Tensor,
@@ -128,8 +126,8 @@ pub fn forward(
         k: s.k(),
         a: cols,
         a_layout: ALayout::Normal,
-        b: w,
-        bias: Some(b),
+        b: weights.kernel,
+        bias: Some(weights.bias),
         leaky_slope,
         c: y,
         split_scratch: None,
@@ -167,15 +165,14 @@ pub fn backward_input(
     Ok(d)
 }
 
-/// dW = cols^T * dy and db = column sums of dy, through `scratch`
+/// dW = cols^T * dy and db = column sums of dy (into `grads`), through `scratch`
 /// ([`ConvShape::kernel_grad_scratch`] elements).
 pub fn backward_kernel(
     gpu: &Gpu,
     s: &ConvShape,
     cols: &Tensor,
     dy: &Tensor,
-    dw: &Tensor,
-    db: &Tensor,
+    grads: KernelBias,
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let product = Matmul {
@@ -187,11 +184,11 @@ pub fn backward_kernel(
         b: dy,
         bias: None,
         leaky_slope: None,
-        c: dw,
+        c: grads.kernel,
         split_scratch: Some(scratch),
     };
     let mut d = product.dispatch(gpu)?;
-    d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, db)?);
+    d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, grads.bias)?);
     Ok(d)
 }
 

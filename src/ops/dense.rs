@@ -1,6 +1,6 @@
 //! Dense layer y = x W + b (`dense.wgsl`, with the split-K parts summed by [`super::reduce`]).
 
-use super::reduce;
+use super::{reduce, KernelBias};
 use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
@@ -40,11 +40,11 @@ pub fn forward(
     gpu: &Gpu,
     s: &DenseShape,
     x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
+    weights: KernelBias,
     scratch: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let (w, b) = (weights.kernel, weights.bias);
     let u = s.uniform(gpu);
     let launch = gpu.family().launch(gpu, &s.texel_fit());
     let (xin, win) = (launch.input(x, s.batch * s.inputs)?, launch.input(w, s.inputs * s.units)?);
@@ -55,19 +55,23 @@ pub fn forward(
     Ok(vec![partial, reduce::sum_parts(gpu, scratch, s.parts(), s.batch * s.units, Some(b), y)?])
 }
 
-/// dW = x^T dy, db = column sums of dy, and dx = dy W^T when `dx` is given.
-#[allow(clippy::too_many_arguments)]
+/// What the backward pass writes: the parameters' gradients and, when given, the input's.
+pub struct DenseGrads<'a> {
+    pub params: KernelBias<'a>,
+    pub input: Option<&'a Tensor>,
+}
+
+/// dW = x^T dy and db = column sums of dy, and dx = dy W^T when `grads.input` is given.
 pub fn backward(
     gpu: &Gpu,
     s: &DenseShape,
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
-    dx: Option<&Tensor>,
-    dw: &Tensor,
-    db: &Tensor,
+    grads: DenseGrads,
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let (dw, db, dx) = (grads.params.kernel, grads.params.bias, grads.input);
     let u = s.uniform(gpu);
     let mut d = Vec::new();
     let fit = s.texel_fit();

@@ -32,23 +32,27 @@ pub struct LossOutputs<'a> {
     pub row_correct: &'a Tensor,
 }
 
+/// What a loss kernel reads: the step state (how many rows are real), logits and labels.
+pub struct LossInputs<'a> {
+    pub state: &'a Tensor,
+    pub logits: &'a Tensor,
+    pub labels: &'a Tensor,
+}
+
 pub enum Objective<'a> {
     CrossEntropy,
     Distillation { teacher_logits: &'a Tensor, alpha: f32, temperature: f32 },
 }
 
-/// `state` says how many of the `rows` are real (the last batch may be short).
-#[allow(clippy::too_many_arguments)]
+/// The step state says how many of the `rows` are real (the last batch may be short).
 pub fn loss(
     gpu: &Gpu,
     objective: &Objective,
-    rows: usize,
-    classes: usize,
-    state: &Tensor,
-    logits: &Tensor,
-    labels: &Tensor,
+    (rows, classes): (usize, usize),
+    input: &LossInputs,
     out: &LossOutputs,
 ) -> Result<Dispatch> {
+    let LossInputs { state, logits, labels } = input;
     let (alpha, temperature) = match objective {
         Objective::CrossEntropy => (1.0, 1.0),
         Objective::Distillation { alpha, temperature, .. } => (*alpha, *temperature),

@@ -15,6 +15,15 @@ pub mod reduce;
 pub mod softmax;
 pub mod transpose;
 
+use crate::gpu::Tensor;
+
+/// A layer's two parameter tensors (or their gradients): Conv2D and Dense alike.
+#[derive(Clone, Copy)]
+pub struct KernelBias<'a> {
+    pub kernel: &'a Tensor,
+    pub bias: &'a Tensor,
+}
+
 /// TensorFlow "same" padding along one axis: (output size, padding before, padding after).
 /// out = ceil(in / stride); the odd pixel of padding goes after (bottom / right).
 pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {

@@ -85,6 +85,11 @@ impl Model {
         of.view(name, p.offset, &p.shape)
     }
 
+    /// Layer `layer`'s kernel and bias as views of `of`.
+    fn kernel_bias(&self, of: &Tensor, layer: &str) -> Result<[Tensor; 2]> {
+        Ok([self.param_view(of, &format!("{layer}.kernel"))?, self.param_view(of, &format!("{layer}.bias"))?])
+    }
+
     pub fn read_flat(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.weights.read_f32(gpu)
     }

@@ -15,8 +15,9 @@ use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, Layer, Op, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
-use crate::ops::loss::{self, LossOutputs, Objective};
-use crate::ops::{activation, conv2d, dense, maxpool, metrics};
+use crate::ops::dense::DenseGrads;
+use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
+use crate::ops::{activation, conv2d, dense, maxpool, metrics, KernelBias};
 use anyhow::{bail, ensure, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
@@ -215,12 +216,13 @@ impl Plan {
         let walk = model.arch.walk();
         for (i, layer) in walk.iter().enumerate() {
             let (input, out) = (act.input(i), &act.layers[i]);
-            let w = |t: &str| model.param_view(&model.weights, &format!("{}.{t}", layer.name));
             let dispatches = match layer.op(b) {
                 Op::Conv(s) => {
+                    let [kernel, bias] = model.kernel_bias(&model.weights, &layer.name)?;
+                    let weights = KernelBias { kernel: &kernel, bias: &bias };
                     let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
                     let slope = fused_slope(&walk, i);
-                    conv2d::forward(gpu, &s, input, &w("kernel")?, &w("bias")?, slope, cols, &out.output)?
+                    conv2d::forward(gpu, &s, input, weights, slope, cols, &out.output)?
                 }
                 Op::LeakyReLU { slope, .. } if !fused_into_previous(&walk, i) => {
                     vec![activation::leaky_relu_forward(gpu, slope, input, &out.output)?]
@@ -230,7 +232,11 @@ impl Plan {
                     let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
                     vec![maxpool::forward(gpu, &s, input, &out.output, winners)?]
                 }
-                Op::Dense(s) => dense::forward(gpu, &s, input, &w("kernel")?, &w("bias")?, &act.scratch, &out.output)?,
+                Op::Dense(s) => {
+                    let [kernel, bias] = model.kernel_bias(&model.weights, &layer.name)?;
+                    let weights = KernelBias { kernel: &kernel, bias: &bias };
+                    dense::forward(gpu, &s, input, weights, &act.scratch, &out.output)?
+                }
             };
             d.extend(tag(&format!("{} forward", layer.name), dispatches));
         }
@@ -250,7 +256,8 @@ impl Plan {
                 Objective::Distillation { teacher_logits: &act.teacher_logits, alpha, temperature }
             }
         };
-        let l = loss::loss(gpu, &objective, self.batch, NUM_CLASSES, &self.state, act.logits(), &act.labels, out)?;
+        let input = LossInputs { state: &self.state, logits: act.logits(), labels: &act.labels };
+        let l = loss::loss(gpu, &objective, (self.batch, NUM_CLASSES), &input, out)?;
         let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?;
         self.dispatches.extend(tag("loss", vec![l, m]));
         Ok(dlogits)
@@ -258,60 +265,79 @@ impl Plan {
 
     /// Every layer's backward dispatches, the list in reverse, from `dlogits` into `grads`.
     fn backward(&mut self, gpu: &Gpu, model: &Model, dlogits: Tensor, grads: &Tensor) -> Result<()> {
-        let (act, b, arch) = (&self.activations, self.batch, &model.arch);
-        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
-        let walk = arch.walk();
+        let walk = model.arch.walk();
         let Some(first) = walk.iter().position(PlacedLayer::has_params) else { return Ok(()) };
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
         for i in (first..walk.len()).rev() {
             let layer = &walk[i];
-            let (input, out) = (act.input(i), &act.layers[i]);
-            let w = |t: &str| model.param_view(&model.weights, &format!("{}.{t}", layer.name));
-            let g = |t: &str| model.param_view(grads, &format!("{}.{t}", layer.name));
             // The gradient of its input, which the layer before reads next; Flatten passes it on.
             let dx = match layer.layer {
                 _ if i == first => None,
                 Layer::Flatten => Some(dy.clone()),
-                _ => Some(t(&format!("{} input gradient", layer.name), b * layer.input.len())?),
+                _ => {
+                    let label = format!("{} {} input gradient", model.arch.name(), layer.name);
+                    Some(Tensor::zeros(gpu, &label, &[self.batch * layer.input.len()])?)
+                }
             };
-            let name = &layer.name;
-            match layer.op(b) {
-                Op::Conv(s) => {
-                    if let Some(dx) = &dx {
-                        let w_t = t(&format!("{name} kernel transposed"), s.kernel_len())?;
-                        let dcols = t(&format!("{name} im2col gradient"), s.m() * s.k())?;
-                        let d = conv2d::backward_input(gpu, &s, &dy, &w("kernel")?, &w_t, &dcols, dx)?;
-                        self.dispatches.extend(tag(&format!("{name} input grad"), d));
-                    }
-                    let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
-                    let d = conv2d::backward_kernel(gpu, &s, cols, &dy, &g("kernel")?, &g("bias")?, &act.scratch)?;
-                    self.dispatches.extend(tag(&format!("{name} kernel grad"), d));
-                }
-                Op::Dense(s) => {
-                    let (gw, gb) = (g("kernel")?, g("bias")?);
-                    let d = dense::backward(gpu, &s, input, &w("kernel")?, &dy, dx.as_ref(), &gw, &gb, &act.scratch)?;
-                    self.dispatches.extend(tag(&format!("{name} backward"), d));
-                }
-                Op::Pool(s) => {
-                    let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-                    let dx = dx.as_ref().expect("a layer above the first with parameters passes a gradient");
-                    self.dispatches
-                        .extend(tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, &dy, winners, dx)?]));
-                }
-                Op::LeakyReLU { slope, .. } => {
-                    // Its output's sign is its input's (slope > 0), fused or not.
-                    let dx = dx.as_ref().expect("a layer above the first with parameters passes a gradient");
-                    let d = activation::leaky_relu_backward(gpu, slope, &out.output, &dy, dx)?;
-                    self.dispatches.extend(tag(&format!("{name} backward"), vec![d]));
-                }
-                Op::Flatten => {}
-            }
+            let d = self.layer_backward(gpu, model, grads, (i, layer), &dy, dx.as_ref())?;
+            self.dispatches.extend(d);
             if let Some(dx) = dx {
                 dy = dx;
             }
         }
         Ok(())
+    }
+
+    /// Layer `i`'s backward dispatches: from `dy`, the gradients of its parameters (views of
+    /// `grads`) and, when `dx` is given, of its input.
+    fn layer_backward(
+        &self,
+        gpu: &Gpu,
+        model: &Model,
+        grads: &Tensor,
+        (i, layer): (usize, &PlacedLayer),
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<Vec<Dispatch>> {
+        let (act, name) = (&self.activations, &layer.name);
+        let (input, out) = (act.input(i), &act.layers[i]);
+        let passes = "a layer above the first with parameters passes a gradient on";
+        Ok(match layer.op(self.batch) {
+            Op::Conv(s) => {
+                let mut d = Vec::new();
+                if let Some(dx) = dx {
+                    let t =
+                        |what: &str, len| Tensor::zeros(gpu, &format!("{} {name} {what}", model.arch.name()), &[len]);
+                    let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
+                    let [kernel, _] = model.kernel_bias(&model.weights, name)?;
+                    let input_grad = conv2d::backward_input(gpu, &s, dy, &kernel, &w_t, &dcols, dx)?;
+                    d.extend(tag(&format!("{name} input grad"), input_grad));
+                }
+                let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
+                let [gw, gb] = model.kernel_bias(grads, name)?;
+                let kernel_grad =
+                    conv2d::backward_kernel(gpu, &s, cols, dy, KernelBias { kernel: &gw, bias: &gb }, &act.scratch)?;
+                d.extend(tag(&format!("{name} kernel grad"), kernel_grad));
+                d
+            }
+            Op::Dense(s) => {
+                let ([kernel, _], [gw, gb]) =
+                    (model.kernel_bias(&model.weights, name)?, model.kernel_bias(grads, name)?);
+                let grads = DenseGrads { params: KernelBias { kernel: &gw, bias: &gb }, input: dx };
+                tag(&format!("{name} backward"), dense::backward(gpu, &s, input, &kernel, dy, grads, &act.scratch)?)
+            }
+            Op::Pool(s) => {
+                let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
+                tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, dy, winners, dx.expect(passes))?])
+            }
+            // Its output's sign is its input's (slope > 0), fused or not.
+            Op::LeakyReLU { slope, .. } => {
+                let d = activation::leaky_relu_backward(gpu, slope, &out.output, dy, dx.expect(passes))?;
+                tag(&format!("{name} backward"), vec![d])
+            }
+            Op::Flatten => Vec::new(),
+        })
     }
 
     /// A training step: forward, loss, backward, Adam, next step.
