@@ -12,7 +12,12 @@
 //                ds_j = [alpha (q_j - onehot_j) + (1 - alpha) T (p_s,j S - p_t,j mask_j)] / valid
 //                with q = softmax(s), mask_j = (p_s,j >= 1e-7), S = sum_c p_t,c mask_c
 //                (S = 1 without clipping, giving the textbook (1 - alpha) T (p_s - p_t)).
-// Both record per-row loss and whether argmax(z) == y (first maximum wins, as tf.argmax).
+// distillation_teacher_grad: the same, and the gradient with respect to the teacher's logits
+//                (the seed's Distiller trains the teacher too). Only the KL term depends on
+//                them; where p_t is clipped its gradient is zero, so with
+//                g_j = (ln clip(p_t,j) - ln clip(p_s,j) + 1) mask_t,j and G = sum_c p_t,c g_c,
+//                dt_j = (1 - alpha) T p_t,j (g_j - G) / valid, mask_t,j = (p_t,j >= 1e-7).
+// All record per-row loss and whether argmax(z) == y (first maximum wins, as tf.argmax).
 
 #include "common.wgsl"
 
@@ -31,6 +36,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(6) var<storage, read_write> row_correct: array<f32>;
 @group(0) @binding(7) var<storage, read> teacher_logits: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dteacher: array<f32>;
 
 const CLIP: f32 = 1e-7;
 
@@ -95,29 +101,16 @@ fn cross_entropy(@builtin(global_invocation_id) id: vec3<u32>) {
     row_correct[r] = argmax_is(base, label);
 }
 
-@compute @workgroup_size(64)
-fn distillation(@builtin(global_invocation_id) id: vec3<u32>) {
-    let r = id.x;
-    if (r >= p.rows) {
-        return;
-    }
-    let valid = valid_rows();
-    if (r >= valid) {
-        zero_row(r);
-        return;
-    }
-    let base = r * p.classes;
-    let label = labels[r];
-    let t = p.temperature;
-    let inv_t = 1.0 / t;
+/// The row maxima of the softened student and teacher logits, and their sums of exp.
+struct Softened {
+    s_top: f32,
+    t_top: f32,
+    s_sum: f32,
+    t_sum: f32,
+}
 
-    // Plain softmax of the student (the hard-label term).
-    let top = row_max(base, 1.0);
-    var sum = 0.0;
-    for (var j = 0u; j < p.classes; j++) {
-        sum += exp(logits[base + j] - top);
-    }
-    // Softened student and teacher distributions.
+fn softened(base: u32) -> Softened {
+    let t = p.temperature;
     var s_top = logits[base] / t;
     var t_top = teacher_logits[base] / t;
     for (var j = 1u; j < p.classes; j++) {
@@ -130,6 +123,27 @@ fn distillation(@builtin(global_invocation_id) id: vec3<u32>) {
         s_sum += exp(logits[base + j] / t - s_top);
         t_sum += exp(teacher_logits[base + j] / t - t_top);
     }
+    return Softened(s_top, t_top, s_sum, t_sum);
+}
+
+// The distillation loss of row r and its gradient with respect to the student's logits.
+fn distillation_row(r: u32, valid: u32) {
+    let base = r * p.classes;
+    let label = labels[r];
+    let t = p.temperature;
+
+    // Plain softmax of the student (the hard-label term).
+    let top = row_max(base, 1.0);
+    var sum = 0.0;
+    for (var j = 0u; j < p.classes; j++) {
+        sum += exp(logits[base + j] - top);
+    }
+    // Softened student and teacher distributions.
+    let soft = softened(base);
+    let s_top = soft.s_top;
+    let t_top = soft.t_top;
+    let s_sum = soft.s_sum;
+    let t_sum = soft.t_sum;
     var kl = 0.0;
     var kept = 0.0; // S: teacher mass over the classes where p_s is not clipped
     for (var j = 0u; j < p.classes; j++) {
@@ -152,4 +166,52 @@ fn distillation(@builtin(global_invocation_id) id: vec3<u32>) {
     let ce = log(sum) + top - logits[base + label];
     row_loss[r] = p.alpha * ce + (1.0 - p.alpha) * kl * t * t;
     row_correct[r] = argmax_is(base, label);
+}
+
+@compute @workgroup_size(64)
+fn distillation(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let valid = valid_rows();
+    if (r >= valid) {
+        zero_row(r);
+        return;
+    }
+    distillation_row(r, valid);
+}
+
+@compute @workgroup_size(64)
+fn distillation_teacher_grad(@builtin(global_invocation_id) id: vec3<u32>) {
+    let r = id.x;
+    if (r >= p.rows) {
+        return;
+    }
+    let valid = valid_rows();
+    let base = r * p.classes;
+    if (r >= valid) {
+        zero_row(r);
+        for (var j = 0u; j < p.classes; j++) {
+            dteacher[base + j] = 0.0;
+        }
+        return;
+    }
+    distillation_row(r, valid);
+    let t = p.temperature;
+    let soft = softened(base);
+    var total = 0.0; // G = sum_c p_t,c g_c
+    for (var j = 0u; j < p.classes; j++) {
+        let pt = exp(teacher_logits[base + j] / t - soft.t_top) / soft.t_sum;
+        let ps = exp(logits[base + j] / t - soft.s_top) / soft.s_sum;
+        let g = select(0.0, log(clamp(pt, CLIP, 1.0)) - log(clamp(ps, CLIP, 1.0)) + 1.0, pt >= CLIP);
+        total += pt * g;
+    }
+    let scale = (1.0 - p.alpha) * t / f32(valid);
+    for (var j = 0u; j < p.classes; j++) {
+        let pt = exp(teacher_logits[base + j] / t - soft.t_top) / soft.t_sum;
+        let ps = exp(logits[base + j] / t - soft.s_top) / soft.s_sum;
+        let g = select(0.0, log(clamp(pt, CLIP, 1.0)) - log(clamp(ps, CLIP, 1.0)) + 1.0, pt >= CLIP);
+        dteacher[base + j] = scale * pt * (g - total);
+    }
 }

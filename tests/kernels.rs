@@ -388,17 +388,25 @@ fn distillation_matches_reference() {
         let teacher = uniform(&mut r, rows * classes, -spread, spread);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
         let tt = upload(gpu, "teacher", &teacher);
-        let objective = Objective::Distillation { teacher_logits: &tt, alpha, temperature: t };
-        let (dl, loss_rows, correct) = run_loss(gpu, &objective, &logits, &labels, classes, valid);
         let want =
             loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, alpha as f64, t as f64);
-        let name = format!("distillation {rows}x{classes} valid {valid} alpha {alpha} T {t}");
-        // The soft term subtracts nearly equal probabilities (p_s - p_t); at T=10 they agree
-        // to ~1e-2, so f32 exp/divide rounding (~1e-7 relative to p) shows up magnified.
-        check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), 2e-4);
-        check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
         let want_correct: Vec<f32> = want.correct.iter().map(|&c| c as u8 as f32).collect();
-        assert_eq!(correct, want_correct, "{name} correct");
+        // Both entries: the frozen teacher's, and the one that also gives the teacher's gradient.
+        let dteacher = poisoned(gpu, "dteacher", rows * classes);
+        for teacher_grad in [None, Some(&dteacher)] {
+            let objective = Objective::Distillation { teacher_logits: &tt, alpha, temperature: t, teacher_grad };
+            let (dl, loss_rows, correct) = run_loss(gpu, &objective, &logits, &labels, classes, valid);
+            let with = if teacher_grad.is_some() { " (teacher gradient)" } else { "" };
+            let name = format!("distillation{with} {rows}x{classes} valid {valid} alpha {alpha} T {t}");
+            // The soft term subtracts nearly equal probabilities (p_s - p_t); at T=10 they agree
+            // to ~1e-2, so f32 exp/divide rounding (~1e-7 relative to p) shows up magnified.
+            check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), 2e-4);
+            check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
+            assert_eq!(correct, want_correct, "{name} correct");
+        }
+        // The teacher's gradient has the same subtraction (g_j - G), and ln p near the clip.
+        let name = format!("distillation teacher grad {rows}x{classes} valid {valid} alpha {alpha} T {t}");
+        check(&name, &dteacher.read_f32(gpu).unwrap(), &as_f32(&want.dteacher), 2e-4);
     }
 }
 

@@ -267,3 +267,40 @@ fn distillation_dlogits_is_gradient_of_batch_loss() {
     println!("clipped student probabilities in the +-30 case: {clipped}");
     check_loss(LossCase::distillation("distillation a=0.5 T=1 logits +-30 (clipped)", 6, 30.0, 0.5, 1.0), &mut r);
 }
+
+/// The seed's Distiller also trains the teacher: the gradient with respect to the teacher's
+/// logits against differences of the batch loss, with Keras's clip of p_t (no gradient where
+/// it clips) exercised by confident logits at T = 1.
+#[test]
+fn distillation_teacher_gradient_is_gradient_of_batch_loss() {
+    use loss::reference::{batch_loss, distillation};
+    let mut r = rng("distillation teacher gradients");
+    let (rows, classes) = (6, 10);
+    for (name, valid, spread, alpha, t) in [
+        ("teacher grad a=0.1 T=10", 6, 5.0, 0.1, 10.0),
+        ("teacher grad a=0.5 T=4 4 of 6 valid", 4, 5.0, 0.5, 4.0),
+        ("teacher grad a=0.1 T=1 logits +-30 (clipped)", 5, 30.0, 0.1, 1.0),
+    ] {
+        // Both distributions clear of the clip by 10h in log space, so no step crosses it.
+        let draw = |r: &mut ChaCha8Rng| loop {
+            let l = uniform(r, rows * classes, -spread, spread);
+            if clear_of_clip(&l, classes, t, 10.0 * H_LOSS as f64) {
+                break l;
+            }
+        };
+        let (student, teacher) = (draw(&mut r), draw(&mut r));
+        let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+        let f = |tl: &[f32]| batch_loss(&distillation(&student, Some(tl), &labels, classes, valid, alpha, t), valid);
+        let analytic = distillation(&student, Some(&teacher), &labels, classes, valid, alpha, t).dteacher;
+        assert!(analytic[valid * classes..].iter().all(|&g| g == 0.0), "{name}: rows past valid have a gradient");
+        check(name, &analytic, &numeric_grad(&teacher, H_LOSS, f), LOSS_BOUND);
+        let clipped = softmax(&teacher[..valid * classes], classes, t as f32)
+            .iter()
+            .filter(|&&p| p < loss::reference::CLIP)
+            .count();
+        if spread > 10.0 {
+            assert!(clipped > 0, "{name}: no teacher probability was clipped, so the clip went unchecked");
+            println!("{name}: {clipped} clipped teacher probabilities");
+        }
+    }
+}

@@ -41,7 +41,14 @@ pub struct LossInputs<'a> {
 
 pub enum Objective<'a> {
     CrossEntropy,
-    Distillation { teacher_logits: &'a Tensor, alpha: f32, temperature: f32 },
+    /// With `teacher_grad`, the kernel also writes the gradient with respect to the teacher's
+    /// logits there (seed-exact distillation, where the teacher learns too).
+    Distillation {
+        teacher_logits: &'a Tensor,
+        alpha: f32,
+        temperature: f32,
+        teacher_grad: Option<&'a Tensor>,
+    },
 }
 
 /// The step state says how many of the `rows` are real (the last batch may be short).
@@ -70,18 +77,24 @@ pub fn loss(
     ];
     let entry = match objective {
         Objective::CrossEntropy => "cross_entropy",
-        Objective::Distillation { teacher_logits, .. } => {
+        Objective::Distillation { teacher_logits, teacher_grad: None, .. } => {
             res.push(teacher_logits.binding());
             "distillation"
+        }
+        Objective::Distillation { teacher_logits, teacher_grad: Some(dteacher), .. } => {
+            res.extend([teacher_logits.binding(), dteacher.binding()]);
+            "distillation_teacher_grad"
         }
     };
     Dispatch::new(gpu, &shader!("loss"), entry, &res, [rows.div_ceil(64) as u32, 1, 1])
 }
 
-/// Per-row results of the reference: losses, gradient (already divided by `valid`), correctness.
+/// Per-row results of the reference: losses, gradients with respect to the student's and the
+/// teacher's logits (already divided by `valid`; the latter zero without a teacher), correctness.
 pub struct RowLosses {
     pub loss: Vec<f64>,
     pub dlogits: Vec<f64>,
+    pub dteacher: Vec<f64>,
     pub correct: Vec<bool>,
 }
 
@@ -106,8 +119,8 @@ pub mod reference {
         distillation(logits, None, labels, classes, valid, 1.0, 1.0)
     }
 
-    /// alpha * CE + (1 - alpha) * T^2 * KL(clip(p_t) || clip(p_s)), gradient through Keras's
-    /// clip (zero where p_s < 1e-7). With `teacher = None` only the CE term is formed.
+    /// alpha * CE + (1 - alpha) * T^2 * KL(clip(p_t) || clip(p_s)), gradients through Keras's
+    /// clip (zero where p_s or p_t < 1e-7). With `teacher = None` only the CE term is formed.
     pub fn distillation(
         logits: &[f32],
         teacher: Option<&[f32]>,
@@ -118,8 +131,9 @@ pub mod reference {
         temperature: f64,
     ) -> RowLosses {
         let rows = logits.len() / classes;
+        let zeros = vec![0.0; rows * classes];
         let mut out =
-            RowLosses { loss: vec![0.0; rows], dlogits: vec![0.0; rows * classes], correct: vec![false; rows] };
+            RowLosses { loss: vec![0.0; rows], dlogits: zeros.clone(), dteacher: zeros, correct: vec![false; rows] };
         let q = softmax(logits, classes, 1.0);
         let ps = softmax(logits, classes, temperature as f32);
         let pt = teacher.map(|t| softmax(t, classes, temperature as f32));
@@ -147,6 +161,23 @@ pub mod reference {
                     let (s, tj) = (ps[r * classes + j], clip(pt[r * classes + j]));
                     let soft = s * kept - if s >= CLIP { tj } else { 0.0 };
                     *g += (1.0 - alpha) * t * soft;
+                }
+                // d KL / d p_t,j = ln clip(p_t,j) - ln clip(p_s,j) + 1 where p_t,j is not
+                // clipped; then through the softmax of logits / T.
+                let g: Vec<f64> = (0..classes)
+                    .map(|j| {
+                        let (s, tj) = (ps[r * classes + j], pt[r * classes + j]);
+                        if tj >= CLIP {
+                            clip(tj).ln() - clip(s).ln() + 1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let total: f64 = (0..classes).map(|j| pt[r * classes + j] * g[j]).sum();
+                for j in 0..classes {
+                    let d = (1.0 - alpha) * t * pt[r * classes + j] * (g[j] - total);
+                    out.dteacher[r * classes + j] = d / valid as f64;
                 }
             }
             out.loss[r] = loss;

@@ -8,7 +8,7 @@
 mod plan;
 
 pub use crate::ops::loss::Loss;
-pub use plan::{check_batch_fits, Feed, Plan};
+pub use plan::{check_batch_fits, Distiller, Feed, Plan};
 
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};

@@ -39,6 +39,7 @@ struct LayerBuffers {
 
 /// Forward-pass buffers of one model at one batch size.
 struct Activations {
+    batch: usize,
     x: Tensor,
     labels: Tensor,
     teacher_logits: Tensor,
@@ -109,7 +110,9 @@ pub fn check_batch_fits(gpu: &Gpu, arch: &Architecture, batch: usize) -> Result<
 }
 
 impl Activations {
-    fn new(gpu: &Gpu, arch: &Architecture, b: usize) -> Result<Activations> {
+    /// Buffers for `arch` at batch `b`; with `input`, it reads the images and labels of
+    /// another model's plan (the co-trained teacher sees the student's batch).
+    fn new(gpu: &Gpu, arch: &Architecture, b: usize, input: Option<&Activations>) -> Result<Activations> {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
         let walk = arch.walk();
         let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
@@ -126,9 +129,14 @@ impl Activations {
             };
             layers.push(LayerBuffers { output, saved });
         }
+        let (x, labels) = match input {
+            Some(other) => (other.x.clone(), other.labels.clone()),
+            None => (t("input", b * IMAGE_SIDE * IMAGE_SIDE)?, t("labels", b)?),
+        };
         Ok(Activations {
-            x: t("input", b * IMAGE_SIDE * IMAGE_SIDE)?,
-            labels: t("labels", b)?,
+            batch: b,
+            x,
+            labels,
             teacher_logits: t("teacher logits", b * NUM_CLASSES)?,
             layers,
             scratch: t("reduction scratch", scratch_len(arch, b))?,
@@ -156,6 +164,22 @@ struct OptimizerState {
     v: Tensor,
 }
 
+/// One model's buffers in a plan: its activations and, when the plan trains it, Adam's state.
+struct PlannedModel {
+    activations: Activations,
+    optimizer: Option<OptimizerState>,
+}
+
+/// The seed's Distiller as Keras 3 runs it: the student learns from the teacher's logits,
+/// and the teacher from (1 - alpha) * T^2 * KL, both by one Adam (one step count for both,
+/// a moment pair each, fresh when the plan is made).
+pub struct Distiller<'a> {
+    pub student: &'a Model,
+    pub teacher: &'a Model,
+    pub alpha: f32,
+    pub temperature: f32,
+}
+
 /// A planned step: the dispatch list, its step state, sample order and metrics buffer.
 pub struct Plan {
     pub name: String,
@@ -167,8 +191,8 @@ pub struct Plan {
     pub batch: usize,
     pub samples: usize,
     pub steps: usize,
-    activations: Activations,
-    optimizer: Option<OptimizerState>,
+    /// The model the plan runs (whose loss and accuracy it records), then a co-trained teacher.
+    models: Vec<PlannedModel>,
 }
 
 impl Plan {
@@ -185,6 +209,7 @@ impl Plan {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let activations = Activations::new(gpu, arch, batch, None)?;
         Ok(Plan {
             name: name.to_string(),
             dispatches: Vec::new(),
@@ -195,24 +220,25 @@ impl Plan {
             batch,
             samples,
             steps,
-            activations: Activations::new(gpu, arch, batch)?,
-            optimizer: None,
+            models: vec![PlannedModel { activations, optimizer: None }],
         })
     }
 
-    /// Gather, then every layer's forward dispatches.
-    fn forward(&mut self, gpu: &Gpu, model: &Model, feed: &Feed) -> Result<()> {
-        let (act, b) = (&self.activations, self.batch);
-        let d = &mut self.dispatches;
+    /// The batch's images and labels, and with a logits table the teacher's rows of it.
+    fn gather(&mut self, gpu: &Gpu, feed: &Feed) -> Result<()> {
+        let (act, b) = (&self.models[0].activations, self.batch);
         let source = feed.data.source(feed.split);
-        d.extend(tag(
-            "batch",
-            vec![batch::gather_images(gpu, b, &self.state, &self.perm, &source, &act.x, &act.labels)?],
-        ));
+        let mut d = vec![batch::gather_images(gpu, b, &self.state, &self.perm, &source, &act.x, &act.labels)?];
         if let Some(table) = feed.teacher_logits {
-            let rows = batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?;
-            d.extend(tag("batch", vec![rows]));
+            d.push(batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?);
         }
+        self.dispatches.extend(tag("batch", d));
+        Ok(())
+    }
+
+    /// Every layer's forward dispatches of model `which` of the plan.
+    fn forward(&mut self, gpu: &Gpu, model: &Model, which: usize) -> Result<()> {
+        let (act, b) = (&self.models[which].activations, self.batch);
         let walk = model.arch.walk();
         for (i, layer) in walk.iter().enumerate() {
             let (input, out) = (act.input(i), &act.layers[i]);
@@ -238,22 +264,29 @@ impl Plan {
                     dense::forward(gpu, &s, input, weights, &act.scratch, &out.output)?
                 }
             };
-            d.extend(tag(&format!("{} forward", layer.name), dispatches));
+            self.dispatches.extend(tag(&format!("{} forward", layer.name), dispatches));
         }
         Ok(())
     }
 
-    /// The loss kernel and the metrics record; returns the logit gradient the backward pass reads.
-    fn loss(&mut self, gpu: &Gpu, arch: &Architecture, loss: Loss) -> Result<Tensor> {
+    /// The loss kernel and the metrics record of the plan's model; returns the logit gradient
+    /// the backward pass reads. With a co-trained teacher the kernel also writes
+    /// `teacher_grad`, the gradient of the loss with respect to the teacher's logits.
+    fn loss(&mut self, gpu: &Gpu, arch: &Architecture, loss: Loss, teacher_grad: Option<&Tensor>) -> Result<Tensor> {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
-        let act = &self.activations;
+        let act = &self.models[0].activations;
         let dlogits = t("logit gradient", self.batch * NUM_CLASSES)?;
         let (row_loss, row_correct) = (t("row loss", self.batch)?, t("row correct", self.batch)?);
         let out = &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct };
         let objective = match loss {
             Loss::CrossEntropy => Objective::CrossEntropy,
             Loss::Distillation { alpha, temperature } => {
-                Objective::Distillation { teacher_logits: &act.teacher_logits, alpha, temperature }
+                // The co-trained teacher's logits come from its forward pass, not from a table.
+                let teacher_logits = match self.models.get(1) {
+                    Some(teacher) => teacher.activations.logits(),
+                    None => &act.teacher_logits,
+                };
+                Objective::Distillation { teacher_logits, alpha, temperature, teacher_grad }
             }
         };
         let input = LossInputs { state: &self.state, logits: act.logits(), labels: &act.labels };
@@ -263,8 +296,21 @@ impl Plan {
         Ok(dlogits)
     }
 
+    /// Model `which`'s backward pass from `dlogits`, then its Adam update (Adam's t is the
+    /// plan's step count, shared by every model the plan trains).
+    fn optimise(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, adam: &AdamConfig) -> Result<()> {
+        let arch = &model.arch;
+        let t = |label: &str| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[arch.flat_len()]);
+        let opt = OptimizerState { grads: t("gradients")?, m: t("adam m")?, v: t("adam v")? };
+        self.backward(gpu, model, which, dlogits, &opt.grads)?;
+        let step = adam::step(gpu, adam, &self.state, &model.weights, &opt.grads, &opt.m, &opt.v)?;
+        self.dispatches.extend(tag("adam", vec![step]));
+        self.models[which].optimizer = Some(opt);
+        Ok(())
+    }
+
     /// Every layer's backward dispatches, the list in reverse, from `dlogits` into `grads`.
-    fn backward(&mut self, gpu: &Gpu, model: &Model, dlogits: Tensor, grads: &Tensor) -> Result<()> {
+    fn backward(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, grads: &Tensor) -> Result<()> {
         let walk = model.arch.walk();
         let Some(first) = walk.iter().position(PlacedLayer::has_params) else { return Ok(()) };
         // The gradient of the output of the layer being processed.
@@ -280,64 +326,14 @@ impl Plan {
                     Some(Tensor::zeros(gpu, &label, &[self.batch * layer.input.len()])?)
                 }
             };
-            let d = self.layer_backward(gpu, model, grads, (i, layer), &dy, dx.as_ref())?;
+            let act = &self.models[which].activations;
+            let d = layer_backward(gpu, model, act, grads, (i, layer), &dy, dx.as_ref())?;
             self.dispatches.extend(d);
             if let Some(dx) = dx {
                 dy = dx;
             }
         }
         Ok(())
-    }
-
-    /// Layer `i`'s backward dispatches: from `dy`, the gradients of its parameters (views of
-    /// `grads`) and, when `dx` is given, of its input.
-    fn layer_backward(
-        &self,
-        gpu: &Gpu,
-        model: &Model,
-        grads: &Tensor,
-        (i, layer): (usize, &PlacedLayer),
-        dy: &Tensor,
-        dx: Option<&Tensor>,
-    ) -> Result<Vec<Dispatch>> {
-        let (act, name) = (&self.activations, &layer.name);
-        let (input, out) = (act.input(i), &act.layers[i]);
-        let passes = "a layer above the first with parameters passes a gradient on";
-        Ok(match layer.op(self.batch) {
-            Op::Conv(s) => {
-                let mut d = Vec::new();
-                if let Some(dx) = dx {
-                    let t =
-                        |what: &str, len| Tensor::zeros(gpu, &format!("{} {name} {what}", model.arch.name()), &[len]);
-                    let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
-                    let [kernel, _] = model.kernel_bias(&model.weights, name)?;
-                    let input_grad = conv2d::backward_input(gpu, &s, dy, &kernel, &w_t, &dcols, dx)?;
-                    d.extend(tag(&format!("{name} input grad"), input_grad));
-                }
-                let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
-                let [gw, gb] = model.kernel_bias(grads, name)?;
-                let kernel_grad =
-                    conv2d::backward_kernel(gpu, &s, cols, dy, KernelBias { kernel: &gw, bias: &gb }, &act.scratch)?;
-                d.extend(tag(&format!("{name} kernel grad"), kernel_grad));
-                d
-            }
-            Op::Dense(s) => {
-                let ([kernel, _], [gw, gb]) =
-                    (model.kernel_bias(&model.weights, name)?, model.kernel_bias(grads, name)?);
-                let grads = DenseGrads { params: KernelBias { kernel: &gw, bias: &gb }, input: dx };
-                tag(&format!("{name} backward"), dense::backward(gpu, &s, input, &kernel, dy, grads, &act.scratch)?)
-            }
-            Op::Pool(s) => {
-                let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-                tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, dy, winners, dx.expect(passes))?])
-            }
-            // Its output's sign is its input's (slope > 0), fused or not.
-            Op::LeakyReLU { slope, .. } => {
-                let d = activation::leaky_relu_backward(gpu, slope, &out.output, dy, dx.expect(passes))?;
-                tag(&format!("{name} backward"), vec![d])
-            }
-            Op::Flatten => Vec::new(),
-        })
     }
 
     /// A training step: forward, loss, backward, Adam, next step.
@@ -350,26 +346,51 @@ impl Plan {
         batch: usize,
         adam: &AdamConfig,
     ) -> Result<Plan> {
-        let arch = &model.arch;
-        check_batch_fits(gpu, arch, batch)?;
-        let mut plan = Plan::new(gpu, name, arch, batch, feed.split.samples)?;
-        plan.forward(gpu, model, feed)?;
-        let dlogits = plan.loss(gpu, arch, loss)?;
-        let t = |label: &str| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[arch.flat_len()]);
-        let opt = OptimizerState { grads: t("gradients")?, m: t("adam m")?, v: t("adam v")? };
-        plan.backward(gpu, model, dlogits, &opt.grads)?;
-        let step = adam::step(gpu, adam, &plan.state, &model.weights, &opt.grads, &opt.m, &opt.v)?;
-        plan.dispatches.extend(tag("adam", vec![step]));
+        check_batch_fits(gpu, &model.arch, batch)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        plan.gather(gpu, feed)?;
+        plan.forward(gpu, model, 0)?;
+        let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
+        plan.optimise(gpu, model, 0, dlogits, adam)?;
         plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
-        plan.optimizer = Some(opt);
+        Ok(plan)
+    }
+
+    /// A step of the seed's Distiller: the teacher's and the student's forward passes, the
+    /// distillation loss with its gradients for both, both backward passes, Adam for both.
+    pub fn distiller(
+        gpu: &Gpu,
+        name: &str,
+        distiller: &Distiller,
+        feed: &Feed,
+        batch: usize,
+        adam: &AdamConfig,
+    ) -> Result<Plan> {
+        let (student, teacher) = (distiller.student, distiller.teacher);
+        ensure!(feed.teacher_logits.is_none(), "{name}: a co-trained teacher computes its logits at every step");
+        check_batch_fits(gpu, &student.arch, batch)?;
+        check_batch_fits(gpu, &teacher.arch, batch)?;
+        let mut plan = Plan::new(gpu, name, &student.arch, batch, feed.split.samples)?;
+        let activations = Activations::new(gpu, &teacher.arch, batch, Some(&plan.models[0].activations))?;
+        plan.models.push(PlannedModel { activations, optimizer: None });
+        plan.gather(gpu, feed)?;
+        plan.forward(gpu, teacher, 1)?;
+        plan.forward(gpu, student, 0)?;
+        let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
+        let loss = Loss::Distillation { alpha: distiller.alpha, temperature: distiller.temperature };
+        let dlogits = plan.loss(gpu, &student.arch, loss, Some(&dteacher))?;
+        plan.optimise(gpu, student, 0, dlogits, adam)?;
+        plan.optimise(gpu, teacher, 1, dteacher, adam)?;
+        plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
     }
 
     /// Loss and accuracy over the feed's split without training (Keras's evaluate).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
-        plan.forward(gpu, model, feed)?;
-        plan.loss(gpu, &model.arch, loss)?;
+        plan.gather(gpu, feed)?;
+        plan.forward(gpu, model, 0)?;
+        plan.loss(gpu, &model.arch, loss, None)?;
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
         Ok(plan)
     }
@@ -379,8 +400,10 @@ impl Plan {
     pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
-        plan.forward(gpu, model, feed)?;
-        let store = batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, plan.activations.logits(), table)?;
+        plan.gather(gpu, feed)?;
+        plan.forward(gpu, model, 0)?;
+        let logits = plan.models[0].activations.logits();
+        let store = batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, logits, table)?;
         plan.dispatches.push(store);
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
         Ok(plan)
@@ -390,19 +413,76 @@ impl Plan {
         &self.dispatches
     }
 
-    /// The gradients of the last training step, in the layout of the weights.
-    pub fn gradients(&self) -> Option<&Tensor> {
-        self.optimizer.as_ref().map(|o| &o.grads)
+    /// Model `which`'s gradients of the last step, in the layout of its weights (0: the model
+    /// the plan trains; 1: the teacher a [`Distiller`] trains with it).
+    pub fn gradients(&self, which: usize) -> Option<&Tensor> {
+        self.models.get(which)?.optimizer.as_ref().map(|o| &o.grads)
     }
 
-    /// Adam's first and second moments, in the layout of the weights.
-    pub fn adam_moments(&self) -> Option<(&Tensor, &Tensor)> {
-        self.optimizer.as_ref().map(|o| (&o.m, &o.v))
+    /// Model `which`'s Adam moments (m, v), in the layout of its weights.
+    pub fn adam_moments(&self, which: usize) -> Option<(&Tensor, &Tensor)> {
+        self.models.get(which)?.optimizer.as_ref().map(|o| (&o.m, &o.v))
     }
 
-    /// What layer `i` keeps for its backward pass: a convolution's im2col matrix, a pooling
-    /// layer's winners (flat input indices, u32).
-    pub fn saved(&self, i: usize) -> Option<&Tensor> {
-        self.activations.layers.get(i).and_then(|l| l.saved.as_ref())
+    /// The output of layer `i` of model `which` at the last step (a fused LeakyReLU's is its
+    /// convolution's buffer).
+    pub fn output(&self, which: usize, i: usize) -> Option<&Tensor> {
+        Some(&self.models.get(which)?.activations.layers.get(i)?.output)
     }
+
+    /// What layer `i` of model `which` keeps for its backward pass: a convolution's im2col
+    /// matrix, a pooling layer's winners (flat input indices, u32).
+    pub fn saved(&self, which: usize, i: usize) -> Option<&Tensor> {
+        self.models.get(which)?.activations.layers.get(i)?.saved.as_ref()
+    }
+}
+
+/// Layer `i`'s backward dispatches: from `dy`, the gradients of its parameters (views of
+/// `grads`) and, when `dx` is given, of its input.
+fn layer_backward(
+    gpu: &Gpu,
+    model: &Model,
+    act: &Activations,
+    grads: &Tensor,
+    (i, layer): (usize, &PlacedLayer),
+    dy: &Tensor,
+    dx: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let (name, out, input) = (&layer.name, &act.layers[i], act.input(i));
+    let passes = "a layer above the first with parameters passes a gradient on";
+    Ok(match layer.op(act.batch) {
+        Op::Conv(s) => {
+            let mut d = Vec::new();
+            if let Some(dx) = dx {
+                let t = |what: &str, len| Tensor::zeros(gpu, &format!("{} {name} {what}", model.arch.name()), &[len]);
+                let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
+                let [kernel, _] = model.kernel_bias(&model.weights, name)?;
+                let input_grad = conv2d::backward_input(gpu, &s, dy, &kernel, &w_t, &dcols, dx)?;
+                d.extend(tag(&format!("{name} input grad"), input_grad));
+            }
+            let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
+            let [gw, gb] = model.kernel_bias(grads, name)?;
+            let grads = KernelBias { kernel: &gw, bias: &gb };
+            d.extend(tag(
+                &format!("{name} kernel grad"),
+                conv2d::backward_kernel(gpu, &s, cols, dy, grads, &act.scratch)?,
+            ));
+            d
+        }
+        Op::Dense(s) => {
+            let ([kernel, _], [gw, gb]) = (model.kernel_bias(&model.weights, name)?, model.kernel_bias(grads, name)?);
+            let grads = DenseGrads { params: KernelBias { kernel: &gw, bias: &gb }, input: dx };
+            tag(&format!("{name} backward"), dense::backward(gpu, &s, input, &kernel, dy, grads, &act.scratch)?)
+        }
+        Op::Pool(s) => {
+            let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
+            tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, dy, winners, dx.expect(passes))?])
+        }
+        // Its output's sign is its input's (slope > 0), fused or not.
+        Op::LeakyReLU { slope, .. } => {
+            let d = activation::leaky_relu_backward(gpu, slope, &out.output, dy, dx.expect(passes))?;
+            tag(&format!("{name} backward"), vec![d])
+        }
+        Op::Flatten => Vec::new(),
+    })
 }
