@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
-use kd_wgpu::experiment::{self, Config, WeightFiles};
+use kd_wgpu::experiment::{self, Config, DistillTeacher, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
 use kd_wgpu::model::{parse_channels, Architecture};
 use std::path::PathBuf;
@@ -109,6 +109,11 @@ struct RunArgs {
     temperature: f32,
     #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
     learning_rate: f32,
+    /// `frozen`: distillation as intended, the teacher stays as trained. `trainable`: what the
+    /// seed program computes under Keras 3, whose Distiller trains the teacher along with the
+    /// student by one Adam (each distilled student gets its own copy of the teacher).
+    #[arg(long, value_enum, default_value = "frozen")]
+    distill_teacher: DistillTeacher,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -183,6 +188,7 @@ impl RunArgs {
             sweep_temperature: self.sweep_temperature.clone(),
             teacher_channels: self.teacher_channels,
             student_channels: self.student_channels,
+            distill_teacher: self.distill_teacher,
         }
     }
 

@@ -1,9 +1,13 @@
 //! The whole program on a slice of the real Fashion-MNIST (CI installs `dataset-fashion-mnist`),
 //! and the refusals of bad input.
 
-use kd_wgpu::data::LoadOptions;
-use kd_wgpu::experiment::{self, Config, Report};
+use kd_wgpu::checkpoint;
+use kd_wgpu::data::{self, LoadOptions, NUM_CLASSES};
+use kd_wgpu::experiment::{self, Config, DistillTeacher, Report, WeightFiles};
 use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant};
+use kd_wgpu::model::reference::{self, Batch};
+use kd_wgpu::model::Architecture;
+use kd_wgpu::ops::loss::{self as loss_ops, Loss};
 use std::process::Command;
 
 /// The seed's settings on a slice, with a smaller teacher (widths that are multiples of no
@@ -65,6 +69,68 @@ fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     assert!(sweep_svg.contains("alpha 0.5") && sweep_svg.contains("alpha 1"));
     let second = experiment::run(&cfg).expect("experiment runs again");
     assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
+}
+
+/// The seed's own Distiller (Keras 3 trains the teacher too): each distilled student trains
+/// its own copy of the teacher, which is saved, evaluated, and is what the student's combined
+/// test loss is computed against.
+#[test]
+fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        distill_teacher: DistillTeacher::Trainable,
+        student_epochs: 1,
+        runs: 2,
+        sweep_alpha: vec![0.5],
+        ..config()
+    };
+    let files = WeightFiles { save_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let report = experiment::run_with(&cfg, &files).expect("experiment runs");
+    print!("{}", report.render());
+    assert!(report.render().contains("teacher after"), "the report shows the teacher after distillation");
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains(r#""distill_teacher":"Trainable""#), "the metrics name the mode");
+    assert!(report.runs.iter().all(|p| p.teacher_after_distillation.is_some()));
+    assert!(report.sweep.iter().all(|p| p.teacher_after_distillation.is_some()));
+
+    let teacher = cfg.teacher().unwrap();
+    let load = |name: &str| checkpoint::load(&dir.path().join(name), &teacher).unwrap();
+    let before = load("teacher.safetensors");
+    let (after, after_run2) =
+        (load("teacher-after-distillation.safetensors"), load("teacher-after-distillation-run2.safetensors"));
+    assert_ne!(before, after, "the teacher learned during distillation");
+    assert_ne!(after, after_run2, "each run's student trained its own copy of the teacher");
+
+    // The distilled student's combined test loss and the teacher's test results, recomputed on
+    // the CPU from the saved files.
+    let student = cfg.student().unwrap();
+    let student_flat = checkpoint::load(&dir.path().join("student.safetensors"), &student).unwrap();
+    let mut ds = data::load(&cfg.data).unwrap();
+    ds.test.truncate(cfg.test_limit.unwrap());
+    let n = ds.test.len();
+    let images: Vec<f32> = ds.test.images.iter().map(|&b| b as f32 / 255.0).collect();
+    let labels: Vec<u32> = ds.test.labels.iter().map(|&l| l as u32).collect();
+    let logits = |arch: &Architecture, flat: &[f32]| {
+        let batch = Batch { images: &images, labels: &labels, teacher_logits: None, rows: n };
+        reference::forward(arch, flat, &batch).logits().to_vec()
+    };
+    let teacher_logits = logits(&teacher, &after);
+    let batch = Batch { images: &images, labels: &labels, teacher_logits: Some(&teacher_logits), rows: n };
+    let (combined, _) = reference::loss_gradient(
+        &logits(&student, &student_flat),
+        &batch,
+        Loss::Distillation { alpha: 0.1, temperature: 10.0 },
+    );
+    assert!(
+        (report.distilled.test_loss - combined).abs() < 1e-4 * combined,
+        "{} against {combined}",
+        report.distilled.test_loss
+    );
+    let rows = loss_ops::reference::cross_entropy(&teacher_logits, &labels, NUM_CLASSES, n);
+    let accuracy = rows.correct.iter().filter(|&&c| c).count() as f64 / n as f64;
+    let after_result = report.teacher_after_distillation.as_ref().unwrap();
+    assert!((after_result.test_accuracy - accuracy).abs() < 1e-9, "{} against {accuracy}", after_result.test_accuracy);
+    assert!((after_result.test_loss - loss_ops::reference::batch_loss(&rows, n)).abs() < 1e-4);
 }
 
 fn refused(cfg: Config, expect: &str) {

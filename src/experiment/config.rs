@@ -7,6 +7,17 @@ use crate::model::{Architecture, STUDENT_CHANNELS, TEACHER_CHANNELS};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
+/// What the teacher does while a student distils from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum DistillTeacher {
+    /// Distillation as intended (and as keras.distillation.Distiller does it): the teacher
+    /// stays as trained; its logits are computed once.
+    Frozen,
+    /// What the seed program computes under Keras 3: its Distiller tracks the teacher, so the
+    /// teacher learns from the KL term along with the student, by the distiller's one Adam.
+    Trainable,
+}
+
 /// Everything the experiment's flags set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -35,6 +46,7 @@ pub struct Config {
     /// Filters of the seed network's two convolutions, for the teacher and the students.
     pub teacher_channels: [usize; 2],
     pub student_channels: [usize; 2],
+    pub distill_teacher: DistillTeacher,
 }
 
 impl Default for Config {
@@ -60,6 +72,7 @@ impl Default for Config {
             sweep_temperature: Vec::new(),
             teacher_channels: TEACHER_CHANNELS,
             student_channels: STUDENT_CHANNELS,
+            distill_teacher: DistillTeacher::Frozen,
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod phases;
 pub mod report;
 pub mod statistics;
 
-pub use config::{Config, WeightFiles};
+pub use config::{Config, DistillTeacher, WeightFiles};
 pub use report::{Report, RunResult, StudentPair, SweepPoint};
 pub use statistics::Statistics;
 
@@ -22,7 +22,7 @@ use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
-use phases::{FitJob, Phases, TeacherTables, WeightSaver};
+use phases::{FitJob, JobTeacher, Phases, Teacher, WeightSaver};
 use std::path::Path;
 use std::time::Instant;
 
@@ -79,22 +79,33 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
 
     let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
 
-    // The frozen teacher's logits, once for every training and test image.
     let t = Instant::now();
-    let tables = TeacherTables {
-        train: phases.logits_table(&teacher, &data.train)?,
-        test: phases.logits_table(&teacher, &data.test)?,
+    let distill_from = match cfg.distill_teacher {
+        // The frozen teacher's logits, once for every training and test image.
+        DistillTeacher::Frozen => {
+            let train = phases.logits_table(&teacher, &data.train)?;
+            let test = phases.logits_table(&teacher, &data.test)?;
+            println!(
+                "Teacher logits for {} + {} images in {:.1}s",
+                data.train.samples,
+                data.test.samples,
+                t.elapsed().as_secs_f64()
+            );
+            Teacher::Frozen { train, test }
+        }
+        DistillTeacher::Trainable => {
+            println!(
+                "Distillation trains each distilled student's own copy of the teacher along (the seed's Distiller)"
+            );
+            Teacher::CoTrained { arch: &teacher_arch, weights: teacher.read_flat(&gpu)? }
+        }
     };
     let teacher_logits_seconds = t.elapsed().as_secs_f64();
-    println!(
-        "Teacher logits for {} + {} images in {teacher_logits_seconds:.1}s",
-        data.train.samples, data.test.samples
-    );
 
     println!("{}", student_arch.summary());
-    let pairs = phases.student_runs(&student_arch, &tables, &starting, &saver)?;
+    let pairs = phases.student_runs(&student_arch, &distill_from, &starting, &saver)?;
     let statistics = (pairs.len() > 1).then(|| Statistics::of(&pairs));
-    let sweep = phases.sweep(&student_arch, &tables, &starting, &saver)?;
+    let sweep = phases.sweep(&student_arch, &distill_from, &starting, &saver)?;
 
     Ok(Report {
         adapter: gpu::describe(&gpu.info),
@@ -103,6 +114,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         teacher: teacher_result,
         distilled: pairs[0].distilled.clone(),
         scratch: pairs[0].scratch.clone(),
+        teacher_after_distillation: pairs[0].teacher_after_distillation.clone(),
         runs: pairs,
         statistics,
         sweep,
@@ -138,7 +150,7 @@ fn train_teacher(
                 name: "teacher".into(),
                 model: &teacher,
                 loss: Loss::CrossEntropy,
-                teacher_table: None,
+                teacher: JobTeacher::None,
                 order_seed: cfg.seed,
             };
             phases.fit(job, cfg.teacher_epochs, metric)?

@@ -9,7 +9,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
 use crate::progress::EpochProgress;
-use crate::train::{run_epochs_together, DeviceData, DeviceSplit, EpochStats, Feed, Loss, Model, Plan};
+use crate::train::{run_epochs_together, DeviceData, DeviceSplit, Distiller, EpochStats, Feed, Loss, Model, Plan};
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -34,10 +34,20 @@ pub struct FitJob<'a> {
     pub name: String,
     pub model: &'a Model,
     pub loss: Loss,
-    /// The teacher's logits for the training images (distillation only).
-    pub teacher_table: Option<&'a Tensor>,
+    /// Where a distilled model's teacher logits come from.
+    pub teacher: JobTeacher<'a>,
     /// Seed of the model's epoch shuffles.
     pub order_seed: u64,
+}
+
+/// A training job's teacher.
+#[derive(Clone, Copy)]
+pub enum JobTeacher<'a> {
+    None,
+    /// A frozen teacher's logits for the training images.
+    Table(&'a Tensor),
+    /// A teacher trained along with the student (the seed's Distiller).
+    CoTrained(&'a Model),
 }
 
 /// Where `--save-dir` puts weight files, and the configuration they record.
@@ -82,9 +92,24 @@ impl Phases<'_> {
         let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
         let plans = jobs
             .iter()
-            .map(|j| {
-                let feed = self.feed(&self.data.train, j.teacher_table);
-                Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
+            .map(|j| match (j.teacher, j.loss) {
+                (JobTeacher::CoTrained(teacher), Loss::Distillation { alpha, temperature }) => {
+                    let distiller = Distiller { student: j.model, teacher, alpha, temperature };
+                    Plan::distiller(gpu, &j.name, &distiller, &self.feed(&self.data.train, None), cfg.batch_size, &adam)
+                }
+                (JobTeacher::Table(table), _) => {
+                    let feed = self.feed(&self.data.train, Some(table));
+                    Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
+                }
+                _ => Plan::train(
+                    gpu,
+                    &j.name,
+                    j.model,
+                    j.loss,
+                    &self.feed(&self.data.train, None),
+                    cfg.batch_size,
+                    &adam,
+                ),
             })
             .collect::<Result<Vec<_>>>()?;
         let plan_refs: Vec<&Plan> = plans.iter().collect();
@@ -157,69 +182,127 @@ impl Phases<'_> {
     }
 }
 
-/// The frozen teacher's logits for both splits, which every distilled student reads.
-pub struct TeacherTables {
-    pub train: Tensor,
-    pub test: Tensor,
+/// The teacher every distilled student learns from.
+pub enum Teacher<'a> {
+    /// Frozen: its logits for both splits, computed once, which every distilled student reads.
+    Frozen { train: Tensor, test: Tensor },
+    /// The seed's Distiller: each distilled student trains its own copy of these weights along.
+    CoTrained { arch: &'a Architecture, weights: Vec<f32> },
 }
 
-/// One student to train: its name, starting weights, loss and file to save.
+/// One student to train: its name, starting weights, loss and files to save.
 pub struct StudentSpec {
     pub name: String,
     pub init: Vec<f32>,
     /// The distillation loss; None trains on plain cross-entropy (the scratch student).
     pub distill: Option<Loss>,
     pub order_seed: u64,
-    pub save_as: Option<String>,
+    /// The student's file, and (co-trained teacher) the file of its teacher after training.
+    pub save_as: Option<(String, String)>,
+}
+
+/// A trained student's record and, where its teacher trained along, the teacher's after it.
+pub struct StudentOutcome {
+    pub student: RunResult,
+    pub teacher_after: Option<RunResult>,
 }
 
 impl Phases<'_> {
     /// Trains the students side by side, saves those with a file name, and evaluates each on
-    /// the test set.
+    /// the test set (a distilled one with its combined loss, against its teacher as it ends).
     pub fn train_students(
         &self,
         student: &Architecture,
-        tables: &TeacherTables,
+        teacher: &Teacher,
         specs: &[StudentSpec],
         saver: &WeightSaver,
-    ) -> Result<Vec<RunResult>> {
-        let models = specs.iter().map(|s| Model::new(self.gpu, student, &s.init)).collect::<Result<Vec<_>>>()?;
+    ) -> Result<Vec<StudentOutcome>> {
+        let gpu = self.gpu;
+        let models = specs.iter().map(|s| Model::new(gpu, student, &s.init)).collect::<Result<Vec<_>>>()?;
+        // A co-trained teacher diverges with its student: every distilled student gets a copy.
+        let copies = specs
+            .iter()
+            .map(|s| match (teacher, s.distill) {
+                (Teacher::CoTrained { arch, weights }, Some(_)) => Model::new(gpu, arch, weights).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let jobs: Vec<FitJob> = specs
             .iter()
             .zip(&models)
-            .map(|(s, model)| FitJob {
+            .zip(&copies)
+            .map(|((s, model), copy)| FitJob {
                 name: s.name.clone(),
                 model,
                 loss: s.distill.unwrap_or(Loss::CrossEntropy),
-                teacher_table: s.distill.map(|_| &tables.train),
+                teacher: match (teacher, copy, s.distill) {
+                    (_, Some(copy), _) => JobTeacher::CoTrained(copy),
+                    (Teacher::Frozen { train, .. }, None, Some(_)) => JobTeacher::Table(train),
+                    _ => JobTeacher::None,
+                },
                 order_seed: s.order_seed,
             })
             .collect();
         let all_epochs = self.fit_together(&jobs, self.cfg.student_epochs, "acc")?;
-        let mut results = Vec::with_capacity(specs.len());
-        for ((spec, model), epochs) in specs.iter().zip(&models).zip(all_epochs) {
-            if let Some(file) = &spec.save_as {
-                saver.save(self.gpu, file, model)?;
-            }
-            println!("{}: evaluation", spec.name);
-            let loss = spec.distill.unwrap_or(Loss::CrossEntropy);
-            let test = self.evaluate(&spec.name, model, loss, spec.distill.map(|_| &tables.test), "acc")?;
-            // The combined loss is not comparable with plain cross-entropy: report that too.
-            let ce = match spec.distill {
-                None => test.loss,
-                Some(_) => self.test(&spec.name, model, Loss::CrossEntropy, None, None)?.loss,
-            };
-            let label = if spec.distill.is_some() { "distilled" } else { "scratch" };
-            results.push(RunResult::from_epochs(label, epochs, test, ce, self.data.train.samples));
+        let mut outcomes = Vec::with_capacity(specs.len());
+        for (((spec, model), copy), epochs) in specs.iter().zip(&models).zip(&copies).zip(all_epochs) {
+            outcomes.push(self.finish_student(teacher, spec, model, copy.as_ref(), epochs, saver)?);
         }
-        Ok(results)
+        Ok(outcomes)
+    }
+
+    /// Saves a trained student (and its co-trained teacher) and evaluates them.
+    fn finish_student(
+        &self,
+        teacher: &Teacher,
+        spec: &StudentSpec,
+        model: &Model,
+        copy: Option<&Model>,
+        epochs: Vec<EpochStats>,
+        saver: &WeightSaver,
+    ) -> Result<StudentOutcome> {
+        if let Some((file, teacher_file)) = &spec.save_as {
+            saver.save(self.gpu, file, model)?;
+            if let Some(copy) = copy {
+                saver.save(self.gpu, teacher_file, copy)?;
+            }
+        }
+        let teacher_after = match copy {
+            Some(copy) => {
+                println!("{}: its teacher after distillation", spec.name);
+                let test = self.evaluate("teacher after distillation", copy, Loss::CrossEntropy, None, "accuracy")?;
+                Some((
+                    RunResult::from_epochs("teacher after", Vec::new(), test, test.loss, 0),
+                    self.logits_table(copy, &self.data.test)?,
+                ))
+            }
+            None => None,
+        };
+        println!("{}: evaluation", spec.name);
+        let loss = spec.distill.unwrap_or(Loss::CrossEntropy);
+        let test_table = match (&teacher_after, teacher) {
+            (Some((_, table)), _) => Some(table),
+            (None, Teacher::Frozen { test, .. }) if spec.distill.is_some() => Some(test),
+            _ => None,
+        };
+        let test = self.evaluate(&spec.name, model, loss, test_table, "acc")?;
+        // The combined loss is not comparable with plain cross-entropy: report that too.
+        let ce = match spec.distill {
+            None => test.loss,
+            Some(_) => self.test(&spec.name, model, Loss::CrossEntropy, None, None)?.loss,
+        };
+        let label = if spec.distill.is_some() { "distilled" } else { "scratch" };
+        Ok(StudentOutcome {
+            student: RunResult::from_epochs(label, epochs, test, ce, self.data.train.samples),
+            teacher_after: teacher_after.map(|(r, _)| r),
+        })
     }
 
     /// The distilled and the scratch student, `--runs` times over seeds, with one teacher.
     pub fn student_runs(
         &self,
         student: &Architecture,
-        tables: &TeacherTables,
+        teacher: &Teacher,
         starting: &StartingWeights,
         saver: &WeightSaver,
     ) -> Result<Vec<StudentPair>> {
@@ -239,25 +322,33 @@ impl Phases<'_> {
                 starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seed.wrapping_add(1)));
             let scratch_init = if paired { distilled_init.clone() } else { student.init_glorot(seed.wrapping_add(2)) };
             let suffix = if r == 0 { String::new() } else { format!("-run{}", r + 1) };
+            let files = |name: &str| {
+                Some((format!("{name}{suffix}.safetensors"), format!("teacher-after-distillation{suffix}.safetensors")))
+            };
             let specs = [
                 StudentSpec {
                     name: "distilled student".into(),
                     init: distilled_init,
                     distill: Some(Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature }),
                     order_seed: seed.wrapping_add(1),
-                    save_as: Some(format!("student{suffix}.safetensors")),
+                    save_as: files("student"),
                 },
                 StudentSpec {
                     name: "scratch student".into(),
                     init: scratch_init,
                     distill: None,
                     order_seed: if paired { seed.wrapping_add(1) } else { seed.wrapping_add(2) },
-                    save_as: Some(format!("scratch{suffix}.safetensors")),
+                    save_as: files("scratch"),
                 },
             ];
-            let [distilled, scratch]: [RunResult; 2] =
-                self.train_students(student, tables, &specs, saver)?.try_into().expect("two students");
-            pairs.push(StudentPair { seed, distilled, scratch });
+            let [distilled, scratch]: [StudentOutcome; 2] =
+                self.train_students(student, teacher, &specs, saver)?.try_into().ok().expect("two students");
+            pairs.push(StudentPair {
+                seed,
+                distilled: distilled.student,
+                scratch: scratch.student,
+                teacher_after_distillation: distilled.teacher_after,
+            });
         }
         Ok(pairs)
     }
@@ -267,7 +358,7 @@ impl Phases<'_> {
     pub fn sweep(
         &self,
         student: &Architecture,
-        tables: &TeacherTables,
+        teacher: &Teacher,
         starting: &StartingWeights,
         saver: &WeightSaver,
     ) -> Result<Vec<SweepPoint>> {
@@ -288,11 +379,16 @@ impl Phases<'_> {
                 save_as: None,
             })
             .collect();
-        let results = self.train_students(student, tables, &specs, saver)?;
+        let outcomes = self.train_students(student, teacher, &specs, saver)?;
         Ok(grid
             .iter()
-            .zip(results)
-            .map(|(&(alpha, temperature), result)| SweepPoint { alpha, temperature, result })
+            .zip(outcomes)
+            .map(|(&(alpha, temperature), o)| SweepPoint {
+                alpha,
+                temperature,
+                result: o.student,
+                teacher_after_distillation: o.teacher_after,
+            })
             .collect())
     }
 }

@@ -1,7 +1,7 @@
 //! What the experiment found, and its rendering as the closing report (Markdown tables, so
 //! that they paste into notes as they are).
 
-use super::config::{Config, WeightFiles};
+use super::config::{Config, DistillTeacher, WeightFiles};
 use super::statistics::Statistics;
 use crate::train::EpochStats;
 use comfy_table::{presets, CellAlignment, Table};
@@ -46,6 +46,8 @@ pub struct SweepPoint {
     pub alpha: f32,
     pub temperature: f32,
     pub result: RunResult,
+    /// With --distill-teacher trainable: its teacher as it ended.
+    pub teacher_after_distillation: Option<RunResult>,
 }
 
 /// One run's two students.
@@ -54,6 +56,8 @@ pub struct StudentPair {
     pub seed: u64,
     pub distilled: RunResult,
     pub scratch: RunResult,
+    /// With --distill-teacher trainable: the distilled student's teacher as it ended.
+    pub teacher_after_distillation: Option<RunResult>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -65,6 +69,9 @@ pub struct Report {
     /// The first run's students.
     pub distilled: RunResult,
     pub scratch: RunResult,
+    /// With --distill-teacher trainable, the first run's teacher after distillation (the
+    /// distilled student's combined test loss is computed against it, as Keras does).
+    pub teacher_after_distillation: Option<RunResult>,
     /// Every run's students (`--runs`), the first included.
     pub runs: Vec<StudentPair>,
     /// Over the runs, when there are several.
@@ -144,21 +151,29 @@ impl Report {
 
     /// The closing report.
     pub fn render(&self) -> String {
-        let rows = [&self.teacher, &self.distilled, &self.scratch]
+        let models =
+            [Some(&self.teacher), self.teacher_after_distillation.as_ref(), Some(&self.distilled), Some(&self.scratch)];
+        let rows = models
             .iter()
+            .flatten()
             .map(|r| {
                 vec![
                     r.name.clone(),
                     format!("{:.4}", r.test_accuracy),
                     format!("{:.4}", r.test_loss),
                     format!("{:.4}", r.test_cross_entropy),
-                    format!("{:.1}s", r.train_seconds),
-                    format!("{:.0}", r.train_samples_per_second),
+                    // Not trained in this run: a --teacher file, or the teacher after distillation.
+                    if r.epochs.is_empty() { "-".into() } else { format!("{:.1}s", r.train_seconds) },
+                    if r.epochs.is_empty() { "-".into() } else { format!("{:.0}", r.train_samples_per_second) },
                 ]
             })
             .collect();
         let header = ["model", "accuracy", "loss", "test CE", "train time", "samples/s"];
-        let mut s = format!("\nResults on the test set\n{}", table(&header, rows));
+        let mode = match self.config.distill_teacher {
+            DistillTeacher::Frozen => "frozen teacher",
+            DistillTeacher::Trainable => "the teacher trained along (the seed's Distiller under Keras 3)",
+        };
+        let mut s = format!("\nResults on the test set (distillation: {mode})\n{}", table(&header, rows));
         match &self.statistics {
             None => {
                 let diff = self.distilled.test_accuracy - self.scratch.test_accuracy;
@@ -169,13 +184,16 @@ impl Report {
         if !self.sweep.is_empty() {
             s += &self.render_sweep();
         }
+        let logits = match self.config.distill_teacher {
+            DistillTeacher::Frozen => format!("teacher logits {:.1}s", self.teacher_logits_seconds),
+            DistillTeacher::Trainable => "no logits table (the teacher runs at every step)".into(),
+        };
         s += &format!(
-            "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, teacher logits {:.1}s, \
+            "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, {logits}, \
              students fit {:.1}s (distilled and scratch side by side) + evaluate {:.1}s; total {:.1}s\n",
             self.data_seconds,
             self.teacher.train_seconds,
             self.teacher.evaluate_seconds,
-            self.teacher_logits_seconds,
             // A run's two students share their training time.
             self.runs.iter().map(|p| p.distilled.train_seconds).sum::<f64>(),
             self.runs.iter().map(|p| p.distilled.evaluate_seconds + p.scratch.evaluate_seconds).sum::<f64>(),

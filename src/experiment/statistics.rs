@@ -89,7 +89,12 @@ mod tests {
         let pairs: Vec<StudentPair> = [(0.86, 0.85), (0.87, 0.85), (0.85, 0.86), (0.88, 0.86)]
             .iter()
             .enumerate()
-            .map(|(i, &(d, s))| StudentPair { seed: i as u64, distilled: run(d), scratch: run(s) })
+            .map(|(i, &(d, s))| StudentPair {
+                seed: i as u64,
+                distilled: run(d),
+                scratch: run(s),
+                teacher_after_distillation: None,
+            })
             .collect();
         let st = Statistics::of(&pairs);
         // Differences 0.01, 0.02, -0.01, 0.02: mean 0.01, sd sqrt(0.0006 / 3) = 0.014142;
