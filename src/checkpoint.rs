@@ -24,6 +24,25 @@ pub fn temp_path(path: &Path) -> Result<PathBuf> {
     Ok(dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
 }
 
+/// Refuses, before any work starts, an output file that could not be written at the end:
+/// `path` must not be a directory, and a temporary file must be creatable beside it (the
+/// probe is removed again).
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("{flag} {}: is a directory; give a file path", path.display());
+    }
+    let tmp = temp_path(path).with_context(|| format!("{flag} {}", path.display()))?;
+    std::fs::File::create(&tmp)
+        .and_then(|_| std::fs::remove_file(&tmp))
+        .with_context(|| format!("{flag} {}: cannot write a file there", path.display()))
+}
+
+/// The same for an output directory, which is created if needed.
+pub fn check_writable_dir(flag: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{flag} {}: cannot create the directory", dir.display()))?;
+    check_writable(flag, &dir.join("probe"))
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path)?;

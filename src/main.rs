@@ -1,5 +1,6 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::{self, Config, DistillTeacher, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
@@ -228,61 +229,64 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         }
         return Ok(());
     }
+    let cfg = cli.run.config(&cli.device);
     match cli.command {
-        None => {
-            let cfg = cli.run.config(&cli.device);
-            for (flag, path) in [("--metrics-out", &cli.run.metrics_out), ("--plot", &cli.run.plot)] {
-                if let Some(dir) = path.as_deref().and_then(|p| p.parent()) {
-                    anyhow::ensure!(
-                        dir.as_os_str().is_empty() || dir.is_dir(),
-                        "{flag}: the directory {} does not exist",
-                        dir.display()
-                    );
-                }
-            }
-            if let Some(path) = &cli.run.plot {
-                anyhow::ensure!(
-                    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
-                    "--plot {}: plots are written as SVG; give a path ending in .svg",
-                    path.display()
-                );
-            }
-            let report = experiment::run_with(&cfg, &cli.run.weight_files())?;
-            print!("{}", report.render());
-            if let Some(path) = &cli.run.metrics_out {
-                kd_wgpu::checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-                println!("Wrote {}", path.display());
-            }
-            if let Some(path) = &cli.run.plot {
-                kd_wgpu::checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(&report)?.as_bytes())?;
-                println!("Wrote {}", path.display());
-                if let Some(svg) = kd_wgpu::plot::sweep_svg(&report)? {
-                    let sweep = kd_wgpu::plot::sweep_path(path);
-                    kd_wgpu::checkpoint::write_atomic(&sweep, svg.as_bytes())?;
-                    println!("Wrote {}", sweep.display());
-                }
-            }
-            Ok(())
-        }
+        None => run_experiment(&cli.run, &cfg),
         Some(Command::Bench { reps, steps, json }) => {
-            anyhow::ensure!(cli.run.batch_size > 0, "--batch-size must be at least 1");
             anyhow::ensure!(reps > 0 && steps > 0, "--reps and --steps must be at least 1");
-            let cfg = cli.run.config(&cli.device);
+            cfg.validate()?;
+            if let Some(path) = &json {
+                checkpoint::check_writable("--json", path)?;
+            }
             let archs = [cfg.teacher()?, cfg.student()?];
             let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?;
-            let report = kd_wgpu::bench::run(&gpu, &archs, cli.run.batch_size, reps, steps, started)?;
+            let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, started)?;
             print!("{}", report.render());
             if let Some(path) = json {
-                kd_wgpu::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+                checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
                 println!("Wrote {}", path.display());
             }
             Ok(())
         }
         Some(Command::Evaluate { model, weights, logits_out }) => {
-            let cfg = cli.run.config(&cli.device);
+            if let Some(path) = &logits_out {
+                checkpoint::check_writable("--logits-out", path)?;
+            }
             let expected = model.map(|m| m.arch(&cfg)).transpose()?;
             experiment::evaluate_file(&cfg, expected.as_ref(), &weights, logits_out.as_deref())?;
             Ok(())
         }
     }
+}
+
+/// The whole experiment, its report, and the files asked for (each checked before any work).
+fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
+    if let Some(path) = &args.plot {
+        anyhow::ensure!(
+            path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
+            "--plot {}: plots are written as SVG; give a path ending in .svg",
+            path.display()
+        );
+        checkpoint::check_writable("--plot", path)?;
+        checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
+    }
+    if let Some(path) = &args.metrics_out {
+        checkpoint::check_writable("--metrics-out", path)?;
+    }
+    let report = experiment::run_with(cfg, &args.weight_files())?;
+    print!("{}", report.render());
+    if let Some(path) = &args.metrics_out {
+        checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("Wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(&report)?.as_bytes())?;
+        println!("Wrote {}", path.display());
+        if let Some(svg) = kd_wgpu::plot::sweep_svg(&report)? {
+            let sweep = kd_wgpu::plot::sweep_path(path);
+            checkpoint::write_atomic(&sweep, svg.as_bytes())?;
+            println!("Wrote {}", sweep.display());
+        }
+    }
+    Ok(())
 }

@@ -200,3 +200,27 @@ fn the_command_line_refuses_bad_flags_with_a_message_and_no_panic() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "at least one adapter is listed");
 }
+
+/// A run must not train for hours and only then find that it cannot write its results.
+#[test]
+fn unwritable_outputs_are_refused_before_any_work() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    let dir = tempfile::tempdir().unwrap();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "not a directory").unwrap();
+    let (dir_s, under_file) = (dir.path().display().to_string(), a_file.join("runs").display().to_string());
+    for (args, expect) in [
+        (vec!["--metrics-out", "/proc/x.json"], "--metrics-out /proc/x.json: cannot write"),
+        (vec!["--plot", "/nonexistent-dir/curves.svg"], "--plot /nonexistent-dir/curves.svg"),
+        (vec!["--metrics-out", &dir_s], "is a directory"),
+        (vec!["--save-dir", &under_file], "--save-dir"),
+        (vec!["evaluate", "--weights", "missing.safetensors", "--logits-out", "/proc/l.npy"], "--logits-out"),
+        (vec!["bench", "--json", "/proc/b.json"], "--json /proc/b.json"),
+    ] {
+        let out = Command::new(exe).args(&args).arg("--offline").output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expect), "{args:?}: stderr `{stderr}` should mention `{expect}`");
+        assert!(!stdout.contains("Adapter:") && !stderr.contains("panicked"), "{args:?} started work: {stdout}");
+    }
+}

@@ -172,8 +172,7 @@ impl StartingWeights {
             student_init: load("--student-init", &files.student_init, student)?,
         };
         if let Some(dir) = &files.save_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("--save-dir {}: cannot create the directory", dir.display()))?;
+            checkpoint::check_writable_dir("--save-dir", dir)?;
         }
         Ok(weights)
     }
