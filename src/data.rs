@@ -33,6 +33,9 @@ use sha2::{Digest, Sha256};
 
 pub const IMAGE_SIDE: usize = 28;
 pub const NUM_CLASSES: usize = 10;
+/// Fashion-MNIST's classes, by label.
+pub const CLASS_NAMES: [&str; NUM_CLASSES] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 pub const UPSTREAM_URL: &str = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/";
 
 const IMAGE_BYTES: usize = IMAGE_SIDE * IMAGE_SIDE;

@@ -153,8 +153,8 @@ struct RunArgs {
     /// Also distil students over these temperatures (comma-separated); with --sweep-alpha, the grid.
     #[arg(long, value_name = "T,T,..", value_delimiter = ',', allow_negative_numbers = true)]
     sweep_temperature: Vec<f32>,
-    /// Draw the three runs' loss and accuracy per epoch, test results marked, into an SVG file
-    /// (and, with a sweep, its test accuracies into PATH-sweep.svg).
+    /// Draw the three runs' loss and accuracy per epoch, test results marked, into an SVG file;
+    /// beside it PATH-classes.svg (test accuracy per class) and, with a sweep, PATH-sweep.svg.
     #[arg(long, value_name = "PATH.svg")]
     plot: Option<PathBuf>,
     /// Write the configuration, adapter, per-epoch metrics, test results and phase times as JSON.
@@ -269,6 +269,7 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
         );
         checkpoint::check_writable("--plot", path)?;
         checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
+        checkpoint::check_writable("--plot", &kd_wgpu::plot::classes_path(path))?;
     }
     if let Some(path) = &args.metrics_out {
         checkpoint::check_writable("--metrics-out", path)?;
@@ -282,6 +283,9 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
     if let Some(path) = &args.plot {
         checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(&report)?.as_bytes())?;
         println!("Wrote {}", path.display());
+        let classes = kd_wgpu::plot::classes_path(path);
+        checkpoint::write_atomic(&classes, kd_wgpu::plot::classes_svg(&report)?.as_bytes())?;
+        println!("Wrote {}", classes.display());
         if let Some(svg) = kd_wgpu::plot::sweep_svg(&report)? {
             let sweep = kd_wgpu::plot::sweep_path(path);
             checkpoint::write_atomic(&sweep, svg.as_bytes())?;

@@ -1,5 +1,5 @@
 //! `--plot PATH.svg`: the three runs' training curves (loss and accuracy per epoch) with their
-//! test results marked, drawn with plotters' SVG backend (no font files needed: SVG text is laid
+//! test results marked (beside it, the test accuracy per class and a sweep's accuracies), drawn with plotters' SVG backend (no font files needed: SVG text is laid
 //! out by the viewer).
 
 use crate::experiment::{Report, RunResult};
@@ -151,8 +151,77 @@ pub fn sweep_svg(report: &Report) -> Result<Option<String>> {
     Ok(Some(svg))
 }
 
+/// Test accuracy per class of the teacher and the two students (with several runs, the first
+/// run's students): a line with points per model across the ten classes.
+pub fn classes_svg(report: &Report) -> Result<String> {
+    let runs: [&RunResult; 3] = [&report.teacher, &report.distilled, &report.scratch];
+    let names = &report.teacher.classes.names;
+    let values: Vec<f64> =
+        runs.iter().flat_map(|r| r.classes.accuracy.iter().copied()).filter(|v| v.is_finite()).collect();
+    let lo = values.iter().copied().fold(1.0f64, f64::min);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("test accuracy per class", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(-0.5f64..names.len() as f64 - 0.5, (lo - 0.05).max(0.0)..1.0)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_labels(names.len())
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(plot_error)?;
+        for (run, colour) in runs.iter().zip(COLOURS) {
+            let points: Vec<(f64, f64)> = run
+                .classes
+                .accuracy
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(c, &v)| (c as f64, v))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(run.name.clone())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
 /// Where the sweep's plot goes beside `--plot PATH.svg`: `PATH-sweep.svg`.
 pub fn sweep_path(path: &std::path::Path) -> std::path::PathBuf {
+    beside(path, "sweep")
+}
+
+/// Where the plot per class goes beside `--plot PATH.svg`: `PATH-classes.svg`.
+pub fn classes_path(path: &std::path::Path) -> std::path::PathBuf {
+    beside(path, "classes")
+}
+
+fn beside(path: &std::path::Path, what: &str) -> std::path::PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{stem}-sweep.svg"))
+    path.with_file_name(format!("{stem}-{what}.svg"))
 }

@@ -339,6 +339,7 @@ fn evaluate_subcommand_reports_and_writes_logits() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "evaluate failed\nstdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("Test loss (cross-entropy): ") && stdout.contains("on 64 images"), "{stdout}");
+    assert!(stdout.contains("| Ankle boot "), "the accuracy per class is printed: {stdout}");
     let line = stdout.lines().find(|l| l.starts_with("Test loss")).unwrap();
     let accuracy: f64 = line.split("accuracy: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{line}");

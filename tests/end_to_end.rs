@@ -62,6 +62,16 @@ fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     // distilled student, it must learn like a scratch student (well past chance).
     assert!(first.sweep.iter().all(|p| p.result.test_accuracy > 0.4));
     assert!(first.render().contains("Sweep: test accuracy"));
+    // Per class: counted from the logits read back once, they agree with the device's count.
+    for run in [&first.teacher, &first.distilled, &first.scratch] {
+        let n = cfg.test_limit.unwrap() as u64;
+        assert_eq!(run.classes.samples(), n, "{}: every test image in the confusion matrix", run.name);
+        assert_eq!(run.classes.correct() as f64 / n as f64, run.test_accuracy, "{}: the same correct count", run.name);
+    }
+    assert_eq!(st.per_class.len(), 10);
+    assert!(first.render().contains("Test accuracy per class") && first.render().contains("Ankle boot"));
+    let classes_svg = kd_wgpu::plot::classes_svg(&first).expect("the plot per class draws");
+    assert!(classes_svg.contains("Pullover") && classes_svg.matches("<polyline").count() >= 3);
     let svg = kd_wgpu::plot::curves_svg(&first).expect("the plot draws");
     assert!(svg.starts_with("<svg") && svg.contains("teacher") && svg.contains("scratch"));
     assert!(svg.matches("<polyline").count() >= 6, "a loss and an accuracy line per model");

@@ -6,6 +6,7 @@
 //! - [`statistics`]: paired statistics over several runs;
 //! - [`report`]: the results and the closing report.
 
+pub mod classes;
 pub mod config;
 pub mod phases;
 pub mod report;
@@ -22,7 +23,7 @@ use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
-use phases::{FitJob, JobTeacher, Phases, Teacher, WeightSaver};
+use phases::{FitJob, JobTeacher, Phases, Teacher, Tested, WeightSaver};
 use std::path::Path;
 use std::time::Instant;
 
@@ -75,7 +76,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
     let ds = load_data(cfg)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let data_seconds = t.elapsed().as_secs_f64();
-    let phases = Phases { gpu: &gpu, cfg, data: &data };
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels };
 
     let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
 
@@ -158,7 +159,8 @@ fn train_teacher(
     };
     saver.save(gpu, "teacher.safetensors", &teacher)?;
     let test = phases.evaluate("teacher", &teacher, Loss::CrossEntropy, None, metric)?;
-    let result = RunResult::from_epochs("teacher", epochs, test, test.loss, phases.data.train.samples);
+    let ce = test.stats.loss;
+    let result = RunResult::from_epochs("teacher", epochs, test, ce, phases.data.train.samples);
     Ok((teacher, result))
 }
 
@@ -169,6 +171,7 @@ pub struct Evaluation {
     /// Mean cross-entropy over the test images.
     pub loss: f64,
     pub accuracy: f64,
+    pub classes: classes::ClassResults,
 }
 
 /// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
@@ -195,15 +198,16 @@ pub fn evaluate_file(
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let model = Model::new(&gpu, &arch, &flat)?;
     println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
-    let phases = Phases { gpu: &gpu, cfg, data: &data };
-    let test = phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels };
+    let Tested { stats: test, classes } = phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
     let n = data.test.samples;
     println!("Test loss (cross-entropy): {:.4}, accuracy: {:.4} on {n} images", test.loss, test.accuracy);
+    print!("{}", classes.render());
     if let Some(path) = logits_out {
         let mut logits = phases.logits_table(&model, &data.test)?.read_f32(&gpu)?;
         logits.truncate(n * NUM_CLASSES);
         checkpoint::write_atomic(path, &checkpoint::npy_f32(&[n, NUM_CLASSES], &logits)?)?;
         println!("Wrote test logits ({n} x {NUM_CLASSES}, float32) to {}", path.display());
     }
-    Ok(Evaluation { samples: n, loss: test.loss, accuracy: test.accuracy })
+    Ok(Evaluation { samples: n, loss: test.loss, accuracy: test.accuracy, classes })
 }

@@ -1,6 +1,7 @@
 //! The experiment's phases: training models (one, or several side by side), evaluating them,
 //! the frozen teacher's logits table, the students of each run and of the sweep.
 
+use super::classes::ClassResults;
 use super::config::{Config, StartingWeights};
 use super::report::{RunResult, StudentPair, SweepPoint};
 use crate::checkpoint;
@@ -72,6 +73,14 @@ pub struct Phases<'a> {
     pub gpu: &'a Gpu,
     pub cfg: &'a Config,
     pub data: &'a DeviceData,
+    /// The test split's labels, for the results per class.
+    pub test_labels: &'a [u8],
+}
+
+/// A model's results on the test split: Keras's evaluate figures and the results per class.
+pub struct Tested {
+    pub stats: EpochStats,
+    pub classes: ClassResults,
 }
 
 impl Phases<'_> {
@@ -148,7 +157,7 @@ impl Phases<'_> {
         loss: Loss,
         teacher_table: Option<&Tensor>,
         metric: &'static str,
-    ) -> Result<EpochStats> {
+    ) -> Result<Tested> {
         self.test(name, model, loss, teacher_table, Some(metric))
     }
 
@@ -160,17 +169,18 @@ impl Phases<'_> {
         loss: Loss,
         teacher_table: Option<&Tensor>,
         metric: Option<&'static str>,
-    ) -> Result<EpochStats> {
+    ) -> Result<Tested> {
         let feed = self.feed(&self.data.test, teacher_table);
         let plan = Plan::evaluate(self.gpu, name, model, loss, &feed, self.cfg.batch_size)?;
         let line = metric.map(|m| EpochProgress::new(None, plan.steps, m));
-        let s = plan
+        let stats = plan
             .run_epoch(self.gpu, &identity(self.data.test.samples), 1, |_, _, _| {})
             .with_context(|| format!("evaluating {name}"))?;
         if let Some(line) = line {
-            line.finish(s.loss, s.accuracy);
+            line.finish(stats.loss, stats.accuracy);
         }
-        Ok(s)
+        let logits = plan.read_logits(self.gpu)?.expect("an evaluation keeps its logits");
+        Ok(Tested { stats, classes: ClassResults::from_logits(&logits, self.test_labels) })
     }
 
     /// The model's logits for every image of `split`, as a samples x 10 table on the device.
@@ -271,8 +281,9 @@ impl Phases<'_> {
             Some(copy) => {
                 println!("{}: its teacher after distillation", spec.name);
                 let test = self.evaluate("teacher after distillation", copy, Loss::CrossEntropy, None, "accuracy")?;
+                let ce = test.stats.loss;
                 Some((
-                    RunResult::from_epochs("teacher after", Vec::new(), test, test.loss, 0),
+                    RunResult::from_epochs("teacher after", Vec::new(), test, ce, 0),
                     self.logits_table(copy, &self.data.test)?,
                 ))
             }
@@ -288,8 +299,8 @@ impl Phases<'_> {
         let test = self.evaluate(&spec.name, model, loss, test_table, "acc")?;
         // The combined loss is not comparable with plain cross-entropy: report that too.
         let ce = match spec.distill {
-            None => test.loss,
-            Some(_) => self.test(&spec.name, model, Loss::CrossEntropy, None, None)?.loss,
+            None => test.stats.loss,
+            Some(_) => self.test(&spec.name, model, Loss::CrossEntropy, None, None)?.stats.loss,
         };
         let label = if spec.distill.is_some() { "distilled" } else { "scratch" };
         Ok(StudentOutcome {

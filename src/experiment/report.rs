@@ -1,7 +1,9 @@
 //! What the experiment found, and its rendering as the closing report (Markdown tables, so
 //! that they paste into notes as they are).
 
+use super::classes::ClassResults;
 use super::config::{Config, DistillTeacher, WeightFiles};
+use super::phases::Tested;
 use super::statistics::Statistics;
 use crate::train::EpochStats;
 use comfy_table::{presets, CellAlignment, Table};
@@ -19,11 +21,14 @@ pub struct RunResult {
     pub train_seconds: f64,
     pub evaluate_seconds: f64,
     pub train_samples_per_second: f64,
+    /// Test accuracy per class and the confusion matrix.
+    pub classes: ClassResults,
 }
 
 impl RunResult {
     /// The record of `epochs` of training on `samples` images, then a test evaluation.
-    pub fn from_epochs(name: &str, epochs: Vec<EpochStats>, test: EpochStats, test_ce: f64, samples: usize) -> Self {
+    pub fn from_epochs(name: &str, epochs: Vec<EpochStats>, tested: Tested, test_ce: f64, samples: usize) -> Self {
+        let test = tested.stats;
         // A fold from +0.0: an empty f64 sum is -0.0, printed "-0.0s" for a teacher given by --teacher.
         let train_seconds = epochs.iter().fold(0.0, |t, e| t + e.seconds);
         let n = epochs.len();
@@ -36,6 +41,7 @@ impl RunResult {
             train_seconds,
             evaluate_seconds: test.seconds,
             train_samples_per_second: (samples * n) as f64 / train_seconds.max(1e-9),
+            classes: tested.classes,
         }
     }
 }
@@ -125,6 +131,50 @@ impl Report {
         )
     }
 
+    /// Test accuracy per class of the teacher and the students, and distilled - scratch (over
+    /// several runs: the students' means and the paired difference with its 95% interval).
+    fn render_classes(&self) -> String {
+        let after = self.teacher_after_distillation.as_ref();
+        let mut header = vec!["class", "teacher"];
+        if after.is_some() {
+            header.push("teacher after");
+        }
+        header.extend(["distilled", "scratch", "distilled - scratch"]);
+        if self.statistics.is_some() {
+            header.push("95% interval");
+        }
+        let rows = (0..self.teacher.classes.names.len())
+            .map(|c| {
+                let mut row =
+                    vec![self.teacher.classes.names[c].clone(), format!("{:.4}", self.teacher.classes.accuracy[c])];
+                if let Some(a) = after {
+                    row.push(format!("{:.4}", a.classes.accuracy[c]));
+                }
+                match &self.statistics {
+                    None => {
+                        let (d, s) = (self.distilled.classes.accuracy[c], self.scratch.classes.accuracy[c]);
+                        row.extend([format!("{d:.4}"), format!("{s:.4}"), format!("{:+.4}", d - s)]);
+                    }
+                    Some(st) => {
+                        let k = &st.per_class[c];
+                        row.extend([
+                            format!("{:.4}", k.distilled_mean),
+                            format!("{:.4}", k.scratch_mean),
+                            format!("{:+.4}", k.difference_mean),
+                            format!("[{:+.4}, {:+.4}]", k.difference_ci95.0, k.difference_ci95.1),
+                        ]);
+                    }
+                }
+                row
+            })
+            .collect();
+        let over = match &self.statistics {
+            None => String::new(),
+            Some(st) => format!(", students' means over {} runs", st.runs),
+        };
+        format!("\nTest accuracy per class{over}\n{}", table(&header, rows))
+    }
+
     fn render_runs(&self, st: &Statistics) -> String {
         let rows = self
             .runs
@@ -146,6 +196,11 @@ impl Report {
             st.difference_ci95.1,
             st.verdict()
         );
+        let classes: Vec<&str> = st.classes_with_a_difference().iter().map(|c| c.class.as_str()).collect();
+        s += &match classes[..] {
+            [] => "no class's interval excludes zero\n".to_string(),
+            _ => format!("classes whose interval excludes zero: {}\n", classes.join(", ")),
+        };
         s
     }
 
@@ -181,6 +236,7 @@ impl Report {
             }
             Some(st) => s += &self.render_runs(st),
         }
+        s += &self.render_classes();
         if !self.sweep.is_empty() {
             s += &self.render_sweep();
         }

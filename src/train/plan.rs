@@ -193,6 +193,8 @@ pub struct Plan {
     pub steps: usize,
     /// The model the plan runs (whose loss and accuracy it records), then a co-trained teacher.
     models: Vec<PlannedModel>,
+    /// An evaluation's logits for every sample, in order, read back once at its end.
+    logits: Option<Tensor>,
 }
 
 impl Plan {
@@ -221,6 +223,7 @@ impl Plan {
             samples,
             steps,
             models: vec![PlannedModel { activations, optimizer: None }],
+            logits: None,
         })
     }
 
@@ -385,14 +388,24 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Loss and accuracy over the feed's split without training (Keras's evaluate).
+    /// Loss and accuracy over the feed's split without training (Keras's evaluate); the
+    /// logits of every sample are kept for [`Plan::read_logits`] (the split in file order).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
+        let table = Tensor::zeros(gpu, &format!("{name} logits"), &[feed.split.samples, NUM_CLASSES])?;
+        let logits = plan.models[0].activations.logits();
+        plan.dispatches.push(batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, logits, &table)?);
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
+        plan.logits = Some(table);
         Ok(plan)
+    }
+
+    /// An evaluation's logits (samples x 10, in the order the epoch ran), once it has run.
+    pub fn read_logits(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
+        self.logits.as_ref().map(|t| t.read_f32(gpu)).transpose()
     }
 
     /// Writes the model's logits for every sample of the feed's split, in order, into `table`
