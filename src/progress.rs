@@ -4,6 +4,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Instant;
 
+/// A duration for people: "45 s", "12 min 5 s", "2 h 3 min".
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Prints how long the rest of a phase should take, from the time its `done` of `total` parts
+/// (epochs, runs) took so far.
+pub fn time_left(what: &str, done: usize, total: usize, seconds_so_far: f64) {
+    if done > 0 && done < total {
+        let left = seconds_so_far / done as f64 * (total - done) as f64;
+        println!("{what}: {done} of {total} done, about {} left", duration(left));
+    }
+}
+
 pub struct EpochProgress {
     bar: Option<ProgressBar>,
     steps: usize,
@@ -64,5 +83,17 @@ impl EpochProgress {
                 m = self.metric
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(44.6), "45 s");
+        assert_eq!(duration(725.0), "12 min 5 s");
+        assert_eq!(duration(7380.0), "2 h 3 min");
     }
 }

@@ -9,7 +9,7 @@ use crate::data::NUM_CLASSES;
 use crate::gpu::{Gpu, Tensor};
 use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
-use crate::progress::EpochProgress;
+use crate::progress::{self, EpochProgress};
 use crate::train::{run_epochs_together, DeviceData, DeviceSplit, Distiller, EpochStats, Feed, Loss, Model, Plan};
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
@@ -125,6 +125,7 @@ impl Phases<'_> {
         let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.order_seed)).collect();
         let names = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + ");
         let mut stats = vec![Vec::with_capacity(epochs); jobs.len()];
+        let started = std::time::Instant::now();
         for epoch in 1..=epochs {
             let samples = self.data.train.samples;
             let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, samples, cfg.shuffle)).collect();
@@ -144,6 +145,7 @@ impl Phases<'_> {
             for (all, e) in stats.iter_mut().zip(s) {
                 all.push(e);
             }
+            progress::time_left(&format!("{names}, epochs"), epoch, epochs, started.elapsed().as_secs_f64());
         }
         Ok(stats)
     }
@@ -319,7 +321,9 @@ impl Phases<'_> {
     ) -> Result<Vec<StudentPair>> {
         let (cfg, runs) = (self.cfg, self.cfg.runs.max(1));
         let mut pairs = Vec::with_capacity(runs);
+        let started = std::time::Instant::now();
         for r in 0..runs {
+            progress::time_left("students' runs", r, runs, started.elapsed().as_secs_f64());
             let seed = cfg.seed.wrapping_add(1000 * r as u64);
             if runs > 1 {
                 println!("Students, run {}/{runs} (seed {seed})", r + 1);
