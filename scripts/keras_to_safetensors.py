@@ -15,11 +15,15 @@ safetensors.
 """
 import argparse
 import json
+import os
 import sys
 
 import keras
 import numpy as np
 from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_to_keras import seed_layers  # noqa: E402
 
 
 def square(pair, what, layer):
@@ -58,20 +62,9 @@ def entry(layer):
 def label(layer_list):
     """What kd-wgpu calls the network: the seed's two by name, other widths of it by channels."""
     convs = [e["Conv2D"]["filters"] for e in layer_list if isinstance(e, dict) and "Conv2D" in e]
-    if len(convs) == 2 and layer_list == seed_like(*convs):
+    if len(convs) == 2 and layer_list == seed_layers(*convs):
         return {(256, 512): "teacher", (16, 32): "student"}.get(tuple(convs), f"conv{convs[0]}-{convs[1]}")
     return "custom"
-
-
-def seed_like(c1, c2):
-    return [
-        {"Conv2D": {"filters": c1, "kernel": 3, "stride": 2}},
-        {"LeakyReLU": {"slope": 0.2}},
-        {"MaxPooling2D": {"size": 2, "stride": 1}},
-        {"Conv2D": {"filters": c2, "kernel": 3, "stride": 2}},
-        "Flatten",
-        {"Dense": {"units": 10}},
-    ]
 
 
 def main():

@@ -198,20 +198,25 @@ fn distillation_teacher_grad(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     distillation_row(r, valid);
-    let t = p.temperature;
     let soft = softened(base);
     var total = 0.0; // G = sum_c p_t,c g_c
     for (var j = 0u; j < p.classes; j++) {
-        let pt = exp(teacher_logits[base + j] / t - soft.t_top) / soft.t_sum;
-        let ps = exp(logits[base + j] / t - soft.s_top) / soft.s_sum;
-        let g = select(0.0, log(clamp(pt, CLIP, 1.0)) - log(clamp(ps, CLIP, 1.0)) + 1.0, pt >= CLIP);
-        total += pt * g;
+        let term = teacher_term(base + j, soft);
+        total += term.x * term.y;
     }
-    let scale = (1.0 - p.alpha) * t / f32(valid);
+    let scale = (1.0 - p.alpha) * p.temperature / f32(valid);
     for (var j = 0u; j < p.classes; j++) {
-        let pt = exp(teacher_logits[base + j] / t - soft.t_top) / soft.t_sum;
-        let ps = exp(logits[base + j] / t - soft.s_top) / soft.s_sum;
-        let g = select(0.0, log(clamp(pt, CLIP, 1.0)) - log(clamp(ps, CLIP, 1.0)) + 1.0, pt >= CLIP);
-        dteacher[base + j] = scale * pt * (g - total);
+        let term = teacher_term(base + j, soft);
+        dteacher[base + j] = scale * term.x * (term.y - total);
     }
+}
+
+// (p_t, g) of one logit: the teacher's softened probability and d KL / d p_t (zero where
+// p_t is clipped).
+fn teacher_term(at: u32, soft: Softened) -> vec2<f32> {
+    let t = p.temperature;
+    let pt = exp(teacher_logits[at] / t - soft.t_top) / soft.t_sum;
+    let ps = exp(logits[at] / t - soft.s_top) / soft.s_sum;
+    let g = select(0.0, log(clamp(pt, CLIP, 1.0)) - log(clamp(ps, CLIP, 1.0)) + 1.0, pt >= CLIP);
+    return vec2<f32>(pt, g);
 }

@@ -3,6 +3,7 @@
 //! maximum wins), so the counts are exact and the same on every run.
 
 use crate::data::{CLASS_NAMES, NUM_CLASSES};
+use crate::ops::argmax;
 
 /// `confusion[true class][predicted class]` counts, and each class's accuracy (recall).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -10,16 +11,6 @@ pub struct ClassResults {
     pub names: Vec<String>,
     pub confusion: Vec<Vec<u64>>,
     pub accuracy: Vec<f64>,
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = j;
-        }
-    }
-    best
 }
 
 impl ClassResults {

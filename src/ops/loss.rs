@@ -100,19 +100,10 @@ pub struct RowLosses {
 
 pub mod reference {
     use super::RowLosses;
+    use crate::ops::argmax;
     use crate::ops::softmax::reference::softmax;
 
     pub const CLIP: f64 = 1e-7;
-
-    fn argmax(row: &[f32]) -> usize {
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = j;
-            }
-        }
-        best
-    }
 
     /// Sparse softmax cross-entropy of the first `valid` rows; other rows are zero.
     pub fn cross_entropy(logits: &[f32], labels: &[u32], classes: usize, valid: usize) -> RowLosses {

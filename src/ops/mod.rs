@@ -24,6 +24,18 @@ pub struct KernelBias<'a> {
     pub bias: &'a Tensor,
 }
 
+/// The index of a row's largest value, the first one on ties (as tf.argmax, and as the loss
+/// kernel counts a correct prediction).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = j;
+        }
+    }
+    best
+}
+
 /// TensorFlow "same" padding along one axis: (output size, padding before, padding after).
 /// out = ceil(in / stride); the odd pixel of padding goes after (bottom / right).
 pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {
