@@ -171,14 +171,12 @@ fn a_batch_beyond_the_binding_limit_is_refused_with_the_limit() {
 
 #[test]
 fn an_explicit_data_dir_without_the_files_is_an_error_naming_them() {
-    let dir = std::env::temp_dir().join(format!("kd-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let cfg = Config {
-        data: LoadOptions { data_dir: Some(dir.clone()), offline: true, ..LoadOptions::default() },
+        data: LoadOptions { data_dir: Some(dir.path().to_path_buf()), offline: true, ..LoadOptions::default() },
         ..config()
     };
     refused(cfg, "train-images-idx3-ubyte");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -523,3 +523,59 @@ fn device_validation_errors_are_errors_naming_the_kernel() {
     assert!(msg.contains("leaky_relu::leaky_relu_forward"), "{msg}");
     assert!(gpu.check("after the refused binding").is_ok(), "the error was captured, not left pending");
 }
+
+/// The kernel family picks the texture-fed entry only where its rule holds, and the buffer
+/// entry otherwise; the buffer family never reads textures.
+#[test]
+fn the_family_chooses_the_entry_from_the_shape() {
+    for gpu in variants() {
+        let textures = gpu.family() == kd_wgpu::gpu::KernelFamily::Textures;
+        let t = |len: usize| poisoned(gpu, "t", len);
+        let pool = |channels: usize| {
+            let s = PoolShape { batch: 2, in_h: 5, in_w: 5, channels, size: 2, stride: 1 };
+            maxpool::forward(gpu, &s, &t(s.input_len()), &t(s.output_len()), &t(s.output_len())).unwrap().kernel
+        };
+        let dense = |units: usize| {
+            let s = DenseShape { batch: 4, inputs: 64, units };
+            let (w, b) = (t(64 * units), t(units));
+            let d = dense::forward(
+                gpu,
+                &s,
+                &t(4 * 64),
+                KernelBias { kernel: &w, bias: &b },
+                &t(s.scratch_len()),
+                &t(4 * units),
+            );
+            d.unwrap()[0].kernel.clone()
+        };
+        let product = |m: usize, n: usize, k: usize| {
+            let (a, b, c) = (t(m * k), t(k * n), t(m * n));
+            let mm = Matmul {
+                m,
+                n,
+                k,
+                a: &a,
+                a_layout: ALayout::Normal,
+                b: &b,
+                bias: None,
+                leaky_slope: None,
+                c: &c,
+                split_scratch: None,
+            };
+            mm.dispatch(gpu).unwrap()[0].kernel.clone()
+        };
+        let cases = [
+            (pool(16), "maxpool::maxpool_forward_texture", "maxpool::maxpool_forward"),
+            (pool(17), "maxpool::maxpool_forward", "maxpool::maxpool_forward"),
+            (dense(10), "dense::dense_forward_texture", "dense::dense_forward_partial"),
+            (dense(12), "dense::dense_forward_partial", "dense::dense_forward_partial"),
+            (product(33, 20, 12), "matmul_texture::matmul_texture", "matmul::matmul_tiled"),
+            (product(33, 20, 13), "matmul_subgroup::matmul_subgroup_strided", "matmul::matmul_tiled"),
+            (product(33, 17, 12), "matmul::matmul_tiled", "matmul::matmul_tiled"),
+        ];
+        for (got, on_textures, on_buffers) in cases {
+            let want = if textures { on_textures } else { on_buffers };
+            assert_eq!(got, want, "{:?} family", gpu.family());
+        }
+    }
+}

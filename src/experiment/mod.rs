@@ -81,26 +81,7 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
     let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
 
     let t = Instant::now();
-    let distill_from = match cfg.distill_teacher {
-        // The frozen teacher's logits, once for every training and test image.
-        DistillTeacher::Frozen => {
-            let train = phases.logits_table(&teacher, &data.train)?;
-            let test = phases.logits_table(&teacher, &data.test)?;
-            println!(
-                "Teacher logits for {} + {} images in {:.1}s",
-                data.train.samples,
-                data.test.samples,
-                t.elapsed().as_secs_f64()
-            );
-            Teacher::Frozen { train, test }
-        }
-        DistillTeacher::Trainable => {
-            println!(
-                "Distillation trains each distilled student's own copy of the teacher along (the seed's Distiller)"
-            );
-            Teacher::CoTrained { arch: &teacher_arch, weights: teacher.read_flat(&gpu)? }
-        }
-    };
+    let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher)?;
     let teacher_logits_seconds = t.elapsed().as_secs_f64();
 
     println!("{}", student_arch.summary());
@@ -122,6 +103,26 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         teacher_logits_seconds,
         data_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// What distilled students learn from: the frozen teacher's logits for every training and
+/// test image, computed once; or, for the seed's Distiller, the teacher's weights to copy.
+fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &Model) -> Result<Teacher<'a>> {
+    let (gpu, data) = (phases.gpu, phases.data);
+    Ok(match phases.cfg.distill_teacher {
+        DistillTeacher::Frozen => {
+            let t = Instant::now();
+            let train = phases.logits_table(teacher, &data.train)?;
+            let test = phases.logits_table(teacher, &data.test)?;
+            let (n, m, secs) = (data.train.samples, data.test.samples, t.elapsed().as_secs_f64());
+            println!("Teacher logits for {n} + {m} images in {secs:.1}s");
+            Teacher::Frozen { train, test }
+        }
+        DistillTeacher::Trainable => {
+            println!("Each distilled student trains its own copy of the teacher along (the seed's Distiller)");
+            Teacher::CoTrained { arch, weights: teacher.read_flat(gpu)? }
+        }
     })
 }
 

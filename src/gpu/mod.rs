@@ -67,6 +67,27 @@ pub enum MatmulVariant {
     Subgroup,
 }
 
+impl MatmulVariant {
+    /// `Auto` made definite for an adapter: the CPU-driver family where the adapter is a CPU
+    /// with subgroups of at least 8 lanes; `Subgroup` refused where it cannot run.
+    fn resolve(self, info: &wgpu::AdapterInfo, features: wgpu::Features) -> Result<MatmulVariant> {
+        let subgroup_ok = features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
+        Ok(match self {
+            MatmulVariant::Auto if info.device_type == wgpu::DeviceType::Cpu && subgroup_ok => MatmulVariant::Subgroup,
+            MatmulVariant::Auto => MatmulVariant::Tiled,
+            MatmulVariant::Subgroup if !subgroup_ok => bail!(
+                "--matmul subgroup needs subgroup operations with subgroups of at least 8 lanes; adapter {} \
+                 offers sizes {}..={} (subgroups {}). Use --matmul tiled or auto.",
+                info.name,
+                info.subgroup_min_size,
+                info.subgroup_max_size,
+                if features.contains(wgpu::Features::SUBGROUP) { "supported" } else { "unsupported" }
+            ),
+            other => other,
+        })
+    }
+}
+
 /// One device and its queue, plus the pipelines compiled for it.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -140,25 +161,7 @@ impl Gpu {
             sink.lock().unwrap().push(e.to_string());
         }));
 
-        let subgroup_ok = features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
-        let matmul = match matmul {
-            MatmulVariant::Auto => {
-                if info.device_type == wgpu::DeviceType::Cpu && subgroup_ok {
-                    MatmulVariant::Subgroup
-                } else {
-                    MatmulVariant::Tiled
-                }
-            }
-            MatmulVariant::Subgroup if !subgroup_ok => bail!(
-                "--matmul subgroup needs subgroup operations with subgroups of at least 8 lanes; adapter {} \
-                 offers sizes {}..={} (subgroups {}). Use --matmul tiled or auto.",
-                info.name,
-                info.subgroup_min_size,
-                info.subgroup_max_size,
-                if features.contains(wgpu::Features::SUBGROUP) { "supported" } else { "unsupported" }
-            ),
-            other => other,
-        };
+        let matmul = matmul.resolve(&info, features)?;
         Ok(Gpu {
             device,
             queue,

@@ -135,11 +135,25 @@ impl Matmul<'_> {
             k_chunk: k_chunk as u32,
         };
         let uniform = gpu.uniform("matmul params", &params);
+        let d = self.variant(gpu, &uniform, out, parts)?;
+        let (mf, nf, kf) = (m as f64, n as f64, k as f64);
+        let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
+        if parts > 1 {
+            d.push(reduce::sum_parts(gpu, out, parts, m * n, None, self.c)?);
+        }
+        Ok(d)
+    }
+}
+
+impl Matmul<'_> {
+    /// The product's one dispatch in the kernel family's variant, writing `out` in `parts`.
+    fn variant(&self, gpu: &Gpu, uniform: &wgpu::Buffer, out: &Tensor, parts: usize) -> Result<Dispatch> {
+        let (m, n, k) = (self.m, self.n, self.k);
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
         let tiles = |rows: usize, cols: usize| [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
         let family = gpu.family();
-        let d = if family.serves(&self.texture_fit()) {
+        if family.serves(&self.texture_fit()) {
             let launch = family.launch(gpu, &self.texture_fit());
             let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
             let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
@@ -148,23 +162,16 @@ impl Matmul<'_> {
                 ALayout::Transposed => "matmul_texture_at",
             };
             let groups = tiles(TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS);
-            launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups)?
-        } else {
-            let resources =
-                [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-            if family.serves(&self.strided_fit()) {
-                let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
-                Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)?
-            } else {
-                Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))?
-            }
-        };
-        let (mf, nf, kf) = (m as f64, n as f64, k as f64);
-        let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
-        if parts > 1 {
-            d.push(reduce::sum_parts(gpu, out, parts, m * n, None, self.c)?);
+            return launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups);
         }
-        Ok(d)
+        let resources =
+            [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
+        if family.serves(&self.strided_fit()) {
+            let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
+            Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)
+        } else {
+            Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))
+        }
     }
 }
 

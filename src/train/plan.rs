@@ -61,8 +61,9 @@ fn fused_slope(layers: &[PlacedLayer], i: usize) -> Option<f32> {
     }
 }
 
-/// Elements of every buffer a training step of `arch` needs at `batch`, named, for
-/// allocation and for the check against the device's binding limit.
+/// Elements of the largest buffers a training step of `arch` needs at `batch` (those
+/// [`Activations::new`] and the backward pass allocate), named, for the check against the
+/// device's binding limit.
 fn step_buffer_sizes(arch: &Architecture, batch: usize) -> Vec<(String, usize)> {
     let mut sizes =
         vec![("weights".to_string(), arch.flat_len()), ("reduction scratch".into(), scratch_len(arch, batch))];
