@@ -200,14 +200,15 @@ pub fn evaluate_file(
     let model = Model::new(&gpu, &arch, &flat)?;
     println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
     let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels };
-    let Tested { stats: test, classes } = phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
+    let Tested { stats: test, classes, logits } =
+        phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
     let n = data.test.samples;
     println!("Test loss (cross-entropy): {:.4}, accuracy: {:.4} on {n} images", test.loss, test.accuracy);
     print!("{}", classes.render());
     if let Some(path) = logits_out {
-        let mut logits = phases.logits_table(&model, &data.test)?.read_f32(&gpu)?;
-        logits.truncate(n * NUM_CLASSES);
-        checkpoint::write_atomic(path, &checkpoint::npy_f32(&[n, NUM_CLASSES], &logits)?)?;
+        let mut values = logits.read_f32(&gpu)?;
+        values.truncate(n * NUM_CLASSES);
+        checkpoint::write_atomic(path, &checkpoint::npy_f32(&[n, NUM_CLASSES], &values)?)?;
         println!("Wrote test logits ({n} x {NUM_CLASSES}, float32) to {}", path.display());
     }
     Ok(Evaluation { samples: n, loss: test.loss, accuracy: test.accuracy, classes })

@@ -77,10 +77,12 @@ pub struct Phases<'a> {
     pub test_labels: &'a [u8],
 }
 
-/// A model's results on the test split: Keras's evaluate figures and the results per class.
+/// A model's results on the test split: Keras's evaluate figures, the results per class, and
+/// its logits for the test images (on the device).
 pub struct Tested {
     pub stats: EpochStats,
     pub classes: ClassResults,
+    pub logits: Tensor,
 }
 
 impl Phases<'_> {
@@ -181,8 +183,9 @@ impl Phases<'_> {
         if let Some(line) = line {
             line.finish(stats.loss, stats.accuracy);
         }
-        let logits = plan.read_logits(self.gpu)?.expect("an evaluation keeps its logits");
-        Ok(Tested { stats, classes: ClassResults::from_logits(&logits, self.test_labels) })
+        let logits = plan.logits_table().expect("an evaluation keeps its logits").clone();
+        let classes = ClassResults::from_logits(&logits.read_f32(self.gpu)?, self.test_labels);
+        Ok(Tested { stats, classes, logits })
     }
 
     /// The model's logits for every image of `split`, as a samples x 10 table on the device.
@@ -283,11 +286,9 @@ impl Phases<'_> {
             Some(copy) => {
                 println!("{}: its teacher after distillation", spec.name);
                 let test = self.evaluate("teacher after distillation", copy, Loss::CrossEntropy, None, "accuracy")?;
-                let ce = test.stats.loss;
-                Some((
-                    RunResult::from_epochs("teacher after", Vec::new(), test, ce, 0),
-                    self.logits_table(copy, &self.data.test)?,
-                ))
+                // Its test logits are what the student's combined loss is measured against.
+                let (ce, logits) = (test.stats.loss, test.logits.clone());
+                Some((RunResult::from_epochs("teacher after", Vec::new(), test, ce, 0), logits))
             }
             None => None,
         };

@@ -404,9 +404,9 @@ impl Plan {
         Ok(plan)
     }
 
-    /// An evaluation's logits (samples x 10, in the order the epoch ran), once it has run.
-    pub fn read_logits(&self, gpu: &Gpu) -> Result<Option<Vec<f32>>> {
-        self.logits.as_ref().map(|t| t.read_f32(gpu)).transpose()
+    /// An evaluation's logits on the device (samples x 10, in the order the epoch ran).
+    pub fn logits_table(&self) -> Option<&Tensor> {
+        self.logits.as_ref()
     }
 
     /// Writes the model's logits for every sample of the feed's split, in order, into `table`
