@@ -13,7 +13,7 @@
 use crate::model::{Architecture, Layer};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -45,10 +45,19 @@ pub fn check_writable_dir(flag: &str, dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, || {})
+}
+
+/// [`write_atomic`], calling `midway` when half the bytes are in the temporary file (where
+/// the tests of resumable runs kill the process).
+pub fn write_atomic_with(path: &Path, bytes: &[u8], midway: impl FnOnce()) -> Result<()> {
     let tmp = temp_path(path)?;
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        midway();
+        f.write_all(second)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -150,16 +159,9 @@ pub fn save(path: &Path, arch: &Architecture, flat: &[f32], config_json: &str) -
             bail!("cannot save {}: tensor `{}` holds a non-finite value at index {i}", path.display(), p.name);
         }
     }
-    let views = params
-        .iter()
-        .map(|p| {
-            // safetensors stores little-endian, the byte order of every target wgpu runs on.
-            let bytes: &[u8] = bytemuck::cast_slice(&flat[p.range()]);
-            Ok((p.name.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, p.shape.clone(), bytes)?))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .with_context(|| format!("cannot save {}", path.display()))?;
-    let mut metadata = HashMap::from([
+    let tensors: Vec<(&str, &[usize], &[f32])> =
+        params.iter().map(|p| (p.name.as_str(), p.shape.as_slice(), &flat[p.range()])).collect();
+    let mut metadata = BTreeMap::from([
         ("architecture".to_string(), architecture_label(arch)),
         ("layers".to_string(), serde_json::to_string(arch.layers())?),
         ("config".to_string(), config_json.to_string()),
@@ -167,9 +169,36 @@ pub fn save(path: &Path, arch: &Architecture, flat: &[f32], config_json: &str) -
     for (i, c) in arch.channels().iter().enumerate() {
         metadata.insert(format!("conv{}", i + 1), c.to_string());
     }
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).with_context(|| format!("cannot save {}", path.display()))?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &safetensors_bytes(&tensors, &metadata)?)
+}
+
+/// A safetensors file of f32 tensors `(name, shape, values)`, in the order given, with
+/// `metadata`. Written here rather than by the safetensors crate, whose header order follows
+/// a hash map's: the same weights must give the same bytes.
+pub fn safetensors_bytes(tensors: &[(&str, &[usize], &[f32])], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    let mut offset = 0;
+    for (name, shape, values) in tensors {
+        ensure!(shape.iter().product::<usize>() == values.len(), "tensor `{name}`: shape {shape:?} does not hold {} values", values.len());
+        ensure!(!header.contains_key(*name), "tensor `{name}` given twice");
+        let end = offset + values.len() * 4;
+        header.insert(name.to_string(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut json = serde_json::to_string(&header)?;
+    // The data starts 8-byte aligned, as the format asks; spaces pad the header.
+    json.push_str(&" ".repeat((8 - json.len() % 8) % 8));
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(json.as_bytes());
+    for (_, _, values) in tensors {
+        // Little-endian, the byte order of every target wgpu runs on.
+        for v in *values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
 }
 
 /// Loads a weights file written by [`save`] or by `scripts/keras_to_safetensors.py` into the

@@ -2,7 +2,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
-use kd_wgpu::experiment::{self, Config, DistillTeacher, WeightFiles};
+use kd_wgpu::experiment::resume::{self, Interrupted};
+use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
 use kd_wgpu::model::{parse_channels, Architecture};
 use std::path::PathBuf;
@@ -160,6 +161,18 @@ struct RunArgs {
     /// Write the configuration, adapter, per-epoch metrics, test results and phase times as JSON.
     #[arg(long, value_name = "PATH")]
     metrics_out: Option<PathBuf>,
+    /// Keep the whole run's state in DIR (created if needed), rewritten at every epoch's end,
+    /// every --checkpoint-every minutes, and on Ctrl-C or SIGTERM (which then stop the run).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Go on with the interrupted run whose state is in DIR (same flags as it was started with),
+    /// checkpointing into DIR as it goes; it ends with the same figures and weights as a run
+    /// never interrupted.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Minutes between state writes within an epoch (with --checkpoint-dir or --resume).
+    #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
+    checkpoint_every: f64,
 }
 
 impl RunArgs {
@@ -193,6 +206,20 @@ impl RunArgs {
         }
     }
 
+    fn checkpointing(&self) -> Result<Option<Checkpointing>> {
+        let minutes = self.checkpoint_every;
+        anyhow::ensure!(
+            minutes.is_finite() && minutes >= 0.0,
+            "--checkpoint-every {minutes} must be a number of minutes, 0 or more"
+        );
+        let every = std::time::Duration::from_secs_f64(minutes * 60.0);
+        Ok(match (&self.checkpoint_dir, &self.resume) {
+            (Some(dir), _) => Some(Checkpointing { dir: dir.clone(), resume: false, every }),
+            (None, Some(dir)) => Some(Checkpointing { dir: dir.clone(), resume: true, every }),
+            (None, None) => None,
+        })
+    }
+
     fn weight_files(&self) -> WeightFiles {
         WeightFiles {
             save_dir: self.save_dir.clone(),
@@ -208,6 +235,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -274,7 +302,20 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
     if let Some(path) = &args.metrics_out {
         checkpoint::check_writable("--metrics-out", path)?;
     }
-    let report = experiment::run_with(cfg, &args.weight_files())?;
+    let checkpointing = args.checkpointing()?;
+    if let Some(c) = &checkpointing {
+        resume::catch_signals()?;
+        println!("Run state in {} (--checkpoint-every {} min)", c.dir.join(resume::STATE_FILE).display(), args.checkpoint_every);
+    }
+    let report = match experiment::run_resumable(cfg, &args.weight_files(), checkpointing.as_ref()) {
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            let dir = checkpointing.as_ref().map(|c| c.dir.display().to_string()).unwrap_or_default();
+            eprintln!("Stopped by a signal; the run's state is in {dir}. To go on where it stopped, run:");
+            eprintln!("  {}", resume::resume_command());
+            return Err(e);
+        }
+        r => r?,
+    };
     print!("{}", report.render());
     if let Some(path) = &args.metrics_out {
         checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;

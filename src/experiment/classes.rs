@@ -6,7 +6,7 @@ use crate::data::{CLASS_NAMES, NUM_CLASSES};
 use crate::ops::argmax;
 
 /// `confusion[true class][predicted class]` counts, and each class's accuracy (recall).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassResults {
     pub names: Vec<String>,
     pub confusion: Vec<Vec<u64>>,

@@ -4,12 +4,14 @@
 //! - [`config`]: the settings, their validation, the weight files to start from;
 //! - [`phases`]: training and evaluating models, the teacher's logits, the students' runs and sweep;
 //! - [`statistics`]: paired statistics over several runs;
-//! - [`report`]: the results and the closing report.
+//! - [`report`]: the results and the closing report;
+//! - [`resume`]: the run's state on disk, for resuming an interrupted run.
 
 pub mod classes;
 pub mod config;
 pub mod phases;
 pub mod report;
+pub mod resume;
 pub mod statistics;
 
 pub use config::{Config, DistillTeacher, WeightFiles};
@@ -18,14 +20,15 @@ pub use statistics::Statistics;
 
 use crate::checkpoint;
 use crate::data::{self, Dataset, NUM_CLASSES};
-use crate::gpu::{self, Gpu};
+use crate::gpu::{self, Gpu, Tensor};
 use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
 use phases::{FitJob, JobTeacher, Phases, Teacher, Tested, WeightSaver};
-use std::path::Path;
-use std::time::Instant;
+use resume::{Checkpoints, Fingerprint, SavedState};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Loads the data set, applies the limits and prints what the seed prints about it.
 pub fn load_data(cfg: &Config) -> Result<Dataset> {
@@ -60,9 +63,42 @@ pub fn run(cfg: &Config) -> Result<Report> {
 
 /// Runs the whole program, starting from or saving the weight files in `files`.
 pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
+    run_resumable(cfg, files, None)
+}
+
+/// Where a resumable run keeps its state (`--checkpoint-dir`, or `--resume` to go on from it).
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    pub dir: PathBuf,
+    /// Go on from the state in `dir` instead of starting anew.
+    pub resume: bool,
+    /// Also write the state at the first step boundary this long after the last write.
+    pub every: Duration,
+}
+
+impl Checkpointing {
+    /// Refuses, before any work, a directory the run could not use: a new run's must be
+    /// writable and hold no state; a resumed run's state must be readable and intact.
+    fn check(&self) -> Result<Option<SavedState>> {
+        if self.resume {
+            let saved = SavedState::read(&self.dir)?;
+            checkpoint::check_writable_dir("--resume", &self.dir)?;
+            Ok(Some(saved))
+        } else {
+            resume::check_new_dir(&self.dir)?;
+            Ok(None)
+        }
+    }
+}
+
+/// [`run_with`], keeping the run's state in `checkpointing`'s directory as it goes (see
+/// [`resume`]); with `resume`, going on from the state found there. A signal ends the run with
+/// [`resume::Interrupted`] once the state is written.
+pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&Checkpointing>) -> Result<Report> {
     cfg.validate()?;
     let start = Instant::now();
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
+    let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
     let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
     let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
     let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
@@ -76,13 +112,42 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
     let ds = load_data(cfg)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let data_seconds = t.elapsed().as_secs_f64();
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels };
+    let checkpoints = match checkpointing {
+        None => None,
+        Some(c) => {
+            let given = [&starting.teacher, &starting.teacher_init, &starting.student_init].map(|w| w.as_deref());
+            let fingerprint = Fingerprint::of(cfg, given, &ds, &gpu);
+            Some(match saved {
+                Some(saved) => {
+                    println!("Resuming the run in {} from {}", c.dir.display(), saved.describe());
+                    Checkpoints::resume(&c.dir, c.every, fingerprint, saved)?
+                }
+                None => Checkpoints::start(&c.dir, c.every, fingerprint)?,
+            })
+        }
+    };
+    let phases =
+        Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: checkpoints.as_ref() };
 
-    let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
+    let done = checkpoints.as_ref().map(Checkpoints::progress).unwrap_or_default();
+    let (teacher, teacher_result) = match (done.teacher, checkpoints.as_ref().and_then(|c| c.tensor("teacher"))) {
+        (Some(result), Some(weights)) => {
+            println!("Teacher: trained and evaluated before the interruption");
+            (Model::new(&gpu, &teacher_arch, &weights)?, result)
+        }
+        _ => {
+            let (teacher, result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
+            if let Some(c) = &checkpoints {
+                let weights = teacher.read_flat(&gpu)?;
+                c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
+            }
+            (teacher, result)
+        }
+    };
 
     let t = Instant::now();
     let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher)?;
-    let teacher_logits_seconds = t.elapsed().as_secs_f64();
+    let teacher_logits_seconds = done.teacher_logits_seconds.unwrap_or(t.elapsed().as_secs_f64());
 
     println!("{}", student_arch.summary());
     let pairs = phases.student_runs(&student_arch, &distill_from, &starting, &saver)?;
@@ -102,7 +167,8 @@ pub fn run_with(cfg: &Config, files: &WeightFiles) -> Result<Report> {
         sweep,
         teacher_logits_seconds,
         data_seconds,
-        total_seconds: start.elapsed().as_secs_f64(),
+        total_seconds: checkpoints.as_ref().map_or(start.elapsed().as_secs_f64(), Checkpoints::seconds),
+        resumed_from: checkpoints.map(|c| c.progress().resumed).unwrap_or_default(),
     })
 }
 
@@ -112,11 +178,29 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
+            let saved = phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
+            if let Some((train, test)) = saved {
+                println!("Teacher logits: computed before the interruption");
+                let table = |name: &str, split: &crate::train::DeviceSplit, values: &[f32]| {
+                    Tensor::from_f32(gpu, name, &[split.samples, NUM_CLASSES], values)
+                };
+                return Ok(Teacher::Frozen {
+                    train: table("logits table", &data.train, &train)?,
+                    test: table("logits table", &data.test, &test)?,
+                });
+            }
             let t = Instant::now();
             let train = phases.logits_table(teacher, &data.train)?;
             let test = phases.logits_table(teacher, &data.test)?;
             let (n, m, secs) = (data.train.samples, data.test.samples, t.elapsed().as_secs_f64());
             println!("Teacher logits for {n} + {m} images in {secs:.1}s");
+            if let Some(c) = phases.checkpoints {
+                let tables = vec![
+                    ("teacher logits train".into(), train.read_f32(gpu)?),
+                    ("teacher logits test".into(), test.read_f32(gpu)?),
+                ];
+                c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
+            }
             Teacher::Frozen { train, test }
         }
         DistillTeacher::Trainable => {
@@ -155,7 +239,7 @@ fn train_teacher(
                 teacher: JobTeacher::None,
                 order_seed: cfg.seed,
             };
-            phases.fit(job, cfg.teacher_epochs, metric)?
+            phases.fit("teacher", job, cfg.teacher_epochs, metric)?
         }
     };
     saver.save(gpu, "teacher.safetensors", &teacher)?;
@@ -199,7 +283,7 @@ pub fn evaluate_file(
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let model = Model::new(&gpu, &arch, &flat)?;
     println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels };
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
     let Tested { stats: test, classes, logits } =
         phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
     let n = data.test.samples;

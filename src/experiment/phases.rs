@@ -10,8 +10,10 @@ use crate::gpu::{Gpu, Tensor};
 use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
 use crate::progress::{self, EpochProgress};
-use crate::train::{run_epochs_together, DeviceData, DeviceSplit, Distiller, EpochStats, Feed, Loss, Model, Plan};
-use anyhow::{Context, Result};
+use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
+use crate::train::{run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan, PlanPosition};
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -75,6 +77,8 @@ pub struct Phases<'a> {
     pub data: &'a DeviceData,
     /// The test split's labels, for the results per class.
     pub test_labels: &'a [u8],
+    /// With `--checkpoint-dir` or `--resume`: the run's state, written as it goes.
+    pub checkpoints: Option<&'a Checkpoints>,
 }
 
 /// A model's results on the test split: Keras's evaluate figures, the results per class, and
@@ -91,14 +95,22 @@ impl Phases<'_> {
     }
 
     /// Trains `job.model` for `epochs`, printing Keras-like lines; returns per-epoch stats.
-    pub fn fit(&self, job: FitJob, epochs: usize, metric: &'static str) -> Result<Vec<EpochStats>> {
-        Ok(self.fit_together(&[job], epochs, metric)?.remove(0))
+    pub fn fit(&self, group: &str, job: FitJob, epochs: usize, metric: &'static str) -> Result<Vec<EpochStats>> {
+        Ok(self.fit_together(group, &[job], epochs, metric)?.remove(0))
     }
 
     /// Trains several models at once, every step of all of them in one submission (see
-    /// [`run_epochs_together`]); one Keras-like line per model and epoch. Each model's result
-    /// is what it would be trained alone: the plans share no buffer.
-    pub fn fit_together(&self, jobs: &[FitJob], epochs: usize, metric: &'static str) -> Result<Vec<Vec<EpochStats>>> {
+    /// [`run_epochs`]); one Keras-like line per model and epoch. Each model's result is what it
+    /// would be trained alone: the plans share no buffer. With checkpoints, the state of the
+    /// group (`group` names it) is written at every epoch's end and at the step boundaries
+    /// [`Checkpoints::due`] asks for, and an interrupted group goes on where it stopped.
+    pub fn fit_together(
+        &self,
+        group: &str,
+        jobs: &[FitJob],
+        epochs: usize,
+        metric: &'static str,
+    ) -> Result<Vec<Vec<EpochStats>>> {
         let (cfg, gpu) = (self.cfg, self.gpu);
         let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
         let plans = jobs
@@ -124,18 +136,48 @@ impl Phases<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
         let plan_refs: Vec<&Plan> = plans.iter().collect();
+        let group_state = GroupState { group, jobs, plans: &plan_refs };
+        let saved = match self.checkpoints {
+            Some(c) => c.take_training(group)?,
+            None => None,
+        };
         let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.order_seed)).collect();
         let names = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + ");
         let mut stats = vec![Vec::with_capacity(epochs); jobs.len()];
+        let mut resume_at = None;
+        let samples = self.data.train.samples;
+        if let Some(saved) = saved {
+            group_state.restore(gpu, &saved)?;
+            stats = saved.training.epochs;
+            // The finished epochs' shuffles, drawn again, leave each generator where it was.
+            for _ in 0..saved.training.epochs_done {
+                rngs.iter_mut().for_each(|r| drop(epoch_order(r, samples, cfg.shuffle)));
+            }
+            println!("{names}: resumed at epoch {}, step {}", stats[0].len() + 1, saved.positions[0].step);
+            resume_at = Some(saved.positions);
+        }
         let started = std::time::Instant::now();
-        for epoch in 1..=epochs {
-            let samples = self.data.train.samples;
+        let first_epoch = stats[0].len() + 1;
+        let mut steps_here = 0;
+        for epoch in first_epoch..=epochs {
             let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, samples, cfg.shuffle)).collect();
             let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
             let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric);
-            let s = run_epochs_together(gpu, &plan_refs, &order_refs, cfg.sync_points, |done, m| {
-                bar.update(done, m[0].0, m[0].1)
-            })
+            let resume = resume_at.take();
+            let run = Epoch { plans: &plan_refs, orders: &order_refs, resume: resume.as_deref(), sync_points: cfg.sync_points };
+            let s = run_epochs(
+                gpu,
+                &run,
+                |done, m| bar.update(done, m[0].0, m[0].1),
+                |done| {
+                    steps_here += 1;
+                    resume::pause_point(|| format!("{group}:step:{steps_here}"));
+                    match self.checkpoints {
+                        Some(c) if c.due() => group_state.save(gpu, c, &stats, done),
+                        _ => Ok(()),
+                    }
+                },
+            )
             .with_context(|| format!("training {names}, epoch {epoch}"))?;
             if jobs.len() == 1 {
                 bar.finish(s[0].loss, s[0].accuracy);
@@ -147,9 +189,22 @@ impl Phases<'_> {
             for (all, e) in stats.iter_mut().zip(s) {
                 all.push(e);
             }
-            progress::time_left(&format!("{names}, epochs"), epoch, epochs, started.elapsed().as_secs_f64());
+            if let Some(c) = self.checkpoints {
+                group_state.save(gpu, c, &stats, plans[0].steps)?;
+            }
+            let done = epoch + 1 - first_epoch;
+            progress::time_left(&format!("{names}, epochs"), done, epochs + 1 - first_epoch, started.elapsed().as_secs_f64());
         }
         Ok(stats)
+    }
+
+    /// The step-boundary hook of phases that keep no state (evaluations, logits tables): a
+    /// signal stops the run there, and the last state written stands.
+    fn stop_if_asked(&self) -> Result<()> {
+        match self.checkpoints {
+            Some(_) if resume::stop_requested() => Err(Interrupted.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Evaluates on the test split in file order, printing Keras's evaluate line (`metric`
@@ -177,9 +232,10 @@ impl Phases<'_> {
         let feed = self.feed(&self.data.test, teacher_table);
         let plan = Plan::evaluate(self.gpu, name, model, loss, &feed, self.cfg.batch_size)?;
         let line = metric.map(|m| EpochProgress::new(None, plan.steps, m));
-        let stats = plan
-            .run_epoch(self.gpu, &identity(self.data.test.samples), 1, |_, _, _| {})
-            .with_context(|| format!("evaluating {name}"))?;
+        let order = identity(self.data.test.samples);
+        let run = Epoch { plans: &[&plan], orders: &[&order], resume: None, sync_points: 1 };
+        let stats = run_epochs(self.gpu, &run, |_, _| {}, |_| self.stop_if_asked())
+            .with_context(|| format!("evaluating {name}"))?[0];
         if let Some(line) = line {
             line.finish(stats.loss, stats.accuracy);
         }
@@ -192,8 +248,83 @@ impl Phases<'_> {
     pub fn logits_table(&self, model: &Model, split: &DeviceSplit) -> Result<Tensor> {
         let table = Tensor::zeros(self.gpu, "logits table", &[split.samples, NUM_CLASSES])?;
         let plan = Plan::logits(self.gpu, "logits", model, &self.feed(split, None), &table, self.cfg.batch_size)?;
-        plan.run_epoch(self.gpu, &identity(split.samples), 1, |_, _, _| {})?;
+        let order = identity(split.samples);
+        let run = Epoch { plans: &[&plan], orders: &[&order], resume: None, sync_points: 1 };
+        run_epochs(self.gpu, &run, |_, _| {}, |_| self.stop_if_asked())?;
         Ok(table)
+    }
+}
+
+/// A training group's models and plans, as its checkpoints save and restore them.
+struct GroupState<'a> {
+    group: &'a str,
+    jobs: &'a [FitJob<'a>],
+    plans: &'a [&'a Plan],
+}
+
+impl GroupState<'_> {
+    /// Every model the group trains, with its plan and its index in the plan (a co-trained
+    /// teacher after its student).
+    fn models(&self) -> Vec<(&Plan, usize, &Model)> {
+        let mut models = Vec::new();
+        for (job, plan) in self.jobs.iter().zip(self.plans) {
+            models.push((*plan, 0, job.model));
+            if let JobTeacher::CoTrained(teacher) = job.teacher {
+                models.push((*plan, 1, teacher));
+            }
+        }
+        models
+    }
+
+    /// Writes the group's state after `done` steps of the current epoch (`epochs`: the
+    /// finished epochs' figures); stops the run if a signal asked.
+    fn save(&self, gpu: &Gpu, checkpoints: &Checkpoints, epochs: &[Vec<EpochStats>], done: usize) -> Result<()> {
+        let positions = self.plans.iter().map(|p| p.position(gpu, done)).collect::<Result<Vec<PlanPosition>>>()?;
+        let mut tensors = BTreeMap::new();
+        for (k, (plan, which, model)) in self.models().into_iter().enumerate() {
+            let (m, v) = plan.adam_moments(which).context("a trained model has Adam's moments")?;
+            tensors.insert(format!("model {k} weights"), model.read_flat(gpu)?);
+            tensors.insert(format!("model {k} adam m"), m.read_f32(gpu)?);
+            tensors.insert(format!("model {k} adam v"), v.read_f32(gpu)?);
+        }
+        let training = Training {
+            group: self.group.to_string(),
+            epochs_done: epochs[0].len(),
+            epochs: epochs.to_vec(),
+            positions: positions.iter().map(|p| (p.step, p.adam_t)).collect(),
+        };
+        checkpoints.save_training(training, &positions, tensors)?;
+        if resume::stop_requested() {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    }
+
+    /// Puts the saved weights and Adam moments back on the device.
+    fn restore(&self, gpu: &Gpu, saved: &SavedTraining) -> Result<()> {
+        ensure!(
+            saved.positions.len() == self.plans.len() && saved.training.epochs.len() == self.jobs.len(),
+            "the run state of `{}` holds {} models, the run trains {}",
+            self.group,
+            saved.training.epochs.len(),
+            self.jobs.len()
+        );
+        for (k, (plan, which, model)) in self.models().into_iter().enumerate() {
+            let (m, v) = plan.adam_moments(which).context("a trained model has Adam's moments")?;
+            for (what, tensor) in [("weights", &model.weights), ("adam m", m), ("adam v", v)] {
+                let name = format!("model {k} {what}");
+                let values = saved.tensors.get(&name).with_context(|| format!("the run state has no `{name}`"))?;
+                ensure!(
+                    values.len() == tensor.len(),
+                    "the run state's `{name}` holds {} values; the {} needs {}",
+                    values.len(),
+                    model.arch.name(),
+                    tensor.len()
+                );
+                tensor.write_f32(gpu, values);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +358,7 @@ impl Phases<'_> {
     /// the test set (a distilled one with its combined loss, against its teacher as it ends).
     pub fn train_students(
         &self,
+        group: &str,
         student: &Architecture,
         teacher: &Teacher,
         specs: &[StudentSpec],
@@ -258,7 +390,7 @@ impl Phases<'_> {
                 order_seed: s.order_seed,
             })
             .collect();
-        let all_epochs = self.fit_together(&jobs, self.cfg.student_epochs, "acc")?;
+        let all_epochs = self.fit_together(group, &jobs, self.cfg.student_epochs, "acc")?;
         let mut outcomes = Vec::with_capacity(specs.len());
         for (((spec, model), copy), epochs) in specs.iter().zip(&models).zip(&copies).zip(all_epochs) {
             outcomes.push(self.finish_student(teacher, spec, model, copy.as_ref(), epochs, saver)?);
@@ -321,10 +453,11 @@ impl Phases<'_> {
         saver: &WeightSaver,
     ) -> Result<Vec<StudentPair>> {
         let (cfg, runs) = (self.cfg, self.cfg.runs.max(1));
-        let mut pairs = Vec::with_capacity(runs);
-        let started = std::time::Instant::now();
-        for r in 0..runs {
-            progress::time_left("students' runs", r, runs, started.elapsed().as_secs_f64());
+        // Runs finished before an interruption.
+        let mut pairs = self.checkpoints.map(|c| c.progress().pairs).unwrap_or_default();
+        let (first, started) = (pairs.len(), std::time::Instant::now());
+        for r in first..runs {
+            progress::time_left("students' runs", r - first, runs - first, started.elapsed().as_secs_f64());
             let seed = cfg.seed.wrapping_add(1000 * r as u64);
             if runs > 1 {
                 println!("Students, run {}/{runs} (seed {seed})", r + 1);
@@ -357,14 +490,18 @@ impl Phases<'_> {
                     save_as: files("scratch"),
                 },
             ];
+            let group = format!("students run {}", r + 1);
             let [distilled, scratch]: [StudentOutcome; 2] =
-                self.train_students(student, teacher, &specs, saver)?.try_into().ok().expect("two students");
+                self.train_students(&group, student, teacher, &specs, saver)?.try_into().ok().expect("two students");
             pairs.push(StudentPair {
                 seed,
                 distilled: distilled.student,
                 scratch: scratch.student,
                 teacher_after_distillation: distilled.teacher_after,
             });
+            if let Some(c) = self.checkpoints {
+                c.phase_done(&group, |p| p.pairs = pairs.clone(), Vec::new())?;
+            }
         }
         Ok(pairs)
     }
@@ -382,6 +519,9 @@ impl Phases<'_> {
         if grid.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(done) = self.checkpoints.and_then(|c| c.progress().sweep) {
+            return Ok(done);
+        }
         let seed = self.cfg.seed;
         let init = starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seed.wrapping_add(1)));
         println!("Sweep: {} distilled students side by side", grid.len());
@@ -395,8 +535,8 @@ impl Phases<'_> {
                 save_as: None,
             })
             .collect();
-        let outcomes = self.train_students(student, teacher, &specs, saver)?;
-        Ok(grid
+        let outcomes = self.train_students("sweep", student, teacher, &specs, saver)?;
+        let points: Vec<SweepPoint> = grid
             .iter()
             .zip(outcomes)
             .map(|(&(alpha, temperature), o)| SweepPoint {
@@ -405,6 +545,10 @@ impl Phases<'_> {
                 result: o.student,
                 teacher_after_distillation: o.teacher_after,
             })
-            .collect())
+            .collect();
+        if let Some(c) = self.checkpoints {
+            c.phase_done("sweep", |p| p.sweep = Some(points.clone()), Vec::new())?;
+        }
+        Ok(points)
     }
 }

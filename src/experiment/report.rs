@@ -9,7 +9,7 @@ use crate::train::EpochStats;
 use comfy_table::{presets, CellAlignment, Table};
 
 /// One trained model's record.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
     pub name: String,
     pub epochs: Vec<EpochStats>,
@@ -47,7 +47,7 @@ impl RunResult {
 }
 
 /// One distilled student of the sweep.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SweepPoint {
     pub alpha: f32,
     pub temperature: f32,
@@ -57,7 +57,7 @@ pub struct SweepPoint {
 }
 
 /// One run's two students.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StudentPair {
     pub seed: u64,
     pub distilled: RunResult,
@@ -86,7 +86,11 @@ pub struct Report {
     pub sweep: Vec<SweepPoint>,
     pub teacher_logits_seconds: f64,
     pub data_seconds: f64,
+    /// The run's work, over all its parts when it was resumed.
     pub total_seconds: f64,
+    /// Where the run was resumed (`--resume`), each time it was; the times of the phases
+    /// then add the parts before and after each interruption.
+    pub resumed_from: Vec<String>,
 }
 
 /// A Markdown table with `header`; columns after the first are right-aligned numbers.
@@ -255,6 +259,14 @@ impl Report {
             self.runs.iter().map(|p| p.distilled.evaluate_seconds + p.scratch.evaluate_seconds).sum::<f64>(),
             self.total_seconds
         );
+        if !self.resumed_from.is_empty() {
+            s += &format!(
+                "resumed {} time(s), from: {}; times add the parts before and after (work lost to an \
+                 interruption and done again counts once)\n",
+                self.resumed_from.len(),
+                self.resumed_from.join("; ")
+            );
+        }
         s
     }
 }

@@ -10,10 +10,11 @@ mod plan;
 pub use crate::ops::loss::Loss;
 pub use plan::{check_batch_fits, Distiller, Feed, Plan};
 
+
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::Architecture;
-use crate::ops::batch::{self, ImageSource};
+use crate::ops::batch::{self, ImageSource, StepState};
 use crate::ops::metrics;
 use anyhow::{bail, ensure, Context, Result};
 use std::time::Instant;
@@ -96,7 +97,7 @@ impl Model {
 }
 
 /// Per-epoch results of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     pub loss: f64,
     pub accuracy: f64,
@@ -104,31 +105,55 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+/// One epoch of several plans run side by side (see [`run_epochs`]).
+pub struct Epoch<'a> {
+    pub plans: &'a [&'a Plan],
+    /// Plan i's sample order, a permutation of its split.
+    pub orders: &'a [&'a [u32]],
+    /// Where an interrupted epoch stopped, one position per plan (None: from its first step).
+    pub resume: Option<&'a [PlanPosition]>,
+    /// Metric readbacks per epoch (progress and NaN checks).
+    pub sync_points: usize,
+}
+
 /// Runs one epoch of several plans side by side: every step records all the plans'
 /// dispatches into one compute pass and one submission, so that small models (students of a
 /// sweep or of several runs) share the device instead of taking turns. The plans must have the
 /// same number of steps; `orders[i]` is plan i's sample order. `progress(done, means)` gets each
-/// plan's running (loss, accuracy) at the sync points. Each plan's statistics carry the shared
-/// wall time.
-pub fn run_epochs_together(
+/// plan's running (loss, accuracy) at the sync points; `at_step(done)` runs after every step
+/// is submitted (a checkpoint may be written there; an error stops the epoch). Each plan's
+/// statistics carry the shared wall time.
+pub fn run_epochs(
     gpu: &Gpu,
-    plans: &[&Plan],
-    orders: &[&[u32]],
-    sync_points: usize,
+    epoch: &Epoch,
     mut progress: impl FnMut(usize, &[(f64, f64)]),
+    mut at_step: impl FnMut(usize) -> Result<()>,
 ) -> Result<Vec<EpochStats>> {
+    let Epoch { plans, orders, resume, sync_points } = *epoch;
     ensure!(!plans.is_empty() && plans.len() == orders.len(), "one sample order per plan");
     let steps = plans[0].steps;
     ensure!(plans.iter().all(|p| p.steps == steps), "plans run together must have the same number of steps");
     let start = Instant::now();
-    for (plan, order) in plans.iter().zip(orders) {
-        plan.begin_epoch(gpu, order)?;
-    }
+    let first = match resume {
+        None => {
+            for (plan, order) in plans.iter().zip(orders) {
+                plan.begin_epoch(gpu, order)?;
+            }
+            0
+        }
+        Some(positions) => {
+            ensure!(positions.len() == plans.len(), "one saved position per plan");
+            for ((plan, order), at) in plans.iter().zip(orders).zip(positions) {
+                plan.restore(gpu, order, at)?;
+            }
+            positions[0].step as usize
+        }
+    };
     let every = steps.div_ceil(sync_points.max(1));
     let refs: Vec<&Dispatch> = plans.iter().flat_map(|p| p.dispatches.iter()).collect();
-    let mut checked = 0;
+    let mut checked = first;
     let mut totals = vec![(0.0, 0.0); plans.len()];
-    for step in 0..steps {
+    for step in first..steps {
         gpu.submit(&refs).with_context(|| format!("{}: step {}", plans[0].name, step + 1))?;
         let done = step + 1;
         if done % every == 0 || done == steps {
@@ -146,6 +171,9 @@ pub fn run_epochs_together(
                 .collect();
             progress(done, &means);
         }
+        if done < steps {
+            at_step(done)?;
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(plans
@@ -156,6 +184,31 @@ pub fn run_epochs_together(
             EpochStats { loss: t.0 / n, accuracy: t.1 / n, steps, seconds }
         })
         .collect())
+}
+
+/// [`run_epochs`] from the epoch's first step, with no work between steps.
+pub fn run_epochs_together(
+    gpu: &Gpu,
+    plans: &[&Plan],
+    orders: &[&[u32]],
+    sync_points: usize,
+    progress: impl FnMut(usize, &[(f64, f64)]),
+) -> Result<Vec<EpochStats>> {
+    let epoch = Epoch { plans, orders, resume: None, sync_points };
+    run_epochs(gpu, &epoch, progress, |_| Ok(()))
+}
+
+/// Where a plan stands between two steps: what its device step state holds, and the metrics
+/// of the epoch's steps so far. With the weights and Adam's moments, all a run needs to go on
+/// with the same bits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanPosition {
+    /// Steps of the epoch done.
+    pub step: u32,
+    /// Adam's step count of the next update.
+    pub adam_t: u32,
+    /// Per step done: the sum of its rows' losses and its correct count.
+    pub metrics: Vec<f32>,
 }
 
 impl Plan {
@@ -189,6 +242,36 @@ impl Plan {
         );
         self.perm.write_u32(gpu, order);
         self.state.write_u32(gpu, &[0]);
+        Ok(())
+    }
+
+    /// Where the plan goes on from after `done` steps of the epoch (every submitted step
+    /// finished); after the last step, the start of the next epoch.
+    pub fn position(&self, gpu: &Gpu, done: usize) -> Result<PlanPosition> {
+        let state = self.state.read_u32(gpu)?;
+        ensure!(state[0] as usize == done, "{}: the device is at step {} of the epoch, not {done}", self.name, state[0]);
+        if done == self.steps {
+            return Ok(PlanPosition { step: 0, adam_t: state[1], metrics: Vec::new() });
+        }
+        Ok(PlanPosition { step: done as u32, adam_t: state[1], metrics: self.read_metrics(gpu, done)? })
+    }
+
+    /// Puts the plan back where [`Plan::position`] found it, in the epoch of sample order `order`.
+    pub fn restore(&self, gpu: &Gpu, order: &[u32], at: &PlanPosition) -> Result<()> {
+        ensure!(
+            at.step as usize <= self.steps && at.metrics.len() == 2 * at.step as usize,
+            "{}: a saved position at step {} with {} metric values does not fit an epoch of {} steps",
+            self.name,
+            at.step,
+            at.metrics.len(),
+            self.steps
+        );
+        self.begin_epoch(gpu, order)?;
+        let state = StepState { step: at.step, adam_t: at.adam_t, samples: self.samples as u32, batch: self.batch as u32 };
+        self.state.write_u32(gpu, bytemuck::cast_slice(std::slice::from_ref(&state)));
+        if !at.metrics.is_empty() {
+            self.metrics.view("metrics so far", 0, &[at.metrics.len()])?.write_f32(gpu, &at.metrics);
+        }
         Ok(())
     }
 
