@@ -180,10 +180,17 @@ pub fn safetensors_bytes(tensors: &[(&str, &[usize], &[f32])], metadata: &BTreeM
     header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
     let mut offset = 0;
     for (name, shape, values) in tensors {
-        ensure!(shape.iter().product::<usize>() == values.len(), "tensor `{name}`: shape {shape:?} does not hold {} values", values.len());
+        ensure!(
+            shape.iter().product::<usize>() == values.len(),
+            "tensor `{name}`: shape {shape:?} does not hold {} values",
+            values.len()
+        );
         ensure!(!header.contains_key(*name), "tensor `{name}` given twice");
         let end = offset + values.len() * 4;
-        header.insert(name.to_string(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
         offset = end;
     }
     let mut json = serde_json::to_string(&header)?;

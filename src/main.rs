@@ -171,7 +171,7 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Minutes between state writes within an epoch (with --checkpoint-dir or --resume).
-    #[arg(long, value_name = "MINUTES", default_value_t = 10.0)]
+    #[arg(long, value_name = "MINUTES", default_value_t = 10.0, allow_negative_numbers = true)]
     checkpoint_every: f64,
 }
 
@@ -303,9 +303,8 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
         checkpoint::check_writable("--metrics-out", path)?;
     }
     let checkpointing = args.checkpointing()?;
-    if let Some(c) = &checkpointing {
+    if checkpointing.is_some() {
         resume::catch_signals()?;
-        println!("Run state in {} (--checkpoint-every {} min)", c.dir.join(resume::STATE_FILE).display(), args.checkpoint_every);
     }
     let report = match experiment::run_resumable(cfg, &args.weight_files(), checkpointing.as_ref()) {
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {

@@ -126,6 +126,10 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
             })
         }
     };
+    if let Some(c) = checkpointing {
+        let (state, minutes) = (c.dir.join(resume::STATE_FILE), c.every.as_secs_f64() / 60.0);
+        println!("Run state: {} (written at each epoch's end and every {minutes} min)", state.display());
+    }
     let phases =
         Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: checkpoints.as_ref() };
 
@@ -178,7 +182,8 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
-            let saved = phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
+            let saved =
+                phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
             if let Some((train, test)) = saved {
                 println!("Teacher logits: computed before the interruption");
                 let table = |name: &str, split: &crate::train::DeviceSplit, values: &[f32]| {

@@ -4,19 +4,21 @@
 use super::classes::ClassResults;
 use super::config::{Config, StartingWeights};
 use super::report::{RunResult, StudentPair, SweepPoint};
+use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
 use crate::checkpoint;
 use crate::data::NUM_CLASSES;
 use crate::gpu::{Gpu, Tensor};
 use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
 use crate::progress::{self, EpochProgress};
-use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
-use crate::train::{run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan, PlanPosition};
+use crate::train::{
+    run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan, PlanPosition,
+};
 use anyhow::{ensure, Context, Result};
-use std::collections::BTreeMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The epoch's sample order: a seeded shuffle, or the file order with `--no-shuffle`.
@@ -164,7 +166,12 @@ impl Phases<'_> {
             let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
             let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric);
             let resume = resume_at.take();
-            let run = Epoch { plans: &plan_refs, orders: &order_refs, resume: resume.as_deref(), sync_points: cfg.sync_points };
+            let run = Epoch {
+                plans: &plan_refs,
+                orders: &order_refs,
+                resume: resume.as_deref(),
+                sync_points: cfg.sync_points,
+            };
             let s = run_epochs(
                 gpu,
                 &run,
@@ -193,7 +200,12 @@ impl Phases<'_> {
                 group_state.save(gpu, c, &stats, plans[0].steps)?;
             }
             let done = epoch + 1 - first_epoch;
-            progress::time_left(&format!("{names}, epochs"), done, epochs + 1 - first_epoch, started.elapsed().as_secs_f64());
+            progress::time_left(
+                &format!("{names}, epochs"),
+                done,
+                epochs + 1 - first_epoch,
+                started.elapsed().as_secs_f64(),
+            );
         }
         Ok(stats)
     }

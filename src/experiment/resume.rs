@@ -95,7 +95,8 @@ impl Fingerprint {
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
         let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
         let limit = |l: Option<usize>| l.map_or("none".into(), |n| n.to_string());
-        let file = |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", sha256_hex(bytemuck::cast_slice(w))));
+        let file =
+            |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", sha256_hex(bytemuck::cast_slice(w))));
         let split = |s: &crate::data::Split| {
             let mut h = Sha256::new();
             h.update(&s.images);
@@ -217,14 +218,15 @@ impl SavedState {
             ),
             Err(e) => return Err(e).with_context(|| format!("cannot read the run state {}", path.display())),
         };
-        Self::parse(&bytes).with_context(|| {
-            format!("the run state {} cannot be resumed; start the run again without --resume", path.display())
-        })
-        .map(|(header, tensors)| SavedState { path, header, tensors })
+        Self::parse(&bytes)
+            .with_context(|| format!("cannot resume from the run state {}", path.display()))
+            .map(|(header, tensors)| SavedState { path, header, tensors })
     }
 
     fn parse(bytes: &[u8]) -> Result<(Header, BTreeMap<String, Vec<f32>>)> {
-        let corrupt = |e: safetensors::SafeTensorError| anyhow::anyhow!("it is truncated or corrupt ({e})");
+        let corrupt = |e: safetensors::SafeTensorError| {
+            anyhow::anyhow!("it is truncated or corrupt ({e}); the run must start again, in a new --checkpoint-dir")
+        };
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let format = meta.get("format").and_then(|f| f.parse::<u32>().ok());
@@ -252,7 +254,11 @@ impl SavedState {
         }
         let expected = meta.get("sha256").context("its metadata has no checksum")?;
         let found: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        ensure!(*expected == found, "it is corrupt: its tensors' SHA-256 is {found}, the file records {expected}");
+        ensure!(
+            *expected == found,
+            "it is corrupt (its tensors' SHA-256 is {found}, the file records {expected}); the run must start \
+             again, in a new --checkpoint-dir"
+        );
         let json = meta.get("state").context("its metadata has no `state`")?;
         let header: Header = serde_json::from_str(json).context("its `state` metadata is not valid")?;
         Ok((header, tensors))
@@ -337,7 +343,8 @@ impl Checkpoints {
                     positions.push(PlanPosition { step, adam_t, metrics });
                 }
                 let model_tensors = tensors.keys().filter(|k| k.starts_with("model ")).cloned().collect::<Vec<_>>();
-                let model_tensors = model_tensors.into_iter().map(|k| (k.clone(), tensors.remove(&k).unwrap())).collect();
+                let model_tensors =
+                    model_tensors.into_iter().map(|k| (k.clone(), tensors.remove(&k).unwrap())).collect();
                 Some(SavedTraining { training, positions, tensors: model_tensors })
             }
             None => None,
@@ -385,7 +392,12 @@ impl Checkpoints {
 
     /// Records a finished phase (`update` changes the records, `tensors` are kept for later
     /// phases) and writes the state; then pauses at `phase:NAME` when a test asks.
-    pub fn phase_done(&self, name: &str, update: impl FnOnce(&mut Progress), tensors: Vec<(String, Vec<f32>)>) -> Result<()> {
+    pub fn phase_done(
+        &self,
+        name: &str,
+        update: impl FnOnce(&mut Progress),
+        tensors: Vec<(String, Vec<f32>)>,
+    ) -> Result<()> {
         update(&mut self.progress.borrow_mut());
         self.tensors.borrow_mut().extend(tensors);
         self.write(None, BTreeMap::new())?;
@@ -400,7 +412,9 @@ impl Checkpoints {
         match pending.as_ref() {
             None => Ok(None),
             Some(s) if s.training.group == group => Ok(pending.take()),
-            Some(s) => bail!("the run state was written in training group `{}`, but the run is at `{group}`", s.training.group),
+            Some(s) => {
+                bail!("the run state was written in training group `{}`, but the run is at `{group}`", s.training.group)
+            }
         }
     }
 

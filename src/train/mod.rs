@@ -10,7 +10,6 @@ mod plan;
 pub use crate::ops::loss::Loss;
 pub use plan::{check_batch_fits, Distiller, Feed, Plan};
 
-
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::Architecture;
@@ -249,7 +248,12 @@ impl Plan {
     /// finished); after the last step, the start of the next epoch.
     pub fn position(&self, gpu: &Gpu, done: usize) -> Result<PlanPosition> {
         let state = self.state.read_u32(gpu)?;
-        ensure!(state[0] as usize == done, "{}: the device is at step {} of the epoch, not {done}", self.name, state[0]);
+        ensure!(
+            state[0] as usize == done,
+            "{}: the device is at step {} of the epoch, not {done}",
+            self.name,
+            state[0]
+        );
         if done == self.steps {
             return Ok(PlanPosition { step: 0, adam_t: state[1], metrics: Vec::new() });
         }
@@ -267,7 +271,8 @@ impl Plan {
             self.steps
         );
         self.begin_epoch(gpu, order)?;
-        let state = StepState { step: at.step, adam_t: at.adam_t, samples: self.samples as u32, batch: self.batch as u32 };
+        let state =
+            StepState { step: at.step, adam_t: at.adam_t, samples: self.samples as u32, batch: self.batch as u32 };
         self.state.write_u32(gpu, bytemuck::cast_slice(std::slice::from_ref(&state)));
         if !at.metrics.is_empty() {
             self.metrics.view("metrics so far", 0, &[at.metrics.len()])?.write_f32(gpu, &at.metrics);
