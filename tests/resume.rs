@@ -196,7 +196,7 @@ fn sigint_writes_the_state_exits_130_and_prints_the_command_that_resumes() {
     let err = std::fs::File::create(&log).unwrap();
     let mut child = c.stdout(err.try_clone().unwrap()).stderr(err).spawn().unwrap();
     wait_for(&mut child, &log, "Epoch 1/2");
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let sent = Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
     assert!(sent.success());
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();

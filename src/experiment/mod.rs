@@ -158,6 +158,14 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let statistics = (pairs.len() > 1).then(|| Statistics::of(&pairs));
     let sweep = phases.sweep(&student_arch, &distill_from, &starting, &saver)?;
 
+    if let Some(c) = &checkpoints {
+        let (writes, largest, seconds) = c.cost();
+        println!(
+            "Run state: written {writes} times by this process, {:.1} MB at most, {seconds:.2}s in all ({:.3}% of its time)",
+            largest as f64 / 1e6,
+            100.0 * seconds / start.elapsed().as_secs_f64()
+        );
+    }
     Ok(Report {
         adapter: gpu::describe(&gpu.info),
         config: cfg.clone(),

@@ -291,6 +291,7 @@ impl GroupState<'_> {
     /// Writes the group's state after `done` steps of the current epoch (`epochs`: the
     /// finished epochs' figures); stops the run if a signal asked.
     fn save(&self, gpu: &Gpu, checkpoints: &Checkpoints, epochs: &[Vec<EpochStats>], done: usize) -> Result<()> {
+        let since = std::time::Instant::now();
         let positions = self.plans.iter().map(|p| p.position(gpu, done)).collect::<Result<Vec<PlanPosition>>>()?;
         let mut tensors = BTreeMap::new();
         for (k, (plan, which, model)) in self.models().into_iter().enumerate() {
@@ -305,7 +306,7 @@ impl GroupState<'_> {
             epochs: epochs.to_vec(),
             positions: positions.iter().map(|p| (p.step, p.adam_t)).collect(),
         };
-        checkpoints.save_training(training, &positions, tensors)?;
+        checkpoints.save_training(training, &positions, tensors, since)?;
         if resume::stop_requested() {
             return Err(Interrupted.into());
         }

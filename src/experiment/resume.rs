@@ -309,6 +309,8 @@ pub struct Checkpoints {
     seconds_before: f64,
     last_write: Cell<Instant>,
     writes: Cell<usize>,
+    largest: Cell<usize>,
+    write_seconds: Cell<f64>,
     progress: RefCell<Progress>,
     /// Finished phases' tensors that later phases read.
     tensors: RefCell<BTreeMap<String, Vec<f32>>>,
@@ -322,7 +324,7 @@ impl Checkpoints {
         check_new_dir(dir)?;
         let checkpoints = Self::with(dir, every, fingerprint, Progress::default(), BTreeMap::new(), None);
         // From now on the directory always holds a state to resume.
-        checkpoints.write(None, BTreeMap::new())?;
+        checkpoints.write(None, BTreeMap::new(), Instant::now())?;
         Ok(checkpoints)
     }
 
@@ -369,6 +371,8 @@ impl Checkpoints {
             seconds_before: progress.seconds,
             last_write: Cell::new(Instant::now()),
             writes: Cell::new(0),
+            largest: Cell::new(0),
+            write_seconds: Cell::new(0.0),
             progress: RefCell::new(progress),
             tensors: RefCell::new(tensors),
             pending: RefCell::new(pending),
@@ -400,7 +404,7 @@ impl Checkpoints {
     ) -> Result<()> {
         update(&mut self.progress.borrow_mut());
         self.tensors.borrow_mut().extend(tensors);
-        self.write(None, BTreeMap::new())?;
+        self.write(None, BTreeMap::new(), Instant::now())?;
         pause_point(|| format!("phase:{name}"));
         Ok(())
     }
@@ -425,20 +429,32 @@ impl Checkpoints {
     }
 
     /// Writes the state of a training group: `positions` per plan, `tensors` named as in
-    /// [`SavedTraining::tensors`].
+    /// [`SavedTraining::tensors`]; `since` is when reading them from the device began (the
+    /// time the run spends on its state counts from there).
     pub fn save_training(
         &self,
         training: Training,
         positions: &[PlanPosition],
         mut tensors: BTreeMap<String, Vec<f32>>,
+        since: Instant,
     ) -> Result<()> {
         for (i, p) in positions.iter().enumerate() {
             tensors.insert(format!("plan {i} metrics"), p.metrics.clone());
         }
-        self.write(Some(training), tensors)
+        self.write(Some(training), tensors, since)
     }
 
-    fn write(&self, training: Option<Training>, group_tensors: BTreeMap<String, Vec<f32>>) -> Result<()> {
+    /// How many states this process wrote, the largest's bytes, and the seconds they took.
+    pub fn cost(&self) -> (usize, usize, f64) {
+        (self.writes.get(), self.largest.get(), self.write_seconds.get())
+    }
+
+    fn write(
+        &self,
+        training: Option<Training>,
+        group_tensors: BTreeMap<String, Vec<f32>>,
+        since: Instant,
+    ) -> Result<()> {
         let path = self.dir.join(STATE_FILE);
         let mut progress = self.progress.borrow().clone();
         progress.seconds = self.seconds();
@@ -471,6 +487,8 @@ impl Checkpoints {
         checkpoint::write_atomic_with(&path, &bytes, || pause_point(|| format!("state-write:{n}")))
             .context("cannot write the run state")?;
         self.last_write.set(Instant::now());
+        self.largest.set(self.largest.get().max(bytes.len()));
+        self.write_seconds.set(self.write_seconds.get() + since.elapsed().as_secs_f64());
         Ok(())
     }
 }
