@@ -13,3 +13,4 @@ pub mod ops;
 pub mod plot;
 pub mod progress;
 pub mod train;
+pub mod web;

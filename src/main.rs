@@ -42,6 +42,15 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// Write the students' part of the program (the distilled and the scratch student's
+    /// training and evaluation plans in the buffer kernel family, their weights, the teacher's
+    /// logits, the data slice) into DIR for the web page in web/. The teacher comes from
+    /// --teacher or is trained first.
+    ExportWeb {
+        /// The export's directory (created if needed).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Evaluate saved weights on the test set: cross-entropy loss and accuracy. The network is
     /// the one the file's metadata records.
     Evaluate {
@@ -91,9 +100,9 @@ struct RunArgs {
     /// Never download the data set.
     #[arg(long, global = true)]
     offline: bool,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, global = true)]
     teacher_epochs: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     student_epochs: usize,
     #[arg(long, default_value_t = 32, global = true)]
     batch_size: usize,
@@ -104,12 +113,12 @@ struct RunArgs {
     #[arg(long, value_name = "C1,C2", default_value = "16,32", value_parser = parse_channels, global = true)]
     student_channels: [usize; 2],
     /// Weight of the hard-label loss in distillation, in [0, 1].
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, global = true)]
     alpha: f32,
     /// Distillation temperature, above 0.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, global = true)]
     temperature: f32,
-    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true, global = true)]
     learning_rate: f32,
     /// `frozen`: distillation as intended, the teacher stays as trained. `trainable`: what the
     /// seed program computes under Keras 3, whose Distiller trains the teacher along with the
@@ -117,26 +126,26 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "frozen")]
     distill_teacher: DistillTeacher,
     /// Seed of the initial weights and the shuffles.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, global = true)]
     seed: u64,
     /// Train on the first N training images only.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     train_limit: Option<usize>,
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N", global = true)]
     test_limit: Option<usize>,
     /// Keep the file order instead of reshuffling every epoch.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_shuffle: bool,
     /// Metric readbacks per epoch (progress and NaN checks).
-    #[arg(long, default_value_t = 10, hide = true)]
+    #[arg(long, default_value_t = 10, hide = true, global = true)]
     sync_points: usize,
     /// Save teacher.safetensors, student.safetensors (distilled) and scratch.safetensors here,
     /// each when its training ends (the directory is created if needed).
     #[arg(long, value_name = "DIR")]
     save_dir: Option<PathBuf>,
     /// A trained teacher's weights: its training is skipped (it is still evaluated).
-    #[arg(long, value_name = "PATH", conflicts_with = "teacher_init")]
+    #[arg(long, value_name = "PATH", conflicts_with = "teacher_init", global = true)]
     teacher: Option<PathBuf>,
     /// Start the teacher's training from these weights instead of random ones.
     #[arg(long, value_name = "PATH")]
@@ -274,6 +283,10 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
                 println!("Wrote {}", path.display());
             }
+            Ok(())
+        }
+        Some(Command::ExportWeb { dir }) => {
+            kd_wgpu::web::export(&cfg, cli.run.teacher.as_deref(), &dir)?;
             Ok(())
         }
         Some(Command::Evaluate { model, weights, logits_out }) => {

@@ -186,7 +186,11 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
 /// test image, computed once; or, for the seed's Distiller, the teacher's weights to copy.
-fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &Model) -> Result<Teacher<'a>> {
+pub(crate) fn distillation_teacher<'a>(
+    phases: &Phases,
+    arch: &'a Architecture,
+    teacher: &Model,
+) -> Result<Teacher<'a>> {
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
@@ -225,7 +229,7 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
 
 /// The teacher: trained from random weights or `--teacher-init`, or given trained by
 /// `--teacher`; saved, then evaluated.
-fn train_teacher(
+pub(crate) fn train_teacher(
     phases: &Phases,
     arch: &Architecture,
     files: &WeightFiles,

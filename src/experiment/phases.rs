@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The epoch's sample order: a seeded shuffle, or the file order with `--no-shuffle`.
-fn epoch_order(rng: &mut ChaCha8Rng, samples: usize, shuffle: bool) -> Vec<u32> {
+pub(crate) fn epoch_order(rng: &mut ChaCha8Rng, samples: usize, shuffle: bool) -> Vec<u32> {
     let mut order = identity(samples);
     if shuffle {
         order.shuffle(rng);

@@ -78,6 +78,14 @@ macro_rules! shader {
     };
 }
 
+/// What a dispatch binds at one slot: a range of a buffer, or a texture (which exports do not
+/// describe).
+#[derive(Clone, Debug)]
+pub enum Bound {
+    Buffer { buffer: wgpu::Buffer, offset: u64, size: Option<u64> },
+    Texture,
+}
+
 /// One kernel launch with its bind group, built once when a step is planned and recorded
 /// into every step's compute pass without further allocation.
 pub struct Dispatch {
@@ -90,6 +98,11 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// The shader and entry point, and what each binding is, for exporting the plan as data.
+    pub shader: &'static str,
+    pub shader_source: &'static str,
+    pub entry: &'static str,
+    pub bindings: Vec<Bound>,
     /// Texture copies of its operands, recorded just before the pass that runs it.
     uploads: Vec<Arc<TexelCopy>>,
 }
@@ -127,6 +140,15 @@ impl Dispatch {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("kernel {kernel}: binding its buffers failed: {e}");
         }
+        let bindings = resources
+            .iter()
+            .map(|r| match r {
+                wgpu::BindingResource::Buffer(b) => {
+                    Bound::Buffer { buffer: b.buffer.clone(), offset: b.offset, size: b.size.map(|s| s.get()) }
+                }
+                _ => Bound::Texture,
+            })
+            .collect();
         Ok(Dispatch {
             kernel,
             layer: String::new(),
@@ -135,6 +157,10 @@ impl Dispatch {
             pipeline,
             bind_group,
             workgroups,
+            shader: shader.name,
+            shader_source: shader.source,
+            entry,
+            bindings,
             uploads: Vec::new(),
         })
     }

@@ -10,8 +10,8 @@ pub mod texture;
 pub mod timing;
 
 pub use family::{KernelFamily, TexelFit};
-pub use kernel::{grid_1d, tag, Dispatch, Shader};
-pub use tensor::{read_staging, Tensor};
+pub use kernel::{grid_1d, tag, Bound, Dispatch, Shader};
+pub use tensor::{read_buffer, read_staging, Tensor};
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -239,7 +239,8 @@ impl Gpu {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            // COPY_SRC: an exported plan reads its launches' parameters back.
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         })
     }
 

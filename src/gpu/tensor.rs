@@ -127,18 +127,26 @@ impl Tensor {
 
     /// Copies to a staging buffer and waits: for metrics, checkpoints and tests only.
     pub fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
-        let size = self.bytes();
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
-        gpu.queue.submit([encoder.finish()]);
-        read_staging(gpu, &staging)
+        read_range(gpu, &self.buffer, self.offset, self.bytes())
     }
+}
+
+/// A whole buffer's contents (it must allow COPY_SRC), waiting for the device.
+pub fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+    read_range(gpu, buffer, 0, buffer.size())
+}
+
+fn read_range(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+    gpu.queue.submit([encoder.finish()]);
+    read_staging(gpu, &staging)
 }
 
 /// Maps a MAP_READ buffer (after its copy was submitted) and returns its contents.

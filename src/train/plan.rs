@@ -427,6 +427,13 @@ impl Plan {
         &self.dispatches
     }
 
+    /// What the host writes or reads between steps: the step state (step of the epoch, Adam's
+    /// t, samples, batch), the epoch's sample order, and the per-step metrics (loss sum and
+    /// correct count).
+    pub fn host_buffers(&self) -> [&Tensor; 3] {
+        [&self.state, &self.perm, &self.metrics]
+    }
+
     /// Model `which`'s gradients of the last step, in the layout of its weights (0: the model
     /// the plan trains; 1: the teacher a [`Distiller`] trains with it).
     pub fn gradients(&self, which: usize) -> Option<&Tensor> {
