@@ -14,6 +14,7 @@
 use crate::checkpoint;
 use crate::experiment::config::StartingWeights;
 use crate::experiment::phases::{epoch_order, Phases, Teacher, WeightSaver};
+use crate::data::{Dataset, NUM_CLASSES};
 use crate::experiment::{distillation_teacher, load_data, train_teacher, Config, DistillTeacher, WeightFiles};
 use crate::gpu::{self, Bound, Gpu, MatmulVariant, Shader, Tensor};
 use crate::ops::adam::AdamConfig;
@@ -112,33 +113,28 @@ pub struct Export {
     /// Per training plan, per epoch, its sample order.
     pub orders: [Vec<Vec<u32>>; 2],
     _data: DeviceData,
-    _tables: [Tensor; 2],
+    _table: Tensor,
 }
 
 /// Builds the students' plans (the teacher from `teacher` or trained first, as the program
 /// does), writes `DIR/export.json` and `DIR/buffers.bin`, and returns the unrun plans.
 pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export> {
-    let cfg = Config { distill_teacher: DistillTeacher::Frozen, matmul: MatmulVariant::Tiled, ..cfg.clone() };
+    let cfg = Config { distill_teacher: DistillTeacher::Frozen, ..cfg.clone() };
     cfg.validate()?;
     checkpoint::check_writable_dir("export-web", dir)?;
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
     let files = WeightFiles { teacher: teacher.map(PathBuf::from), ..WeightFiles::default() };
     let starting = StartingWeights::load(&files, &teacher_arch, &student_arch)?;
-    let gpu = Gpu::new(cfg.backend, MatmulVariant::Tiled)?;
-    println!("Adapter: {}", gpu::describe(&gpu.info));
-    for arch in [&teacher_arch, &student_arch] {
-        check_batch_fits(&gpu, arch, cfg.batch_size)?;
-    }
     let ds = load_data(&cfg)?;
+    let train_logits = teacher_logits(&cfg, &files, &starting, &ds)?;
+
+    // The students' plans in the buffer family, which every WebGPU implementation runs.
+    let cfg = Config { matmul: MatmulVariant::Tiled, ..cfg };
+    let gpu = Gpu::new(cfg.backend, MatmulVariant::Tiled)?;
+    println!("Students' plans on: {}", gpu::describe(&gpu.info));
+    check_batch_fits(&gpu, &student_arch, cfg.batch_size)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
-    let phases = Phases { gpu: &gpu, cfg: &cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
-    let saver = WeightSaver { dir: None, config_json: String::new() };
-    let (teacher, _) = train_teacher(&phases, &teacher_arch, &files, &starting, &saver)?;
-    let Teacher::Frozen { train: train_table, test: test_table } =
-        distillation_teacher(&phases, &teacher_arch, &teacher)?
-    else {
-        bail!("the export distils from a frozen teacher")
-    };
+    let train_table = Tensor::from_f32(&gpu, "teacher logits", &[data.train.samples, NUM_CLASSES], &train_logits)?;
 
     // A single run of the program: its seeds for the students' weights and orders.
     let seed = cfg.seed;
@@ -202,8 +198,26 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
         students: [distilled, scratch],
         orders,
         _data: data,
-        _tables: [train_table, test_table],
+        _table: train_table,
     })
+}
+
+/// The frozen teacher's logits for the training images, computed on the configured kernel
+/// family (the fastest here): the teacher from `files.teacher`, or trained as the program
+/// trains it (and evaluated, as it does).
+fn teacher_logits(cfg: &Config, files: &WeightFiles, starting: &StartingWeights, ds: &Dataset) -> Result<Vec<f32>> {
+    let teacher_arch = cfg.teacher()?;
+    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    println!("Teacher on: {}", gpu::describe(&gpu.info));
+    check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
+    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
+    let saver = WeightSaver { dir: None, config_json: String::new() };
+    let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
+    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
+        bail!("the export distils from a frozen teacher")
+    };
+    train.read_f32(&gpu)
 }
 
 /// Numbers the buffers the plans use, in order of first use, and gathers `buffers.bin`.
