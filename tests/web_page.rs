@@ -155,6 +155,9 @@ fn the_page_computes_what_the_native_plans_compute() {
     let shot = shots.join("web-page.png");
     let page = run_page(dir.path(), None, &shot);
     println!("screenshot of the finished page: {}", shot.display());
+    let native_ms = 1000.0 * trained[0].seconds / trained[0].steps as f64;
+    let page_ms = page["msPerStep"].as_f64().unwrap();
+    println!("a step of both students: {page_ms:.1} ms on the page, {native_ms:.1} ms natively (the same plans)");
     for (i, student) in ["distilled", "scratch"].iter().enumerate() {
         let epoch = &page["epochs"][student][0];
         let (loss, accuracy) = (epoch["loss"].as_f64().unwrap(), epoch["accuracy"].as_f64().unwrap());

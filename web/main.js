@@ -64,8 +64,9 @@ class Curves {
       ctx.beginPath();
       pts.forEach((p, j) => (j ? ctx.lineTo(x(p.step), y(p[key])) : ctx.moveTo(x(p.step), y(p[key]))));
       ctx.stroke();
+      // The legend sits above the plot, right of the title, clear of the lines.
       ctx.fillStyle = COLORS[s];
-      ctx.fillText(s, w - pad - 80, pad + 18 + 16 * i);
+      ctx.fillText(`— ${s}`, w - pad - 150 + 75 * i, pad - 12);
     });
   }
 }
