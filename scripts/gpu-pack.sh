@@ -19,7 +19,7 @@ import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"] \
-            and m["target"]["name"] in ("kernels", "whole_step", "training"):
+            and m["target"]["name"] in ("kernels", "whole_step"):
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do strip -o "$pack/tests/$name" "$exe"; done
 
@@ -29,4 +29,4 @@ for dir in "${KD_DATA_DIR:-}" data/fashion-mnist "$HOME/.keras/datasets/fashion-
 done
 [ -n "$found" ] || { echo "no Fashion-MNIST .gz files found (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
 cp "$found"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz "$pack/data/"
-du -sh "$pack" "$pack"/* "$pack"/tests/*
+du -sh "$pack"; ls -l "$pack" "$pack"/tests "$pack"/data
