@@ -12,9 +12,9 @@
 //! initial content and sample order the JSON points into, little-endian).
 
 use crate::checkpoint;
+use crate::data::{Dataset, NUM_CLASSES};
 use crate::experiment::config::StartingWeights;
 use crate::experiment::phases::{epoch_order, Phases, Teacher, WeightSaver};
-use crate::data::{Dataset, NUM_CLASSES};
 use crate::experiment::{distillation_teacher, load_data, train_teacher, Config, DistillTeacher, WeightFiles};
 use crate::gpu::{self, Bound, Gpu, MatmulVariant, Shader, Tensor};
 use crate::ops::adam::AdamConfig;
@@ -191,15 +191,7 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
         dir.join("buffers.bin").display(),
         writer.blob.len() as f64 / 1e6
     );
-    Ok(Export {
-        gpu,
-        file,
-        plans,
-        students: [distilled, scratch],
-        orders,
-        _data: data,
-        _table: train_table,
-    })
+    Ok(Export { gpu, file, plans, students: [distilled, scratch], orders, _data: data, _table: train_table })
 }
 
 /// The frozen teacher's logits for the training images, computed on the configured kernel

@@ -114,29 +114,7 @@ impl Phases<'_> {
         metric: &'static str,
     ) -> Result<Vec<Vec<EpochStats>>> {
         let (cfg, gpu) = (self.cfg, self.gpu);
-        let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
-        let plans = jobs
-            .iter()
-            .map(|j| match (j.teacher, j.loss) {
-                (JobTeacher::CoTrained(teacher), Loss::Distillation { alpha, temperature }) => {
-                    let distiller = Distiller { student: j.model, teacher, alpha, temperature };
-                    Plan::distiller(gpu, &j.name, &distiller, &self.feed(&self.data.train, None), cfg.batch_size, &adam)
-                }
-                (JobTeacher::Table(table), _) => {
-                    let feed = self.feed(&self.data.train, Some(table));
-                    Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
-                }
-                _ => Plan::train(
-                    gpu,
-                    &j.name,
-                    j.model,
-                    j.loss,
-                    &self.feed(&self.data.train, None),
-                    cfg.batch_size,
-                    &adam,
-                ),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let plans = self.training_plans(jobs)?;
         let plan_refs: Vec<&Plan> = plans.iter().collect();
         let group_state = GroupState { group, jobs, plans: &plan_refs };
         let saved = match self.checkpoints {
@@ -208,6 +186,34 @@ impl Phases<'_> {
             );
         }
         Ok(stats)
+    }
+
+    /// A training plan for each job: a Distiller for a co-trained teacher, otherwise the
+    /// model's own step (reading a frozen teacher's logits table for distillation).
+    fn training_plans(&self, jobs: &[FitJob]) -> Result<Vec<Plan>> {
+        let (cfg, gpu) = (self.cfg, self.gpu);
+        let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
+        jobs.iter()
+            .map(|j| match (j.teacher, j.loss) {
+                (JobTeacher::CoTrained(teacher), Loss::Distillation { alpha, temperature }) => {
+                    let distiller = Distiller { student: j.model, teacher, alpha, temperature };
+                    Plan::distiller(gpu, &j.name, &distiller, &self.feed(&self.data.train, None), cfg.batch_size, &adam)
+                }
+                (JobTeacher::Table(table), _) => {
+                    let feed = self.feed(&self.data.train, Some(table));
+                    Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
+                }
+                _ => Plan::train(
+                    gpu,
+                    &j.name,
+                    j.model,
+                    j.loss,
+                    &self.feed(&self.data.train, None),
+                    cfg.batch_size,
+                    &adam,
+                ),
+            })
+            .collect()
     }
 
     /// The step-boundary hook of phases that keep no state (evaluations, logits tables): a

@@ -328,7 +328,8 @@ impl Checkpoints {
         Ok(checkpoints)
     }
 
-    /// Checkpoints of a resumed run, from its saved state (already checked against `fingerprint`).
+    /// Checkpoints of a resumed run, from its saved state, which must have been written with
+    /// the same `fingerprint`.
     pub fn resume(dir: &Path, every: Duration, fingerprint: Fingerprint, saved: SavedState) -> Result<Checkpoints> {
         saved.check(&fingerprint)?;
         checkpoint::check_writable_dir("--resume", dir)?;
@@ -344,10 +345,10 @@ impl Checkpoints {
                     let metrics = tensors.remove(&name).with_context(|| format!("the state has no tensor `{name}`"))?;
                     positions.push(PlanPosition { step, adam_t, metrics });
                 }
-                let model_tensors = tensors.keys().filter(|k| k.starts_with("model ")).cloned().collect::<Vec<_>>();
-                let model_tensors =
-                    model_tensors.into_iter().map(|k| (k.clone(), tensors.remove(&k).unwrap())).collect();
-                Some(SavedTraining { training, positions, tensors: model_tensors })
+                let (models, phases) =
+                    std::mem::take(&mut tensors).into_iter().partition(|(k, _)| k.starts_with("model "));
+                tensors = phases;
+                Some(SavedTraining { training, positions, tensors: models })
             }
             None => None,
         };
