@@ -177,13 +177,13 @@ impl BenchReport {
             if self.timestamps { "device timestamps" } else { "wall clock" }
         );
         s += &format!(
-            "{:<8} {:<18} {:<34} {:>10} {:>9} {:>9}\n",
+            "{:<8} {:<18} {:<44} {:>10} {:>9} {:>9}\n",
             "model", "layer", "kernel", "time (ms)", "GFLOP/s", "GB/s"
         );
         for k in &self.kernels {
             let rate = |v: f64| if v > 0.0 { format!("{v:.1}") } else { "-".into() };
             s += &format!(
-                "{:<8} {:<18} {:<34} {:>10.3} {:>9} {:>9}\n",
+                "{:<8} {:<18} {:<44} {:>10.3} {:>9} {:>9}\n",
                 k.model,
                 k.layer,
                 k.kernel,

@@ -24,4 +24,8 @@ fn bench_runs_and_writes_json() {
     let kernels = report["kernels"].as_array().unwrap();
     assert!(kernels.len() > 20, "every kernel of both models is timed");
     assert!(kernels.iter().all(|k| k["seconds"].as_f64().is_some_and(|s| s > 0.0)));
+    // Every kernel has a bandwidth figure (bytes from its shapes), not only the products.
+    for k in kernels {
+        assert!(k["gbytes_per_second"].as_f64().is_some_and(|g| g > 0.0), "no GB/s for {k}");
+    }
 }

@@ -92,7 +92,9 @@ pub struct Dispatch {
     pub kernel: String,
     /// The layer or stage it belongs to, for reports ("conv2 forward", ...).
     pub layer: String,
-    /// Floating-point operations and bytes moved, for the benchmark's rates (0 when not modelled).
+    /// Floating-point operations (0 where not modelled) and bytes moved, for the benchmark's
+    /// rates. Bytes default to the sizes of the storage ranges it binds, each counted once
+    /// whether read, written or both; kernels that touch a part of what they bind say so.
     pub flops: f64,
     pub bytes: f64,
     pipeline: Arc<wgpu::ComputePipeline>,
@@ -140,7 +142,7 @@ impl Dispatch {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("kernel {kernel}: binding its buffers failed: {e}");
         }
-        let bindings = resources
+        let bindings: Vec<Bound> = resources
             .iter()
             .map(|r| match r {
                 wgpu::BindingResource::Buffer(b) => {
@@ -149,11 +151,20 @@ impl Dispatch {
                 _ => Bound::Texture,
             })
             .collect();
+        let bytes = bindings
+            .iter()
+            .map(|b| match b {
+                Bound::Buffer { buffer, offset, size } if !buffer.usage().contains(wgpu::BufferUsages::UNIFORM) => {
+                    size.unwrap_or(buffer.size() - offset) as f64
+                }
+                _ => 0.0,
+            })
+            .sum();
         Ok(Dispatch {
             kernel,
             layer: String::new(),
             flops: 0.0,
-            bytes: 0.0,
+            bytes,
             pipeline,
             bind_group,
             workgroups,
@@ -167,6 +178,12 @@ impl Dispatch {
 
     pub fn with_cost(mut self, flops: f64, bytes: f64) -> Dispatch {
         self.flops = flops;
+        self.bytes = bytes;
+        self
+    }
+
+    /// Bytes moved, where the kernel touches only part of what it binds.
+    pub fn with_bytes(mut self, bytes: f64) -> Dispatch {
         self.bytes = bytes;
         self
     }

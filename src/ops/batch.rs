@@ -65,7 +65,10 @@ pub fn gather_images(
         x.binding(),
         labels.binding(),
     ];
-    Dispatch::new(gpu, &shader!("batch"), "gather_images", &res, grid_1d(batch * src.pixels, 256))
+    // Per row: its index, its packed pixels and label, the f32 pixels and label it writes.
+    let bytes = batch * (4 + src.pixels + 4 + 4 * src.pixels + 4) + src.scale.bytes() as usize;
+    Ok(Dispatch::new(gpu, &shader!("batch"), "gather_images", &res, grid_1d(batch * src.pixels, 256))?
+        .with_bytes(bytes as f64))
 }
 
 /// dest[i] = source row perm[step * batch + i] (rows of `width`).
@@ -80,7 +83,9 @@ pub fn gather_rows(
 ) -> Result<Dispatch> {
     let u = params(gpu, batch, width);
     let res = [u.as_entire_binding(), state.binding(), perm.binding(), source.binding(), dest.binding()];
-    Dispatch::new(gpu, &shader!("batch"), "gather_rows", &res, grid_1d(batch * width, 256))
+    let bytes = batch * (4 + 8 * width);
+    Ok(Dispatch::new(gpu, &shader!("batch"), "gather_rows", &res, grid_1d(batch * width, 256))?
+        .with_bytes(bytes as f64))
 }
 
 /// table row step * batch + i = rows[i], for the real rows of the step.
@@ -94,7 +99,8 @@ pub fn store_rows(
 ) -> Result<Dispatch> {
     let u = params(gpu, batch, width);
     let res = [u.as_entire_binding(), state.binding(), rows.binding(), table.binding()];
-    Dispatch::new(gpu, &shader!("batch"), "store_rows", &res, grid_1d(batch * width, 256))
+    Ok(Dispatch::new(gpu, &shader!("batch"), "store_rows", &res, grid_1d(batch * width, 256))?
+        .with_bytes((8 * batch * width) as f64))
 }
 
 /// step += 1 and adam_t += 1, on the device.

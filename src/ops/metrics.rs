@@ -13,7 +13,9 @@ pub fn record(
     metrics: &Tensor,
 ) -> Result<Dispatch> {
     let res = [state.binding(), row_loss.binding(), row_correct.binding(), metrics.binding()];
-    Dispatch::new(gpu, &shader!("metrics"), "record_metrics", &res, [1, 1, 1])
+    // It reads the step's row results and writes one pair of the epoch's table.
+    let bytes = state.bytes() + row_loss.bytes() + row_correct.bytes() + 8;
+    Ok(Dispatch::new(gpu, &shader!("metrics"), "record_metrics", &res, [1, 1, 1])?.with_bytes(bytes as f64))
 }
 
 /// Sums recorded steps in f64: (loss sum, correct count).
