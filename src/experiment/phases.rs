@@ -297,6 +297,8 @@ impl GroupState<'_> {
     /// Writes the group's state after `done` steps of the current epoch (`epochs`: the
     /// finished epochs' figures); stops the run if a signal asked.
     fn save(&self, gpu: &Gpu, checkpoints: &Checkpoints, epochs: &[Vec<EpochStats>], done: usize) -> Result<()> {
+        // The steps in flight finish first: their time is the steps', not the state's.
+        gpu.wait()?;
         let since = std::time::Instant::now();
         let positions = self.plans.iter().map(|p| p.position(gpu, done)).collect::<Result<Vec<PlanPosition>>>()?;
         let mut tensors = BTreeMap::new();
