@@ -35,8 +35,8 @@ class Curves {
 
   add(student, step, loss, accuracy) {
     this.points[student].push({ step, loss, accuracy });
-    this.draw('loss-chart', 'loss', 'training loss (running mean of the epoch)');
-    this.draw('acc-chart', 'accuracy', 'training accuracy (running mean of the epoch)');
+    this.draw('loss-chart', 'loss', 'training loss');
+    this.draw('acc-chart', 'accuracy', 'training accuracy');
   }
 
   draw(id, key, title) {
