@@ -193,3 +193,38 @@ fn the_page_computes_what_the_native_plans_compute() {
     let accuracies: Vec<f64> = (0..2).map(|i| page["test"][i]["accuracy"].as_f64().unwrap()).collect();
     assert!((diff - (accuracies[0] - accuracies[1])).abs() < 1e-12, "the closing difference");
 }
+
+/// Runs the page where it cannot work (`extra` flags for the driver) and returns its message.
+fn page_error(export: &Path, extra: &[&str]) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("node")
+        .arg(Path::new(ROOT).join("tests/browser/run-page.mjs"))
+        .args(["--web", &format!("{ROOT}/web"), "--export", export.to_str().unwrap()])
+        .args(["--out", out.path().to_str().unwrap(), "--timeout", "120"])
+        .args(extra)
+        .output()
+        .expect("node runs");
+    assert!(!output.status.success(), "the page must fail: {}", String::from_utf8_lossy(&output.stdout));
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
+    result["error"].as_str().expect("the page published its message").to_string()
+}
+
+#[test]
+fn the_page_says_what_is_missing() {
+    if let Some(missing) = missing_tools() {
+        assert!(std::env::var_os("CI").is_none(), "the browser test cannot run under CI: {missing}");
+        eprintln!("skipped: {missing}");
+        return;
+    }
+    let nowhere = tempfile::tempdir().unwrap();
+    let message = page_error(nowhere.path(), &[]);
+    assert!(
+        message.contains("export.json") && message.contains("HTTP 404") && message.contains("export-web"),
+        "{message}"
+    );
+    // A valid export in a browser whose WebGPU offers no adapter.
+    let dir = tempfile::tempdir().unwrap();
+    web::export(&Config { student_epochs: 1, ..config() }, None, dir.path()).expect("the export is written");
+    let message = page_error(dir.path(), &["--no-webgpu"]);
+    assert!(message.contains("WebGPU") && message.contains("no adapter"), "{message}");
+}

@@ -2,7 +2,8 @@
 // SwiftShader), waits for the page to finish, and writes what it published (window.kdResult)
 // as JSON, with a screenshot of the page. Used by tests/web_page.rs.
 //
-//   node run-page.mjs --web DIR --export DIR --out FILE [--steps N] [--readbacks N] [--screenshot FILE] [--timeout S]
+//   node run-page.mjs --web DIR --export DIR --out FILE [--steps N] [--readbacks N] [--screenshot FILE]
+//                     [--timeout S] [--no-webgpu]
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -10,7 +11,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, a, i, all) =>
-  (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []));
+  (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]?.startsWith('--') ? '' : all[i + 1] ?? '']] : pairs), []));
 for (const required of ['web', 'export', 'out']) {
   if (!args[required]) throw new Error(`--${required} is required`);
 }
@@ -34,11 +35,14 @@ const server = http.createServer((req, res) => {
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const port = server.address().port;
 
+// --no-webgpu: a browser without WebGPU, to see the page's message.
+const webgpu = args['no-webgpu'] === undefined
+  ? ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-webgpu-adapter=swiftshader']
+  : ['--disable-features=WebGPU'];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--enable-unsafe-webgpu', '--enable-features=Vulkan',
-    '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update',
+  args: ['--no-sandbox', '--disable-gpu', ...webgpu, '--disable-background-networking', '--disable-component-update',
     '--no-first-run'],
 });
 let code = 0;
@@ -53,6 +57,7 @@ try {
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
   if (error) {
     console.log(`the page failed: ${error}`);
+    fs.writeFileSync(args.out, JSON.stringify({ error }));
     code = 1;
   } else {
     fs.writeFileSync(args.out, JSON.stringify(result));
