@@ -134,20 +134,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: checkpoints.as_ref() };
 
     let done = checkpoints.as_ref().map(Checkpoints::progress).unwrap_or_default();
-    let (teacher, teacher_result) = match (done.teacher, checkpoints.as_ref().and_then(|c| c.tensor("teacher"))) {
-        (Some(result), Some(weights)) => {
-            println!("Teacher: trained and evaluated before the interruption");
-            (Model::new(&gpu, &teacher_arch, &weights)?, result)
-        }
-        _ => {
-            let (teacher, result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
-            if let Some(c) = &checkpoints {
-                let weights = teacher.read_flat(&gpu)?;
-                c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
-            }
-            (teacher, result)
-        }
-    };
+    let (teacher, teacher_result) = teacher_phase(&phases, &teacher_arch, files, &starting, &saver)?;
 
     let t = Instant::now();
     let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher)?;
@@ -182,6 +169,28 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         total_seconds: checkpoints.as_ref().map_or(start.elapsed().as_secs_f64(), Checkpoints::seconds),
         resumed_from: checkpoints.map(|c| c.progress().resumed).unwrap_or_default(),
     })
+}
+
+/// The teacher's phase: [`train_teacher`], recorded in the run's state; or, when the run was
+/// interrupted after it, the teacher and its record from the state.
+fn teacher_phase(
+    phases: &Phases,
+    arch: &Architecture,
+    files: &WeightFiles,
+    starting: &StartingWeights,
+    saver: &WeightSaver,
+) -> Result<(Model, RunResult)> {
+    let done = phases.checkpoints.and_then(|c| c.progress().teacher.zip(c.tensor("teacher")));
+    if let Some((result, weights)) = done {
+        println!("Teacher: trained and evaluated before the interruption");
+        return Ok((Model::new(phases.gpu, arch, &weights)?, result));
+    }
+    let (teacher, result) = train_teacher(phases, arch, files, starting, saver)?;
+    if let Some(c) = phases.checkpoints {
+        let weights = teacher.read_flat(phases.gpu)?;
+        c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
+    }
+    Ok((teacher, result))
 }
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
