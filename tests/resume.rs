@@ -182,25 +182,25 @@ fn the_seeds_distiller_resumes_with_its_teachers_adam_state() {
     }
 }
 
-#[test]
-fn sigint_writes_the_state_exits_130_and_prints_the_command_that_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let args = run_args("frozen", 2000);
-    let expected = baseline(dir.path(), &args);
-    let out = Outputs::in_dir(dir.path(), "interrupted");
-    let state = dir.path().join("state");
+/// Starts the run with checkpoints, sends `signal` once `marker` is in its output, checks
+/// that it exits with 130 after printing the command that resumes it, runs that command as a
+/// user would paste it, and compares the result with the uninterrupted run.
+fn signal_then_resume(dir: &Path, args: &[String], expected: &Outputs, signal: &str, marker: &str) {
+    let name = signal.to_lowercase();
+    let out = Outputs::in_dir(dir, &name);
+    let state = dir.join(format!("{name}-state"));
     let flags = out.flags();
-    let mut c = command(&args, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut c = command(args, &flags.iter().map(String::as_str).collect::<Vec<_>>());
     c.arg("--checkpoint-dir").arg(&state);
-    let log = dir.path().join("interrupted.log");
+    let log = dir.join(format!("{name}.log"));
     let err = std::fs::File::create(&log).unwrap();
     let mut child = c.stdout(err.try_clone().unwrap()).stderr(err).spawn().unwrap();
-    wait_for(&mut child, &log, "Epoch 1/2");
-    let sent = Command::new("sh").args(["-c", &format!("kill -INT {}", child.id())]).status().unwrap();
+    wait_for(&mut child, &log, marker);
+    let sent = Command::new("sh").args(["-c", &format!("kill -{signal} {}", child.id())]).status().unwrap();
     assert!(sent.success());
     let status = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(130), "exit status after SIGINT:\n{text}");
+    assert_eq!(status.code(), Some(130), "exit status after SIG{signal}:\n{text}");
     let resume_line = text
         .lines()
         .skip_while(|l| !l.contains("To go on where it stopped, run:"))
@@ -208,13 +208,22 @@ fn sigint_writes_the_state_exits_130_and_prints_the_command_that_resumes() {
         .unwrap_or_else(|| panic!("no resume command in:\n{text}"));
     assert!(resume_line.contains(&format!("--resume {}", state.display())), "{resume_line}");
     assert!(!resume_line.contains("--checkpoint-dir"), "{resume_line}");
-    // The printed command, run as a user would paste it, finishes the run.
     let mut sh = Command::new("sh");
-    sh.args(["-c", resume_line.trim()]).current_dir(dir.path());
+    sh.args(["-c", resume_line.trim()]).current_dir(dir);
     let (code, resumed) = run(sh);
     assert_eq!(code, 0, "{resumed}");
     assert!(resumed.contains("Resuming the run in"), "{resumed}");
-    out.assert_same_as(&expected, "after SIGINT");
+    out.assert_same_as(expected, &format!("after SIG{signal}"));
+}
+
+#[test]
+fn sigint_and_sigterm_write_the_state_exit_130_and_print_the_command_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = run_args("frozen", 2000);
+    let expected = baseline(dir.path(), &args);
+    // Ctrl-C in the teacher's first epoch; SIGTERM in the students' second run.
+    signal_then_resume(dir.path(), &args, &expected, "INT", "Epoch 1/2");
+    signal_then_resume(dir.path(), &args, &expected, "TERM", "Students, run 2/2");
 }
 
 /// A state to refuse things with: a run killed in its teacher's training.
