@@ -90,8 +90,8 @@ async function run() {
     `made on ${exp.adapter}.`;
   status('Opening WebGPU ...');
   const { adapter, device } = await openDevice(exp);
-  const info = adapter.info ?? {};
-  $('adapter').textContent = `WebGPU adapter: ${[info.vendor, info.architecture, info.description].filter(Boolean).join(' ')}`;
+  const about = adapter.info ?? {};
+  $('adapter').textContent = `WebGPU adapter: ${[about.vendor, about.architecture, about.description].filter(Boolean).join(' ')}`;
   status('Compiling shaders and building the plans ...');
   const runner = new Runner(device, exp, blob);
   await runner.init();
@@ -116,6 +116,10 @@ async function run() {
         for (const p of train) {
           const info = exp.plans[p];
           const [loss, correct] = totals(await runner.metrics(p, s));
+          if (!Number.isFinite(loss)) {
+            throw new Error(`${info.name}: the loss became ${loss} by step ${s} of epoch ${epoch + 1}; ` +
+              'export again with a lower --learning-rate');
+          }
           const seen = Math.min(s * info.batch, info.samples);
           curves.add(info.student, done, loss / seen, correct / seen);
           if (s === steps) epochs[info.student].push({ loss: loss / seen, accuracy: correct / seen });
