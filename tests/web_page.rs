@@ -47,6 +47,15 @@ fn missing_tools() -> Option<String> {
     }
 }
 
+/// Whether the browser test can run; without its tools it is skipped with a message, except
+/// under CI, where it fails.
+fn browser_ready() -> bool {
+    let Some(missing) = missing_tools() else { return true };
+    assert!(std::env::var_os("CI").is_none(), "the browser test cannot run under CI: {missing}");
+    eprintln!("skipped: {missing}");
+    false
+}
+
 /// Runs the page on the export in `dir` (`steps`: stop after that many training steps) and
 /// returns what it published.
 fn run_page(dir: &Path, steps: Option<usize>, screenshot: &Path) -> serde_json::Value {
@@ -85,9 +94,7 @@ fn train_plans(export: &Export) -> [&Plan; 2] {
 
 #[test]
 fn the_page_computes_what_the_native_plans_compute() {
-    if let Some(missing) = missing_tools() {
-        assert!(std::env::var_os("CI").is_none(), "the browser test cannot run under CI: {missing}");
-        eprintln!("skipped: {missing}");
+    if !browser_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -211,9 +218,7 @@ fn page_error(export: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn the_page_says_what_is_missing() {
-    if let Some(missing) = missing_tools() {
-        assert!(std::env::var_os("CI").is_none(), "the browser test cannot run under CI: {missing}");
-        eprintln!("skipped: {missing}");
+    if !browser_ready() {
         return;
     }
     let nowhere = tempfile::tempdir().unwrap();
