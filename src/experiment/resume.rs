@@ -86,8 +86,8 @@ pub fn pause_point(name: impl FnOnce() -> String) {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint(BTreeMap<String, String>);
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Fingerprint {
@@ -95,13 +95,14 @@ impl Fingerprint {
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
         let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
         let limit = |l: Option<usize>| l.map_or("none".into(), |n| n.to_string());
-        let file =
-            |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", sha256_hex(bytemuck::cast_slice(w))));
+        let file = |w: Option<&[f32]>| {
+            w.map_or("none".into(), |w| format!("weights {}", hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(w)))))
+        };
         let split = |s: &crate::data::Split| {
             let mut h = Sha256::new();
             h.update(&s.images);
             h.update(&s.labels);
-            format!("{} images, {}", s.len(), h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+            format!("{} images, {}", s.len(), hex(&h.finalize()))
         };
         let entries = [
             ("--seed", cfg.seed.to_string()),
@@ -253,7 +254,7 @@ impl SavedState {
             tensors.insert(name.to_string(), values);
         }
         let expected = meta.get("sha256").context("its metadata has no checksum")?;
-        let found: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let found = hex(&digest.finalize());
         ensure!(
             *expected == found,
             "it is corrupt (its tensors' SHA-256 is {found}, the file records {expected}); the run must start \
@@ -479,7 +480,7 @@ impl Checkpoints {
         let metadata = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-            ("sha256".to_string(), digest.finalize().iter().map(|b| format!("{b:02x}")).collect()),
+            ("sha256".to_string(), hex(&digest.finalize())),
             ("state".to_string(), serde_json::to_string(&header)?),
         ]);
         let bytes = checkpoint::safetensors_bytes(&tensors, &metadata)?;
