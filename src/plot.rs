@@ -4,6 +4,7 @@
 
 use crate::experiment::{Report, RunResult};
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const COLOURS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
@@ -57,22 +58,11 @@ pub fn curves_svg(report: &Report) -> Result<String> {
             for (run, colour) in runs.iter().zip(COLOURS) {
                 let points: Vec<(f64, f64)> =
                     train(run).into_iter().enumerate().map(|(i, v)| ((i + 1) as f64, v)).collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                    .map_err(plot_error)?
-                    .label(legend(run))
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled()))).map_err(plot_error)?;
+                line_with_points(&mut chart, points, colour, legend(run), 3)?;
                 let at = (run.epochs.len().max(1) as f64, test(run));
                 chart.draw_series([Cross::new(at, 7, colour.stroke_width(2))]).map_err(plot_error)?;
             }
-            chart
-                .configure_series_labels()
-                .position(legend_at)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_error)?;
+            series_box(&mut chart, legend_at)?;
         }
         root.present().map_err(plot_error)?;
     }
@@ -132,23 +122,43 @@ pub fn sweep_svg(report: &Report) -> Result<Option<String>> {
                 .map(|p| (p.temperature as f64, p.result.test_accuracy))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(format!("alpha {alpha}"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(plot_error)?;
+            line_with_points(&mut chart, points, colour, format!("alpha {alpha}"), 4)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        series_box(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(plot_error)?;
     }
     Ok(Some(svg))
+}
+
+/// A chart of f64 against f64 drawn into an SVG string.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A labelled line through `points` with a dot of radius `dot` at each.
+fn line_with_points<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    points: Vec<(f64, f64)>,
+    colour: RGBColor,
+    label: String,
+    dot: i32,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, dot, colour.filled()))).map_err(plot_error)?;
+    Ok(())
+}
+
+/// The series' labels in a framed box at `position`.
+fn series_box<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)
 }
 
 /// Test accuracy per class of the teacher and the two students (with several runs, the first
@@ -192,20 +202,9 @@ pub fn classes_svg(report: &Report) -> Result<String> {
                 .filter(|(_, v)| v.is_finite())
                 .map(|(c, &v)| (c as f64, v))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(run.name.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(plot_error)?;
+            line_with_points(&mut chart, points, colour, run.name.clone(), 4)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        series_box(&mut chart, SeriesLabelPosition::LowerLeft)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
