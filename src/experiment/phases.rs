@@ -130,7 +130,7 @@ impl Phases<'_> {
             group_state.restore(gpu, &saved)?;
             stats = saved.training.epochs;
             // The finished epochs' shuffles, drawn again, leave each generator where it was.
-            for _ in 0..saved.training.epochs_done {
+            for _ in 0..stats[0].len() {
                 rngs.iter_mut().for_each(|r| drop(epoch_order(r, samples, cfg.shuffle)));
             }
             println!("{names}: resumed at epoch {}, step {}", stats[0].len() + 1, saved.positions[0].step);
@@ -310,7 +310,6 @@ impl GroupState<'_> {
         }
         let training = Training {
             group: self.group.to_string(),
-            epochs_done: epochs[0].len(),
             epochs: epochs.to_vec(),
             positions: positions.iter().map(|p| (p.step, p.adam_t)).collect(),
         };

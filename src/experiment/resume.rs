@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// The state file in a checkpoint directory.
 pub const STATE_FILE: &str = "state.safetensors";
 /// The layout of the state file; a build that lays it out differently refuses older files.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The run stopped on SIGINT or SIGTERM, its state saved; the program exits with status 130.
 #[derive(Debug)]
@@ -167,8 +167,7 @@ pub struct Progress {
 pub struct Training {
     /// `teacher`, `students run K`, `sweep`.
     pub group: String,
-    pub epochs_done: usize,
-    /// Per model: the finished epochs' figures.
+    /// Per model: the finished epochs' figures (as many as epochs done).
     pub epochs: Vec<Vec<EpochStats>>,
     /// Per plan: steps of the current epoch done, and Adam's t of the next update (the
     /// epoch's metrics so far are the tensor `plan I metrics`).
@@ -177,10 +176,9 @@ pub struct Training {
 
 /// The state file's metadata.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// (Its format number and the version that wrote it are metadata entries of their own, read
+/// before this.)
 struct Header {
-    format: u32,
-    /// The kd-wgpu version that wrote it, for messages.
-    version: String,
     fingerprint: Fingerprint,
     progress: Progress,
     training: Option<Training>,
@@ -253,14 +251,15 @@ impl SavedState {
             let values = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             tensors.insert(name.to_string(), values);
         }
+        let json = meta.get("state").context("its metadata has no `state`")?;
+        digest.update(json.as_bytes());
         let expected = meta.get("sha256").context("its metadata has no checksum")?;
         let found = hex(&digest.finalize());
         ensure!(
             *expected == found,
-            "it is corrupt (its tensors' SHA-256 is {found}, the file records {expected}); the run must start \
-             again, in a new --checkpoint-dir"
+            "it is corrupt (the SHA-256 of its tensors and state is {found}, the file records {expected}); the \
+             run must start again, in a new --checkpoint-dir"
         );
-        let json = meta.get("state").context("its metadata has no `state`")?;
         let header: Header = serde_json::from_str(json).context("its `state` metadata is not valid")?;
         Ok((header, tensors))
     }
@@ -285,7 +284,8 @@ impl SavedState {
         match &self.header.training {
             Some(t) => {
                 let step = t.positions.first().map_or(0, |p| p.0);
-                format!("{}, epoch {}, step {step}", t.group, t.epochs_done + 1)
+                let epochs_done = t.epochs.first().map_or(0, Vec::len);
+                format!("{}, epoch {}, step {step}", t.group, epochs_done + 1)
             }
             None => {
                 let p = &self.header.progress;
@@ -320,20 +320,18 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Checkpoints of a new run into `dir` (see [`check_new_dir`]).
+    /// Checkpoints of a new run into `dir`, which [`check_new_dir`] accepted.
     pub fn start(dir: &Path, every: Duration, fingerprint: Fingerprint) -> Result<Checkpoints> {
-        check_new_dir(dir)?;
         let checkpoints = Self::with(dir, every, fingerprint, Progress::default(), BTreeMap::new(), None);
         // From now on the directory always holds a state to resume.
         checkpoints.write(None, BTreeMap::new(), Instant::now())?;
         Ok(checkpoints)
     }
 
-    /// Checkpoints of a resumed run, from its saved state, which must have been written with
-    /// the same `fingerprint`.
+    /// Checkpoints of a resumed run, from its saved state in `dir` (found writable before),
+    /// which must have been written with the same `fingerprint`.
     pub fn resume(dir: &Path, every: Duration, fingerprint: Fingerprint, saved: SavedState) -> Result<Checkpoints> {
         saved.check(&fingerprint)?;
-        checkpoint::check_writable_dir("--resume", dir)?;
         let from = saved.describe();
         let SavedState { header, mut tensors, .. } = saved;
         let mut progress = header.progress;
@@ -460,13 +458,8 @@ impl Checkpoints {
         let path = self.dir.join(STATE_FILE);
         let mut progress = self.progress.borrow().clone();
         progress.seconds = self.seconds();
-        let header = Header {
-            format: FORMAT,
-            version: env!("CARGO_PKG_VERSION").into(),
-            fingerprint: self.fingerprint.clone(),
-            progress,
-            training,
-        };
+        let header = Header { fingerprint: self.fingerprint.clone(), progress, training };
+        let json = serde_json::to_string(&header)?;
         let kept = self.tensors.borrow();
         let all: BTreeMap<&str, &Vec<f32>> =
             kept.iter().chain(group_tensors.iter()).map(|(k, v)| (k.as_str(), v)).collect();
@@ -477,11 +470,12 @@ impl Checkpoints {
             digest.update(bytemuck::cast_slice::<f32, u8>(values));
             tensors.push((*name, shape.as_slice(), values.as_slice()));
         }
+        digest.update(json.as_bytes());
         let metadata = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
             ("sha256".to_string(), hex(&digest.finalize())),
-            ("state".to_string(), serde_json::to_string(&header)?),
+            ("state".to_string(), json),
         ]);
         let bytes = checkpoint::safetensors_bytes(&tensors, &metadata)?;
         let n = self.writes.get() + 1;
