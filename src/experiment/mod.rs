@@ -134,7 +134,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: checkpoints.as_ref() };
 
     let done = checkpoints.as_ref().map(Checkpoints::progress).unwrap_or_default();
-    let (teacher, teacher_result) = teacher_phase(&phases, &teacher_arch, files, &starting, &saver)?;
+    let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
 
     let t = Instant::now();
     let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher)?;
@@ -169,28 +169,6 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         total_seconds: checkpoints.as_ref().map_or(start.elapsed().as_secs_f64(), Checkpoints::seconds),
         resumed_from: checkpoints.map(|c| c.progress().resumed).unwrap_or_default(),
     })
-}
-
-/// The teacher's phase: [`train_teacher`], recorded in the run's state; or, when the run was
-/// interrupted after it, the teacher and its record from the state.
-fn teacher_phase(
-    phases: &Phases,
-    arch: &Architecture,
-    files: &WeightFiles,
-    starting: &StartingWeights,
-    saver: &WeightSaver,
-) -> Result<(Model, RunResult)> {
-    let done = phases.checkpoints.and_then(|c| c.progress().teacher.zip(c.tensor("teacher")));
-    if let Some((result, weights)) = done {
-        println!("Teacher: trained and evaluated before the interruption");
-        return Ok((Model::new(phases.gpu, arch, &weights)?, result));
-    }
-    let (teacher, result) = train_teacher(phases, arch, files, starting, saver)?;
-    if let Some(c) = phases.checkpoints {
-        let weights = teacher.read_flat(phases.gpu)?;
-        c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
-    }
-    Ok((teacher, result))
 }
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
@@ -237,7 +215,8 @@ pub(crate) fn distillation_teacher<'a>(
 }
 
 /// The teacher: trained from random weights or `--teacher-init`, or given trained by
-/// `--teacher`; saved, then evaluated.
+/// `--teacher`; saved, then evaluated, and recorded in the run's state. A run resumed after
+/// this phase takes the teacher and its record from the state instead.
 pub(crate) fn train_teacher(
     phases: &Phases,
     arch: &Architecture,
@@ -246,6 +225,11 @@ pub(crate) fn train_teacher(
     saver: &WeightSaver,
 ) -> Result<(Model, RunResult)> {
     let (gpu, cfg) = (phases.gpu, phases.cfg);
+    let done = phases.checkpoints.and_then(|c| c.progress().teacher.zip(c.tensor("teacher")));
+    if let Some((result, weights)) = done {
+        println!("Teacher: trained and evaluated before the interruption");
+        return Ok((Model::new(gpu, arch, &weights)?, result));
+    }
     println!("{}", arch.summary());
     let metric = "sparse_categorical_accuracy";
     let teacher = match starting.teacher.as_ref().or(starting.teacher_init.as_ref()) {
@@ -272,6 +256,10 @@ pub(crate) fn train_teacher(
     let test = phases.evaluate("teacher", &teacher, Loss::CrossEntropy, None, metric)?;
     let ce = test.stats.loss;
     let result = RunResult::from_epochs("teacher", epochs, test, ce, phases.data.train.samples);
+    if let Some(c) = phases.checkpoints {
+        let weights = teacher.read_flat(gpu)?;
+        c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
+    }
     Ok((teacher, result))
 }
 
