@@ -100,3 +100,158 @@ fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The four-wide products, for GPUs: the same product where N and the unit-stride length of A
+// (K, or M when A is transposed) are multiples of 4, so that every operand moves as vec4:
+// loads from memory, reads from workgroup memory, stores. Each invocation keeps a block of C
+// in registers, as four-by-four outer products (`outer`):
+//   matmul_vec4_wide  128x128 tile, 8x8 per invocation, 16 KiB of workgroup memory;
+//   matmul_vec4       64x64 tile, 4x4 per invocation, 8 KiB (small products, small limits).
+// Both stage 16-deep slices of A and B, rows of a tile's A stored as [k][row / 4] and B as
+// [k][col / 4]; src/ops/matmul.rs picks the tile from the adapter's limits and the shape.
+// Every output sums fma over k in ascending order, as matmul_tiled does, so the three entries
+// give the same bits. Split K and the epilogue as above.
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
+
+var<workgroup> wide_a: array<vec4<f32>, 512>; // [16 k][32 quads of rows]
+var<workgroup> wide_b: array<vec4<f32>, 512>; // [16 k][32 quads of columns]
+var<workgroup> quad_a: array<vec4<f32>, 256>; // [16 k][16 quads of rows]
+var<workgroup> quad_b: array<vec4<f32>, 256>; // [16 k][16 quads of columns]
+
+// A(row, k..k+4) for row-major A (K a multiple of 4), 0 past the edges.
+fn a_along_k(row: u32, k: u32, k_end: u32) -> vec4<f32> {
+    if (row < p.m && k < k_end) {
+        return a4[(row * p.k + k) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// A(row..row+4, k) for transposed A, stored K x M (M a multiple of 4), 0 past the edges.
+fn a_along_m(row: u32, k: u32, k_end: u32) -> vec4<f32> {
+    if (row < p.m && k < k_end) {
+        return a4[(k * p.m + row) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// B(k, col..col+4), 0 past the edges.
+fn b_quad(k: u32, col: u32, k_end: u32) -> vec4<f32> {
+    if (k < k_end && col < p.n) {
+        return b4[(k * p.n + col) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// The 4x4 block `acc` (acc[r] = row r, four columns) plus the outer product of a and b.
+fn outer(a: vec4<f32>, b: vec4<f32>, acc: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma(vec4<f32>(a.x), b, acc[0]), fma(vec4<f32>(a.y), b, acc[1]),
+                       fma(vec4<f32>(a.z), b, acc[2]), fma(vec4<f32>(a.w), b, acc[3]));
+}
+
+// Rows row..row+4 of a block, columns col..col+4, with the epilogue; masked at the edges.
+fn store_block(part: u32, row: u32, col: u32, block: mat4x4<f32>) {
+    if (col >= p.n) {
+        return;
+    }
+    var extra = vec4<f32>(0.0);
+    if ((p.epilogue & 1u) != 0u) {
+        extra = bias4[col / 4u];
+    }
+    for (var r = 0u; r < 4u; r++) {
+        if (row + r < p.m) {
+            var v = block[r];
+            if ((p.epilogue & 1u) != 0u) {
+                v += extra;
+            }
+            if ((p.epilogue & 2u) != 0u) {
+                v = select(v, v * p.slope, v < vec4<f32>(0.0));
+            }
+            c4[((part * p.m + row + r) * p.n + col) / 4u] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_vec4_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * 128u;
+    let col0 = wg.x * 128u;
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
+    // Rows row0 + 4 * ty + {0..3} and + 64; columns likewise with tx: neighbouring
+    // invocations store neighbouring quads.
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
+    for (var k0 = k_begin; k0 < k_end; k0 += 16u) {
+        for (var t = 0u; t < 2u; t++) {
+            let e = li + 256u * t;
+            if (p.a_col_stride == 1u) {
+                // 128 rows x 4 quads of k, turned to [k][row] on the way in.
+                let row = e / 4u;
+                let kq = e % 4u;
+                let v = a_along_k(row0 + row, k0 + 4u * kq, k_end);
+                for (var i = 0u; i < 4u; i++) {
+                    wide_a[(4u * kq + i) * 32u + row / 4u][row % 4u] = v[i];
+                }
+            } else {
+                wide_a[e] = a_along_m(row0 + 4u * (e % 32u), k0 + e / 32u, k_end);
+            }
+            wide_b[e] = b_quad(k0 + e / 32u, col0 + 4u * (e % 32u), k_end);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            let a0 = wide_a[kk * 32u + lid.y];
+            let a1 = wide_a[kk * 32u + 16u + lid.y];
+            let b0 = wide_b[kk * 32u + lid.x];
+            let b1 = wide_b[kk * 32u + 16u + lid.x];
+            acc00 = outer(a0, b0, acc00);
+            acc01 = outer(a0, b1, acc01);
+            acc10 = outer(a1, b0, acc10);
+            acc11 = outer(a1, b1, acc11);
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + 4u * lid.y;
+    let col = col0 + 4u * lid.x;
+    store_block(wg.z, row, col, acc00);
+    store_block(wg.z, row, col + 64u, acc01);
+    store_block(wg.z, row + 64u, col, acc10);
+    store_block(wg.z, row + 64u, col + 64u, acc11);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * 64u;
+    let col0 = wg.x * 64u;
+    let k_begin = wg.z * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
+    var acc = mat4x4<f32>();
+    for (var k0 = k_begin; k0 < k_end; k0 += 16u) {
+        if (p.a_col_stride == 1u) {
+            // 64 rows x 4 quads of k, turned to [k][row] on the way in.
+            let row = li / 4u;
+            let kq = li % 4u;
+            let v = a_along_k(row0 + row, k0 + 4u * kq, k_end);
+            for (var i = 0u; i < 4u; i++) {
+                quad_a[(4u * kq + i) * 16u + row / 4u][row % 4u] = v[i];
+            }
+        } else {
+            quad_a[li] = a_along_m(row0 + 4u * (li % 16u), k0 + li / 16u, k_end);
+        }
+        quad_b[li] = b_quad(k0 + li / 16u, col0 + 4u * (li % 16u), k_end);
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            acc = outer(quad_a[kk * 16u + lid.y], quad_b[kk * 16u + lid.x], acc);
+        }
+        workgroupBarrier();
+    }
+    store_block(wg.z, row0 + 4u * lid.y, col0 + 4u * lid.x, acc);
+}

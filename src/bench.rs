@@ -3,8 +3,9 @@
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{self, timing, Gpu, Tensor};
-use crate::model::Architecture;
+use crate::model::{Architecture, Op};
 use crate::ops::adam::AdamConfig;
+use crate::ops::{conv2d, matmul::Entry, KernelBias};
 use crate::train::{DeviceData, Feed, Loss, Model, Plan};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -20,6 +21,17 @@ pub struct KernelTime {
     pub seconds: f64,
     pub gflops: f64,
     pub gbytes_per_second: f64,
+}
+
+/// One matrix product of the teacher's largest convolution in one entry of the product.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProductTime {
+    pub product: String,
+    pub entry: String,
+    /// Whether the training plan runs this entry for this product on this device.
+    pub chosen: bool,
+    pub seconds: f64,
+    pub gflops: f64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -38,6 +50,8 @@ pub struct BenchReport {
     pub family: gpu::KernelFamily,
     pub timestamps: bool,
     pub kernels: Vec<KernelTime>,
+    /// Every entry the device can run for the teacher's largest convolution's products.
+    pub products: Vec<ProductTime>,
     pub steps: Vec<StepTime>,
     /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
     pub cpu_matmul_gflops: f64,
@@ -111,16 +125,63 @@ pub fn run(
             arch.forward_flops(batch),
         ));
     }
+    let products = match archs.first() {
+        Some(arch) => product_entries(gpu, arch, batch, reps)?,
+        None => Vec::new(),
+    };
     Ok(BenchReport {
         adapter: gpu::describe(&gpu.info),
         family: gpu.family(),
         timestamps: gpu.has_timestamps(),
         kernels,
+        products,
         steps: step_times,
         cpu_matmul_gflops: cpu_matmul_gflops(),
         startup_seconds,
         warmup_steps: steps.max(1),
     })
+}
+
+/// The three products of `arch`'s largest convolution (forward, input and kernel gradients),
+/// each in every entry the device can run: the figures that set the tile rule of
+/// `ops::matmul`. Operands are zeros: the time does not depend on the values.
+fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
+    let convs = arch.walk().into_iter().filter_map(|l| match l.op(batch) {
+        Op::Conv(s) => Some((l.name, s)),
+        _ => None,
+    });
+    let Some((name, s)) = convs.max_by(|a, b| a.1.flops().total_cmp(&b.1.flops())) else {
+        return Ok(Vec::new());
+    };
+    let zeros = |len: usize| Tensor::zeros(gpu, "bench operand", &[len]);
+    let (cols, w, bias, y) = (zeros(s.m() * s.k())?, zeros(s.kernel_len())?, zeros(s.out_c)?, zeros(s.output_len())?);
+    let scratch = zeros(s.kernel_grad_scratch())?;
+    let (dcols, dw) = (zeros(s.m() * s.k())?, zeros(s.kernel_len())?);
+    let weights = KernelBias { kernel: &w, bias: &bias };
+    let products = [
+        ("forward", conv2d::forward_product(&s, &cols, weights, Some(0.2), &y)),
+        ("input gradient", conv2d::input_product(&s, &y, &w, &dcols)),
+        ("kernel gradient", conv2d::kernel_product(&s, &cols, &y, &dw, &scratch)),
+    ];
+    let mut times = Vec::new();
+    for (what, product) in &products {
+        let chosen = product.entry(gpu);
+        for entry in [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide, Entry::Texture, Entry::Subgroup] {
+            if product.misfit(gpu, entry).is_some() {
+                continue;
+            }
+            let d = product.dispatch_as(gpu, entry)?;
+            let seconds = timing::median_seconds(gpu, &d.iter().collect::<Vec<_>>(), reps)?;
+            times.push(ProductTime {
+                product: format!("{name} {what} {}x{}x{}", product.m, product.n, product.k),
+                entry: d[0].kernel.clone(),
+                chosen: entry == chosen,
+                seconds,
+                gflops: d[0].flops / seconds / 1e9,
+            });
+        }
+    }
+    Ok(times)
 }
 
 fn step_time(arch: &Architecture, what: &str, batch: usize, seconds: f64, flops: f64) -> StepTime {
@@ -190,6 +251,17 @@ impl BenchReport {
                 1e3 * k.seconds,
                 rate(k.gflops),
                 rate(k.gbytes_per_second)
+            );
+        }
+        s += "\nProduct entries (the teacher's largest convolution; * = the one the plan runs):\n";
+        for p in &self.products {
+            s += &format!(
+                "{:<38} {:<44}{} {:>9.3} ms {:>9.1} GFLOP/s\n",
+                p.product,
+                p.entry,
+                if p.chosen { "*" } else { " " },
+                1e3 * p.seconds,
+                p.gflops
             );
         }
         s += "\n";

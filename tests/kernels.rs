@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use kd_wgpu::gpu::{Gpu, Tensor};
+use kd_wgpu::gpu::{Gpu, KernelFamily, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
 use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
-use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Matmul};
+use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
 use rand::Rng;
@@ -36,13 +36,22 @@ fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
     ]
 }
 
+/// The entries a device runs: on the buffer family every one a shape allows (each is compared
+/// with the reference and, bit for bit, with `Tiled`); on CPU drivers the family's own pick.
+fn entries(gpu: &Gpu, mm: &Matmul) -> Vec<Entry> {
+    if gpu.family() == KernelFamily::Textures {
+        return vec![mm.entry(gpu)];
+    }
+    [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide].into_iter().filter(|&e| mm.misfit(gpu, e).is_none()).collect()
+}
+
 #[test]
 fn matmul_matches_reference() {
     let mut r = rng("matmul");
-    // (m, n, k): tiles are 64x64 (tiled), 64x32 (texture) and 32x32 (strided); most of these
-    // shapes are no multiple of them. On CPU drivers N and K multiples of 4 (and M too, for
-    // transposed A) take the texture kernel, other shapes the strided buffer one. The last
-    // five split K (a small C, a long K): the teacher's first kernel gradient among them.
+    // (m, n, k): tiles are 64x64 and 128x128 (buffers), 64x32 (texture) and 32x32 (strided);
+    // most of these shapes are no multiple of them. N and K multiples of 4 (and M for
+    // transposed A) take the four-wide entries, other shapes the scalar ones. The last five
+    // split K (a small C, a long K): the teacher's first kernel gradient among them.
     for (m, n, k) in [
         (4, 4, 4),
         (68, 132, 128),
@@ -55,6 +64,8 @@ fn matmul_matches_reference() {
         (37, 36, 24),
         (9, 8, 4),
         (65, 196, 100),
+        (260, 136, 52),
+        (132, 260, 36),
         (9, 256, 6272),
         (21, 36, 3001),
         (3, 5, 2050),
@@ -98,17 +109,30 @@ fn matmul_matches_reference() {
                     c: &c,
                     split_scratch: (!epi).then_some(&scratch),
                 };
-                let d = mm.dispatch(gpu).unwrap();
-                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
-                let want = if epi { &with_epilogue } else { &plain };
-                let split = if epi { 1 } else { split_parts(m, n, k) };
-                let name = format!(
-                    "matmul[{}] {m}x{n}x{k} {layout:?}{}{}",
-                    d[0].kernel,
-                    if epi { " +bias+leaky" } else { "" },
-                    if split > 1 { format!(" split {split}") } else { String::new() }
-                );
-                check(&name, &c.read_f32(gpu).unwrap(), want, F32_BOUND);
+                let mut first: Option<(String, Vec<f32>)> = None;
+                for entry in entries(gpu, &mm) {
+                    c.poison(gpu);
+                    scratch.poison(gpu);
+                    let d = mm.dispatch_as(gpu, entry).unwrap();
+                    gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                    let want = if epi { &with_epilogue } else { &plain };
+                    let split = if epi { 1 } else { split_parts(m, n, k) };
+                    let name = format!(
+                        "matmul[{}] {m}x{n}x{k} {layout:?}{}{}",
+                        d[0].kernel,
+                        if epi { " +bias+leaky" } else { "" },
+                        if split > 1 { format!(" split {split}") } else { String::new() }
+                    );
+                    let got = c.read_f32(gpu).unwrap();
+                    check(&name, &got, want, F32_BOUND);
+                    match &first {
+                        None => first = Some((name, got)),
+                        Some((first_name, bits)) => assert!(
+                            got.iter().zip(bits).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{name} differs in some bit from {first_name}: the entries must add in the same order"
+                        ),
+                    }
+                }
             }
         }
     }
@@ -529,7 +553,7 @@ fn device_validation_errors_are_errors_naming_the_kernel() {
 #[test]
 fn the_family_chooses_the_entry_from_the_shape() {
     for gpu in variants() {
-        let textures = gpu.family() == kd_wgpu::gpu::KernelFamily::Textures;
+        let textures = gpu.family() == KernelFamily::Textures;
         let t = |len: usize| poisoned(gpu, "t", len);
         let pool = |channels: usize| {
             let s = PoolShape { batch: 2, in_h: 5, in_w: 5, channels, size: 2, stride: 1 };
@@ -569,7 +593,8 @@ fn the_family_chooses_the_entry_from_the_shape() {
             (pool(17), "maxpool::maxpool_forward", "maxpool::maxpool_forward"),
             (dense(10), "dense::dense_forward_texture", "dense::dense_forward_partial"),
             (dense(12), "dense::dense_forward_partial", "dense::dense_forward_partial"),
-            (product(33, 20, 12), "matmul_texture::matmul_texture", "matmul::matmul_tiled"),
+            (product(33, 20, 12), "matmul_texture::matmul_texture", "matmul::matmul_vec4"),
+            (product(1536, 1024, 12), "matmul_texture::matmul_texture", "matmul::matmul_vec4_wide"),
             (product(33, 20, 13), "matmul_subgroup::matmul_subgroup_strided", "matmul::matmul_tiled"),
             (product(33, 17, 12), "matmul::matmul_tiled", "matmul::matmul_tiled"),
         ];

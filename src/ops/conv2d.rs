@@ -120,7 +120,20 @@ pub fn forward(
     cols: &Tensor,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let product = Matmul {
+    let mut d = vec![im2col(gpu, s, x, cols)?];
+    d.extend(forward_product(s, cols, weights, leaky_slope, y).dispatch(gpu)?);
+    Ok(d)
+}
+
+/// The forward pass's product: y = cols * W + b [then LeakyReLU].
+pub fn forward_product<'a>(
+    s: &ConvShape,
+    cols: &'a Tensor,
+    weights: KernelBias<'a>,
+    leaky_slope: Option<f32>,
+    y: &'a Tensor,
+) -> Matmul<'a> {
+    Matmul {
         m: s.m(),
         n: s.out_c,
         k: s.k(),
@@ -131,10 +144,7 @@ pub fn forward(
         leaky_slope,
         c: y,
         split_scratch: None,
-    };
-    let mut d = vec![im2col(gpu, s, x, cols)?];
-    d.extend(product.dispatch(gpu)?);
-    Ok(d)
+    }
 }
 
 /// dx = col2im(dy * W^T), through scratch `w_t` (out_c x K) and `dcols` (M x K).
@@ -147,7 +157,15 @@ pub fn backward_input(
     dcols: &Tensor,
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let product = Matmul {
+    let mut d = vec![transpose(gpu, w, w_t, s.k(), s.out_c)?];
+    d.extend(input_product(s, dy, w_t, dcols).dispatch(gpu)?);
+    d.push(col2im(gpu, s, dcols, dx)?);
+    Ok(d)
+}
+
+/// The input gradient's product: dcols = dy * W^T.
+pub fn input_product<'a>(s: &ConvShape, dy: &'a Tensor, w_t: &'a Tensor, dcols: &'a Tensor) -> Matmul<'a> {
+    Matmul {
         m: s.m(),
         n: s.k(),
         k: s.out_c,
@@ -158,11 +176,7 @@ pub fn backward_input(
         leaky_slope: None,
         c: dcols,
         split_scratch: None,
-    };
-    let mut d = vec![transpose(gpu, w, w_t, s.k(), s.out_c)?];
-    d.extend(product.dispatch(gpu)?);
-    d.push(col2im(gpu, s, dcols, dx)?);
-    Ok(d)
+    }
 }
 
 /// dW = cols^T * dy and db = column sums of dy (into `grads`), through `scratch`
@@ -175,7 +189,20 @@ pub fn backward_kernel(
     grads: KernelBias,
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let product = Matmul {
+    let mut d = kernel_product(s, cols, dy, grads.kernel, scratch).dispatch(gpu)?;
+    d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, grads.bias)?);
+    Ok(d)
+}
+
+/// The kernel gradient's product: dW = cols^T * dy, split over K into `scratch`.
+pub fn kernel_product<'a>(
+    s: &ConvShape,
+    cols: &'a Tensor,
+    dy: &'a Tensor,
+    dw: &'a Tensor,
+    scratch: &'a Tensor,
+) -> Matmul<'a> {
+    Matmul {
         m: s.k(),
         n: s.out_c,
         k: s.m(),
@@ -184,12 +211,9 @@ pub fn backward_kernel(
         b: dy,
         bias: None,
         leaky_slope: None,
-        c: grads.kernel,
+        c: dw,
         split_scratch: Some(scratch),
-    };
-    let mut d = product.dispatch(gpu)?;
-    d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, grads.bias)?);
-    Ok(d)
+    }
 }
 
 /// Direct convolution loops (no im2col), so that they check the GPU path independently.

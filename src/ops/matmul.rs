@@ -1,8 +1,12 @@
 //! Matrix product with an optional bias + LeakyReLU epilogue (`matmul.wgsl` for GPUs;
 //! `matmul_texture.wgsl` and `matmul_subgroup.wgsl` for CPU drivers).
+//!
+//! The buffer family's entries: `matmul_vec4_wide` (128x128 tiles) and `matmul_vec4` (64x64)
+//! where N and A's unit-stride length are multiples of 4, `matmul_tiled` for every other shape.
+//! All three add the products over k in the same order, so the choice never changes a bit.
 
 use super::reduce;
-use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
+use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
 use anyhow::{bail, Result};
 
@@ -27,6 +31,42 @@ pub const TEXTURE_TILE_COLS: usize = 32;
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
 pub const SUBGROUP_TILE_ROWS: usize = 32;
 pub const SUBGROUP_TILE_COLS: usize = 32;
+
+/// Workgroup memory `matmul_vec4_wide` stages: 16-deep slices of A and B, 128 wide each.
+pub const WIDE_TILE_BYTES: u32 = 2 * 16 * 128 * 4;
+
+/// Fewest 128x128 tiles (times split-K parts) for which the wide tile is chosen: below this,
+/// the 64x64 tile's four times as many workgroups spread better over a GPU's cores. A first
+/// estimate, to be set from `bench`'s "product entries" table on real GPUs.
+pub const WIDE_MIN_TILES: usize = 96;
+
+/// The entry points of the matrix product, one per design (see `matmul.wgsl` and the
+/// texture/subgroup files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Buffers, any shape: 64x64 tiles, 4x4 per invocation, scalar loads.
+    Tiled,
+    /// Buffers, four-wide operands: 64x64 tiles, 4x4 per invocation.
+    Vec4,
+    /// Buffers, four-wide operands: 128x128 tiles, 8x8 per invocation.
+    Vec4Wide,
+    /// CPU drivers: A and B from texture copies, A shared across a subgroup.
+    Texture,
+    /// CPU drivers: A from its buffer, shared across a subgroup; N a multiple of 4.
+    Subgroup,
+}
+
+impl Entry {
+    /// Rows x columns of C per workgroup.
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            Entry::Tiled | Entry::Vec4 => (64, 64),
+            Entry::Vec4Wide => (128, 128),
+            Entry::Texture => (TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS),
+            Entry::Subgroup => (SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS),
+        }
+    }
+}
 
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,18 +126,81 @@ impl Matmul<'_> {
         }
     }
 
+    /// What the four-wide buffer entries need: whole vec4s along B's rows and along A's
+    /// unit-stride direction (k, or the rows of a transposed A).
+    fn vec4_fit(&self) -> TexelFit {
+        match self.a_layout {
+            ALayout::Normal => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
+            ALayout::Transposed => TexelFit::fours(&[("N", self.n), ("M", self.m)]),
+        }
+    }
+
     /// What `matmul_subgroup.wgsl` needs: it reads B four columns at a time from its buffer.
     fn strided_fit(&self) -> TexelFit {
         TexelFit::fours(&[("N", self.n)])
     }
 
-    /// The kernel family's variant: on CPU drivers, A and B from textures where the shape
-    /// allows, else A from its buffer one scalar at a time shared by subgroup broadcast, and
-    /// the tiled kernel (every family's fallback) where N is not a multiple of 4. With split
-    /// K, a second dispatch adds the parts.
+    /// Split-K parts: only with scratch to hold them.
+    fn parts(&self) -> usize {
+        if self.split_scratch.is_some() {
+            split_parts(self.m, self.n, self.k)
+        } else {
+            1
+        }
+    }
+
+    /// The entry the device's kernel family runs for this shape. On CPU drivers: A and B from
+    /// textures where the shape allows, else A from its buffer shared by subgroup broadcast.
+    /// On GPUs: the four-wide entries, the 128x128 tile where the adapter's workgroup memory
+    /// holds it and the product has enough such tiles. `Tiled`, every family's fallback, for
+    /// the rest.
+    pub fn entry(&self, gpu: &Gpu) -> Entry {
+        let fits = |fit: TexelFit| fit.misfit().is_none();
+        match gpu.family() {
+            KernelFamily::Textures if fits(self.texture_fit()) => Entry::Texture,
+            KernelFamily::Textures if fits(self.strided_fit()) => Entry::Subgroup,
+            KernelFamily::Buffers if fits(self.vec4_fit()) => {
+                let wide_tiles = self.m.div_ceil(128) * self.n.div_ceil(128) * self.parts();
+                if wide_tile_fits(&gpu.limits) && wide_tiles >= WIDE_MIN_TILES {
+                    Entry::Vec4Wide
+                } else {
+                    Entry::Vec4
+                }
+            }
+            _ => Entry::Tiled,
+        }
+    }
+
+    /// Why `entry` cannot run this product on `gpu`; None when it can.
+    pub fn misfit(&self, gpu: &Gpu, entry: Entry) -> Option<String> {
+        let textures = gpu.family() == KernelFamily::Textures;
+        match entry {
+            Entry::Tiled => None,
+            Entry::Vec4 => self.vec4_fit().misfit(),
+            Entry::Vec4Wide if !wide_tile_fits(&gpu.limits) => Some(format!(
+                "the adapter offers {} bytes of workgroup memory, the 128x128 tile needs {WIDE_TILE_BYTES}",
+                gpu.limits.max_compute_workgroup_storage_size
+            )),
+            Entry::Vec4Wide => self.vec4_fit().misfit(),
+            Entry::Texture | Entry::Subgroup if !textures => Some("a CPU-driver entry (--matmul subgroup)".into()),
+            Entry::Texture => self.texture_fit().misfit(),
+            Entry::Subgroup => self.strided_fit().misfit(),
+        }
+    }
+
+    /// The product's dispatches in the entry [`Matmul::entry`] picks: the product, then, with
+    /// split K, the sum of its parts.
     pub fn dispatch(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
+        self.dispatch_as(gpu, self.entry(gpu))
+    }
+
+    /// The same in a given entry (the benchmark compares them); refused where it cannot run.
+    pub fn dispatch_as(&self, gpu: &Gpu, entry: Entry) -> Result<Vec<Dispatch>> {
         let (m, n, k) = (self.m, self.n, self.k);
-        let parts = if self.split_scratch.is_some() { split_parts(m, n, k) } else { 1 };
+        if let Some(why) = self.misfit(gpu, entry) {
+            bail!("matmul {m}x{n}x{k}: entry {entry:?} cannot run it: {why}");
+        }
+        let parts = self.parts();
         for (t, len, name) in [(self.a, m * k, "A"), (self.b, k * n, "B"), (self.c, m * n, "C")] {
             if t.len() < len {
                 bail!("matmul {m}x{n}x{k}: operand {name} `{}` holds {} elements, needs {len}", t.label, t.len());
@@ -135,7 +238,7 @@ impl Matmul<'_> {
             k_chunk: k_chunk as u32,
         };
         let uniform = gpu.uniform("matmul params", &params);
-        let d = self.variant(gpu, &uniform, out, parts)?;
+        let d = self.product(gpu, entry, &uniform, out, parts)?;
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
         if parts > 1 {
@@ -143,36 +246,40 @@ impl Matmul<'_> {
         }
         Ok(d)
     }
-}
 
-impl Matmul<'_> {
-    /// The product's one dispatch in the kernel family's variant, writing `out` in `parts`.
-    fn variant(&self, gpu: &Gpu, uniform: &wgpu::Buffer, out: &Tensor, parts: usize) -> Result<Dispatch> {
+    /// The product's one dispatch in `entry`, writing `out` in `parts`.
+    fn product(&self, gpu: &Gpu, entry: Entry, uniform: &wgpu::Buffer, out: &Tensor, parts: usize) -> Result<Dispatch> {
         let (m, n, k) = (self.m, self.n, self.k);
+        let (rows, cols) = entry.tile();
+        let groups = [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
-        let tiles = |rows: usize, cols: usize| [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
-        let family = gpu.family();
-        if family.serves(&self.texture_fit()) {
-            let launch = family.launch(gpu, &self.texture_fit());
+        if entry == Entry::Texture {
+            let launch = gpu.family().launch(gpu, &self.texture_fit());
             let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
             let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
             let entry = match self.a_layout {
                 ALayout::Normal => "matmul_texture",
                 ALayout::Transposed => "matmul_texture_at",
             };
-            let groups = tiles(TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS);
             return launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups);
         }
         let resources =
             [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
-        if family.serves(&self.strided_fit()) {
-            let groups = tiles(SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS);
-            Dispatch::new(gpu, &shader!("matmul_subgroup"), "matmul_subgroup_strided", &resources, groups)
-        } else {
-            Dispatch::new(gpu, &shader!("matmul"), "matmul_tiled", &resources, tiles(64, 64))
-        }
+        let (shader, name) = match entry {
+            Entry::Subgroup => (shader!("matmul_subgroup"), "matmul_subgroup_strided"),
+            Entry::Vec4 => (shader!("matmul"), "matmul_vec4"),
+            Entry::Vec4Wide => (shader!("matmul"), "matmul_vec4_wide"),
+            Entry::Tiled | Entry::Texture => (shader!("matmul"), "matmul_tiled"),
+        };
+        Dispatch::new(gpu, &shader, name, &resources, groups)
     }
+}
+
+/// Whether the adapter's workgroup memory holds the 128x128 tile (WebGPU's default limit
+/// does; downlevel devices such as OpenGL ES offer a little less).
+pub fn wide_tile_fits(limits: &wgpu::Limits) -> bool {
+    limits.max_compute_workgroup_storage_size >= WIDE_TILE_BYTES
 }
 
 pub mod reference {
@@ -200,5 +307,20 @@ pub mod reference {
             }
         }
         y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// WebGPU's default limits hold the wide tile; the downlevel ones (OpenGL ES) do not, and
+    /// the four-wide products fall back to 64x64 tiles there.
+    #[test]
+    fn the_wide_tile_needs_the_default_workgroup_memory() {
+        assert!(wide_tile_fits(&wgpu::Limits::default()));
+        assert!(!wide_tile_fits(&wgpu::Limits::downlevel_defaults()));
+        assert_eq!(Entry::Vec4Wide.tile(), (128, 128));
+        assert_eq!(Entry::Vec4.tile(), (64, 64));
     }
 }
