@@ -14,18 +14,20 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// Prints how long the rest of a phase should take, from the time its `done` of `total` parts
-/// (epochs, runs) took so far.
-pub fn time_left(what: &str, done: usize, total: usize, seconds_so_far: f64) {
-    if done > 0 && done < total {
-        let left = seconds_so_far / done as f64 * (total - done) as f64;
-        println!("{what}: {done} of {total} done, about {} left", duration(left));
+/// Prints `status` and how long the `left` units of work (steps, runs) should take, at the
+/// pace of the `timed` units this process did in `seconds`. Work done before a resume is not
+/// timed: only what this process ran sets the pace.
+pub fn time_left(status: &str, timed: usize, left: usize, seconds: f64) {
+    if timed > 0 && left > 0 {
+        println!("{status}, about {} left", duration(seconds / timed as f64 * left as f64));
     }
 }
 
 pub struct EpochProgress {
     bar: Option<ProgressBar>,
     steps: usize,
+    /// Steps done before this process took the epoch up (resumed part-way), not timed.
+    first_step: usize,
     metric: &'static str,
     start: Instant,
 }
@@ -43,7 +45,17 @@ impl EpochProgress {
             );
             bar
         });
-        EpochProgress { bar, steps, metric, start: Instant::now() }
+        EpochProgress { bar, steps, first_step: 0, metric, start: Instant::now() }
+    }
+
+    /// An epoch resumed at `step`: its ms/step counts only the steps run from there.
+    pub fn resumed_at(mut self, step: usize) -> EpochProgress {
+        self.first_step = step.min(self.steps.saturating_sub(1));
+        self
+    }
+
+    fn ms_per_step(&self, secs: f64) -> f64 {
+        1000.0 * secs / (self.steps - self.first_step).max(1) as f64
     }
 
     /// Called at the epoch's sync points with the running means.
@@ -60,7 +72,7 @@ impl EpochProgress {
         let line = format!(
             "{s}/{s} - {secs:.0}s {ms:.0}ms/step - loss: {loss:.4} - {m}: {accuracy:.4}",
             s = self.steps,
-            ms = 1000.0 * secs / self.steps as f64,
+            ms = self.ms_per_step(secs),
             m = self.metric
         );
         if let Some(bar) = &self.bar {
@@ -79,7 +91,7 @@ impl EpochProgress {
             println!(
                 "{name}: {s}/{s} - {secs:.0}s {ms:.0}ms/step (together) - loss: {loss:.4} - {m}: {accuracy:.4}",
                 s = self.steps,
-                ms = 1000.0 * secs / self.steps as f64,
+                ms = self.ms_per_step(secs),
                 m = self.metric
             );
         }

@@ -142,8 +142,9 @@ impl Phases<'_> {
         for epoch in first_epoch..=epochs {
             let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, samples, cfg.shuffle)).collect();
             let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
-            let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric);
             let resume = resume_at.take();
+            let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric)
+                .resumed_at(resume.as_ref().map_or(0, |r| r[0].step as usize));
             let run = Epoch {
                 plans: &plan_refs,
                 orders: &order_refs,
@@ -177,11 +178,10 @@ impl Phases<'_> {
             if let Some(c) = self.checkpoints {
                 group_state.save(gpu, c, &stats, plans[0].steps)?;
             }
-            let done = epoch + 1 - first_epoch;
             progress::time_left(
-                &format!("{names}, epochs"),
-                done,
-                epochs + 1 - first_epoch,
+                &format!("{names}: epoch {epoch} of {epochs} done"),
+                steps_here,
+                (epochs - epoch) * plans[0].steps,
                 started.elapsed().as_secs_f64(),
             );
         }
@@ -475,9 +475,21 @@ impl Phases<'_> {
         let (cfg, runs) = (self.cfg, self.cfg.runs.max(1));
         // Runs finished before an interruption.
         let mut pairs = self.checkpoints.map(|c| c.progress().pairs).unwrap_or_default();
-        let (first, started) = (pairs.len(), std::time::Instant::now());
+        let first = pairs.len();
+        // Only whole runs done here set the pace: a run resumed part-way is not one.
+        let part_way = self.checkpoints.is_some_and(|c| c.has_pending_training());
+        let timed_from = first + usize::from(part_way);
+        let mut started = std::time::Instant::now();
         for r in first..runs {
-            progress::time_left("students' runs", r - first, runs - first, started.elapsed().as_secs_f64());
+            if r == timed_from {
+                started = std::time::Instant::now();
+            }
+            progress::time_left(
+                &format!("students' runs: {r} of {runs} done"),
+                r.saturating_sub(timed_from),
+                runs - r,
+                started.elapsed().as_secs_f64(),
+            );
             let seed = cfg.seed.wrapping_add(1000 * r as u64);
             if runs > 1 {
                 println!("Students, run {}/{runs} (seed {seed})", r + 1);

@@ -389,6 +389,11 @@ impl Checkpoints {
         self.tensors.borrow().get(name).cloned()
     }
 
+    /// Whether a group's training, stopped part-way, waits to be resumed.
+    pub fn has_pending_training(&self) -> bool {
+        self.pending.borrow().is_some()
+    }
+
     /// Seconds of work of the whole run so far, its earlier parts included.
     pub fn seconds(&self) -> f64 {
         self.seconds_before + self.started.elapsed().as_secs_f64()
