@@ -6,7 +6,10 @@
 //         The column order matches a Keras kernel (kh, kw, in, out) read as a (K, out) matrix, so
 //         forward is cols * kernel and the kernel gradient is cols^T * dy.
 // col2im: the adjoint, gathered: dx[b, ih, iw, ci] sums dcols over every (output, tap) that read
-//         that pixel, in a fixed order (no atomics).
+//         that pixel, in a fixed order (no atomics). The taps that read input row ih are
+//         ky = (ih + pad_top) mod stride, then every stride-th (output row (ih + pad_top - ky) /
+//         stride, when below out_h): the loops step through those alone, in ascending order,
+//         instead of testing all kernel^2 taps with divisions.
 
 #include "common.wgsl"
 
@@ -69,21 +72,20 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let ih = (idx / (p.in_c * p.in_w)) % p.in_h;
     let b = idx / (p.in_c * p.in_w * p.in_h);
     let k_len = p.kernel * p.kernel * p.in_c;
+    let th = ih + p.pad_top;
+    let tw = iw + p.pad_left;
     var sum = 0.0;
-    for (var ky = 0u; ky < p.kernel; ky++) {
-        let th = i32(ih + p.pad_top) - i32(ky);
-        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+    for (var ky = th % p.stride; ky < p.kernel && ky <= th; ky += p.stride) {
+        let oh = (th - ky) / p.stride;
+        if (oh >= p.out_h) {
             continue;
         }
-        let oh = u32(th) / p.stride;
-        for (var kx = 0u; kx < p.kernel; kx++) {
-            let tw = i32(iw + p.pad_left) - i32(kx);
-            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
-                continue;
+        for (var kx = tw % p.stride; kx < p.kernel && kx <= tw; kx += p.stride) {
+            let ow = (tw - kx) / p.stride;
+            if (ow < p.out_w) {
+                let m = (b * p.out_h + oh) * p.out_w + ow;
+                sum += dcols[m * k_len + (ky * p.kernel + kx) * p.in_c + ci];
             }
-            let ow = u32(tw) / p.stride;
-            let m = (b * p.out_h + oh) * p.out_w + ow;
-            sum += dcols[m * k_len + (ky * p.kernel + kx) * p.in_c + ci];
         }
     }
     dimage[idx] = sum;
@@ -134,21 +136,20 @@ fn col2im_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let ih = (idx / (c4 * p.in_w)) % p.in_h;
     let b = idx / (c4 * p.in_w * p.in_h);
     let k_len = p.kernel * p.kernel * p.in_c;
+    let th = ih + p.pad_top;
+    let tw = iw + p.pad_left;
     var sum = vec4<f32>(0.0);
-    for (var ky = 0u; ky < p.kernel; ky++) {
-        let th = i32(ih + p.pad_top) - i32(ky);
-        if (th < 0 || th % i32(p.stride) != 0 || th / i32(p.stride) >= i32(p.out_h)) {
+    for (var ky = th % p.stride; ky < p.kernel && ky <= th; ky += p.stride) {
+        let oh = (th - ky) / p.stride;
+        if (oh >= p.out_h) {
             continue;
         }
-        let oh = u32(th) / p.stride;
-        for (var kx = 0u; kx < p.kernel; kx++) {
-            let tw = i32(iw + p.pad_left) - i32(kx);
-            if (tw < 0 || tw % i32(p.stride) != 0 || tw / i32(p.stride) >= i32(p.out_w)) {
-                continue;
+        for (var kx = tw % p.stride; kx < p.kernel && kx <= tw; kx += p.stride) {
+            let ow = (tw - kx) / p.stride;
+            if (ow < p.out_w) {
+                let m = (b * p.out_h + oh) * p.out_w + ow;
+                sum += texel(dcols_tex, (m * k_len + (ky * p.kernel + kx) * p.in_c + ci) / 4u);
             }
-            let ow = u32(tw) / p.stride;
-            let m = (b * p.out_h + oh) * p.out_w + ow;
-            sum += texel(dcols_tex, (m * k_len + (ky * p.kernel + kx) * p.in_c + ci) / 4u);
         }
     }
     out4[idx] = sum;

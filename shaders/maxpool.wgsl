@@ -2,6 +2,9 @@
 // Ties: the first maximum in row-major window order wins (strict >), and only it receives
 // the gradient. The forward pass records the winner's flat input index; the backward pass
 // gathers, for each input cell, the gradients of the windows it won, in a fixed order.
+// When a LeakyReLU comes before the pool, the backward pass goes through it too (`leaky` set):
+// the pool's input is the LeakyReLU's output, whose sign is its input's (slope > 0), so the
+// gradient is scaled by the slope where that input is not positive, saving a pass.
 
 #include "common.wgsl"
 
@@ -16,8 +19,9 @@ struct Pool {
     stride: u32,
     pad_top: u32,
     pad_left: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // backward only: 1 = go through the LeakyReLU before the pool, with `leaky_slope`
+    leaky: u32,
+    leaky_slope: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Pool;
@@ -28,6 +32,8 @@ struct Pool {
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> winners: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+// The pool's input (the LeakyReLU's output); any buffer when `leaky` is 0.
+@group(0) @binding(4) var<storage, read> pool_in: array<f32>;
 
 @compute @workgroup_size(256)
 fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -94,6 +100,9 @@ fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
             }
         }
     }
+    if (p.leaky != 0u && !(pool_in[idx] > 0.0)) {
+        sum *= p.leaky_slope;
+    }
     dx[idx] = sum;
 }
 
@@ -107,6 +116,7 @@ fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(1) var dy_tex: texture_2d<f32>;
 @group(0) @binding(2) var winners_tex: texture_2d<u32>;
 @group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
+@group(0) @binding(4) var pool_in_tex: texture_2d<f32>;
 
 @compute @workgroup_size(256)
 fn maxpool_forward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -174,6 +184,9 @@ fn maxpool_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
             let won = textureLoad(winners_tex, texel_at(o), 0) == me;
             sum = select(sum, sum + textureLoad(dy_tex, texel_at(o), 0), won);
         }
+    }
+    if (p.leaky != 0u) {
+        sum = select(sum * p.leaky_slope, sum, textureLoad(pool_in_tex, texel_at(idx), 0) > vec4<f32>(0.0));
     }
     dx4[idx] = sum;
 }

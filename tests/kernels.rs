@@ -11,7 +11,7 @@ use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
-use kd_wgpu::ops::maxpool::{self, PoolShape};
+use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
 use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
 use rand::Rng;
 
@@ -245,9 +245,14 @@ fn maxpool_matches_reference() {
             let y = poisoned(gpu, "y", s.output_len());
             let arg = poisoned(gpu, "argmax", s.output_len());
             let dx = poisoned(gpu, "dx", s.input_len());
+            // The pass that goes on through a LeakyReLU before the pool: x is that LeakyReLU's
+            // output, zeros among its values.
+            let leaky = LeakyBefore { slope: 0.2, output: &tx };
+            let dx_leaky = poisoned(gpu, "dx through leaky", s.input_len());
             let f = maxpool::forward(gpu, &s, &tx, &y, &arg).unwrap();
-            let b = maxpool::backward(gpu, &s, &tdy, &arg, &dx).unwrap();
-            gpu.run(&[&f, &b]).unwrap();
+            let b = maxpool::backward(gpu, &s, &tdy, &arg, None, &dx).unwrap();
+            let bl = maxpool::backward(gpu, &s, &tdy, &arg, Some(leaky), &dx_leaky).unwrap();
+            gpu.run(&[&f, &b, &bl]).unwrap();
             let name = format!(
                 "maxpool[{}] {}x{}x{} k{} s{}{}",
                 f.kernel,
@@ -261,6 +266,8 @@ fn maxpool_matches_reference() {
             assert_eq!(y.read_f32(gpu).unwrap(), want_y, "{name} forward");
             assert_eq!(arg.read_u32(gpu).unwrap(), want_arg, "{name} argmax");
             check(&format!("{name} backward"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
+            let want = activation::reference::backward(&x, &want_dx, 0.2);
+            check(&format!("{name} backward + leaky"), &dx_leaky.read_f32(gpu).unwrap(), &want, F32_BOUND);
         }
     }
 }

@@ -29,8 +29,10 @@ impl PoolShape {
     pub fn output_len(&self) -> usize {
         self.batch * self.out_h() * self.out_w() * self.channels
     }
-    fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
-        let p = [
+    /// The shader's parameters; `leaky_slope` for a backward pass that goes through the
+    /// LeakyReLU before the pool.
+    fn uniform(&self, gpu: &Gpu, leaky_slope: Option<f32>) -> wgpu::Buffer {
+        let mut p = [
             self.batch,
             self.in_h,
             self.in_w,
@@ -45,6 +47,10 @@ impl PoolShape {
             0,
         ]
         .map(|v| v as u32);
+        if let Some(slope) = leaky_slope {
+            p[10] = 1;
+            p[11] = slope.to_bits();
+        }
         gpu.uniform("pool params", &p)
     }
 
@@ -56,7 +62,7 @@ impl PoolShape {
 
 /// y = maxpool(x); `argmax` (u32) gets each window's winning flat input index.
 pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
-    let u = s.uniform(gpu);
+    let u = s.uniform(gpu, None);
     let launch = gpu.family().launch(gpu, &s.texel_fit());
     let xin = launch.input(x, s.input_len())?;
     let res = [u.as_entire_binding(), xin.binding(), y.binding(), argmax.binding()];
@@ -65,11 +71,31 @@ pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor
 }
 
 /// dx: each input cell receives the gradients of the windows it won.
-pub fn backward(gpu: &Gpu, s: &PoolShape, dy: &Tensor, argmax: &Tensor, dx: &Tensor) -> Result<Dispatch> {
-    let u = s.uniform(gpu);
+/// A LeakyReLU right before the pool, whose backward pass the pool's runs too.
+#[derive(Clone, Copy)]
+pub struct LeakyBefore<'a> {
+    pub slope: f32,
+    /// Its output: the pool's input.
+    pub output: &'a Tensor,
+}
+
+/// dx = the gradient of the pool's input, routed to each window's winner; with `leaky`, the
+/// gradient of that LeakyReLU's input instead.
+pub fn backward(
+    gpu: &Gpu,
+    s: &PoolShape,
+    dy: &Tensor,
+    argmax: &Tensor,
+    leaky: Option<LeakyBefore>,
+    dx: &Tensor,
+) -> Result<Dispatch> {
+    let u = s.uniform(gpu, leaky.map(|l| l.slope));
     let launch = gpu.family().launch(gpu, &s.texel_fit());
     let (dyin, winners) = (launch.input(dy, s.output_len())?, launch.input_u32(argmax, s.output_len())?);
-    let res = [u.as_entire_binding(), dyin.binding(), winners.binding(), dx.binding()];
+    let pool_in = leaky.map(|l| launch.input(l.output, s.input_len())).transpose()?;
+    // Without a LeakyReLU the kernel never reads that slot: the gradient is bound there again.
+    let pool_in = pool_in.as_ref().unwrap_or(&dyin);
+    let res = [u.as_entire_binding(), dyin.binding(), winners.binding(), dx.binding(), pool_in.binding()];
     let grid = launch.grid(s.input_len(), 256);
     launch.dispatch(&shader!("maxpool"), ("maxpool_backward", "maxpool_backward_texture"), &res, grid)
 }

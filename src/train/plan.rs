@@ -17,7 +17,8 @@ use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
 use crate::ops::dense::DenseGrads;
 use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
-use crate::ops::{activation, conv2d, dense, maxpool, metrics, KernelBias};
+use crate::ops::maxpool::{self, LeakyBefore};
+use crate::ops::{activation, conv2d, dense, metrics, KernelBias};
 use anyhow::{bail, ensure, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
@@ -51,6 +52,13 @@ struct Activations {
 /// Whether layer `i` is a LeakyReLU that runs in the epilogue of the convolution before it.
 fn fused_into_previous(layers: &[PlacedLayer], i: usize) -> bool {
     i > 0 && matches!(layers[i].layer, Layer::LeakyReLU { .. }) && matches!(layers[i - 1].layer, Layer::Conv2D { .. })
+}
+
+/// Whether layer `i` is a pool right after a LeakyReLU, whose backward pass it runs too.
+fn pool_after_leaky(layers: &[PlacedLayer], i: usize) -> bool {
+    i > 0
+        && matches!(layers[i].layer, Layer::MaxPooling2D { .. })
+        && matches!(layers[i - 1].layer, Layer::LeakyReLU { .. })
 }
 
 /// The slope a convolution at `i` applies in its epilogue, if a LeakyReLU follows it.
@@ -319,15 +327,21 @@ impl Plan {
         let Some(first) = walk.iter().position(PlacedLayer::has_params) else { return Ok(()) };
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
-        for i in (first..walk.len()).rev() {
+        let mut i = walk.len();
+        while i > first {
+            i -= 1;
             let layer = &walk[i];
-            // The gradient of its input, which the layer before reads next; Flatten passes it on.
+            // A pool's backward pass also goes through a LeakyReLU right before it.
+            let below = pool_after_leaky(&walk, i).then(|| i - 1);
+            // The gradient of the input of the layer it reaches, which the layer before that
+            // reads next; Flatten passes it on.
+            let reaches = &walk[below.unwrap_or(i)];
             let dx = match layer.layer {
                 _ if i == first => None,
                 Layer::Flatten => Some(dy.clone()),
                 _ => {
-                    let label = format!("{} {} input gradient", model.arch.name(), layer.name);
-                    Some(Tensor::zeros(gpu, &label, &[self.batch * layer.input.len()])?)
+                    let label = format!("{} {} input gradient", model.arch.name(), reaches.name);
+                    Some(Tensor::zeros(gpu, &label, &[self.batch * reaches.input.len()])?)
                 }
             };
             let act = &self.models[which].activations;
@@ -336,6 +350,7 @@ impl Plan {
             if let Some(dx) = dx {
                 dy = dx;
             }
+            i = below.unwrap_or(i);
         }
         Ok(())
     }
@@ -459,7 +474,8 @@ impl Plan {
 }
 
 /// Layer `i`'s backward dispatches: from `dy`, the gradients of its parameters (views of
-/// `grads`) and, when `dx` is given, of its input.
+/// `grads`) and, when `dx` is given, of its input; for a pool right after a LeakyReLU, of that
+/// LeakyReLU's input.
 fn layer_backward(
     gpu: &Gpu,
     model: &Model,
@@ -497,7 +513,14 @@ fn layer_backward(
         }
         Op::Pool(s) => {
             let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-            tag(&format!("{name} backward"), vec![maxpool::backward(gpu, &s, dy, winners, dx.expect(passes))?])
+            let walk = model.arch.walk();
+            let (leaky, label) = match pool_after_leaky(&walk, i).then(|| &walk[i - 1]) {
+                Some(PlacedLayer { layer: Layer::LeakyReLU { slope }, name: leaky, .. }) => {
+                    (Some(LeakyBefore { slope: *slope, output: input }), format!("{name} + {leaky} backward"))
+                }
+                _ => (None, format!("{name} backward")),
+            };
+            tag(&label, vec![maxpool::backward(gpu, &s, dy, winners, leaky, dx.expect(passes))?])
         }
         // Its output's sign is its input's (slope > 0), fused or not.
         Op::LeakyReLU { slope, .. } => {
