@@ -20,6 +20,20 @@ struct Params {
     epilogue: u32,
     slope: f32,
     k_chunk: u32,
+    // With in_c > 0, A is the im2col matrix of the NHWC image bound as `a`, never written
+    // out: the four-wide entries gather it as they load (see `im2col_quad`). 0 otherwise.
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -111,7 +125,8 @@ fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 // Both stage 16-deep slices of A and B, rows of a tile's A stored as [k][row / 4] and B as
 // [k][col / 4]; src/ops/matmul.rs picks the tile from the adapter's limits and the shape.
 // Every output sums fma over k in ascending order, as matmul_tiled does, so the three entries
-// give the same bits. Split K and the epilogue as above.
+// give the same bits. Split K and the epilogue as above. A may also be a convolution's im2col
+// matrix that is never written out: the loads gather it from the image (`im2col_quad`).
 
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
@@ -123,20 +138,43 @@ var<workgroup> wide_b: array<vec4<f32>, 512>; // [16 k][32 quads of columns]
 var<workgroup> quad_a: array<vec4<f32>, 256>; // [16 k][16 quads of rows]
 var<workgroup> quad_b: array<vec4<f32>, 256>; // [16 k][16 quads of columns]
 
+// Four columns tc..tc+4 of row `pixel` of the implicit im2col matrix (conv2d.wgsl's layout:
+// pixel = (b * out_h + oh) * out_w + ow, tc = (ky * kernel + kx) * in_c + ci): four channels
+// of one input pixel, contiguous in the NHWC image (in_c a multiple of 4); 0 in the padding.
+fn im2col_quad(pixel: u32, tc: u32) -> vec4<f32> {
+    let ci = tc % p.in_c;
+    let tap = tc / p.in_c;
+    let ow = pixel % p.out_w;
+    let oh = (pixel / p.out_w) % p.out_h;
+    let b = pixel / (p.out_w * p.out_h);
+    let ih = i32(oh * p.stride + tap / p.kernel) - i32(p.pad_top);
+    let iw = i32(ow * p.stride + tap % p.kernel) - i32(p.pad_left);
+    if (ih < 0 || ih >= i32(p.in_h) || iw < 0 || iw >= i32(p.in_w)) {
+        return vec4<f32>(0.0);
+    }
+    return a4[(((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci) / 4u];
+}
+
 // A(row, k..k+4) for row-major A (K a multiple of 4), 0 past the edges.
 fn a_along_k(row: u32, k: u32, k_end: u32) -> vec4<f32> {
-    if (row < p.m && k < k_end) {
-        return a4[(row * p.k + k) / 4u];
+    if (row >= p.m || k >= k_end) {
+        return vec4<f32>(0.0);
     }
-    return vec4<f32>(0.0);
+    if (p.in_c != 0u) {
+        return im2col_quad(row, k);
+    }
+    return a4[(row * p.k + k) / 4u];
 }
 
 // A(row..row+4, k) for transposed A, stored K x M (M a multiple of 4), 0 past the edges.
 fn a_along_m(row: u32, k: u32, k_end: u32) -> vec4<f32> {
-    if (row < p.m && k < k_end) {
-        return a4[(k * p.m + row) / 4u];
+    if (row >= p.m || k >= k_end) {
+        return vec4<f32>(0.0);
     }
-    return vec4<f32>(0.0);
+    if (p.in_c != 0u) {
+        return im2col_quad(k, row);
+    }
+    return a4[(k * p.m + row) / 4u];
 }
 
 // B(k, col..col+4), 0 past the edges.

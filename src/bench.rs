@@ -5,7 +5,8 @@ use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{self, timing, Gpu, Tensor};
 use crate::model::{Architecture, Op};
 use crate::ops::adam::AdamConfig;
-use crate::ops::{conv2d, matmul::Entry, KernelBias};
+use crate::ops::conv2d::{self, Cols};
+use crate::ops::{matmul::Entry, KernelBias};
 use crate::train::{DeviceData, Feed, Loss, Model, Plan};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -143,8 +144,9 @@ pub fn run(
 }
 
 /// The three products of `arch`'s largest convolution (forward, input and kernel gradients),
-/// each in every entry the device can run: the figures that set the tile rule of
-/// `ops::matmul`. Operands are zeros: the time does not depend on the values.
+/// each in every entry the device can run, reading the im2col matrix written out or gathering
+/// it: the figures that set the tile rule of `ops::matmul` and `conv2d::gathers_im2col`.
+/// Operands are zeros: the time does not depend on the values.
 fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
     let convs = arch.walk().into_iter().filter_map(|l| match l.op(batch) {
         Op::Conv(s) => Some((l.name, s)),
@@ -154,17 +156,20 @@ fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) ->
         return Ok(Vec::new());
     };
     let zeros = |len: usize| Tensor::zeros(gpu, "bench operand", &[len]);
-    let (cols, w, bias, y) = (zeros(s.m() * s.k())?, zeros(s.kernel_len())?, zeros(s.out_c)?, zeros(s.output_len())?);
-    let scratch = zeros(s.kernel_grad_scratch())?;
+    let (x, cols, w, bias) = (zeros(s.input_len())?, zeros(s.m() * s.k())?, zeros(s.kernel_len())?, zeros(s.out_c)?);
+    let (y, scratch) = (zeros(s.output_len())?, zeros(s.kernel_grad_scratch())?);
     let (dcols, dw) = (zeros(s.m() * s.k())?, zeros(s.kernel_len())?);
     let weights = KernelBias { kernel: &w, bias: &bias };
-    let products = [
-        ("forward", conv2d::forward_product(&s, &cols, weights, Some(0.2), &y)),
-        ("input gradient", conv2d::input_product(&s, &y, &w, &dcols)),
-        ("kernel gradient", conv2d::kernel_product(&s, &cols, &y, &dw, &scratch)),
-    ];
+    let gathers = conv2d::gathers_im2col(gpu, &s);
+    let mut products = Vec::new();
+    for (how, im2col) in [("", Cols::Written(&cols)), (", im2col gathered", Cols::Gathered)] {
+        let planned = gathers == matches!(im2col, Cols::Gathered);
+        products.push(("forward", how, planned, conv2d::forward_product(&s, &x, im2col, weights, Some(0.2), &y)));
+        products.push(("kernel gradient", how, planned, conv2d::kernel_product(&s, &x, im2col, &y, &dw, &scratch)));
+    }
+    products.push(("input gradient", "", true, conv2d::input_product(&s, &y, &w, &dcols)));
     let mut times = Vec::new();
-    for (what, product) in &products {
+    for (what, how, planned, product) in &products {
         let chosen = product.entry(gpu);
         for entry in [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide, Entry::Texture, Entry::Subgroup] {
             if product.misfit(gpu, entry).is_some() {
@@ -173,9 +178,9 @@ fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) ->
             let d = product.dispatch_as(gpu, entry)?;
             let seconds = timing::median_seconds(gpu, &d.iter().collect::<Vec<_>>(), reps)?;
             times.push(ProductTime {
-                product: format!("{name} {what} {}x{}x{}", product.m, product.n, product.k),
+                product: format!("{name} {what} {}x{}x{}{how}", product.m, product.n, product.k),
                 entry: d[0].kernel.clone(),
-                chosen: entry == chosen,
+                chosen: *planned && entry == chosen,
                 seconds,
                 gflops: d[0].flops / seconds / 1e9,
             });

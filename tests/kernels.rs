@@ -7,7 +7,7 @@ use common::*;
 use kd_wgpu::gpu::{Gpu, KernelFamily, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
 use kd_wgpu::ops::batch::{self, ImageSource, StepState};
-use kd_wgpu::ops::conv2d::{self, ConvShape};
+use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
@@ -138,6 +138,34 @@ fn matmul_matches_reference() {
     }
 }
 
+/// The ways a device's products may read a convolution's im2col matrix: written out (the
+/// forward pass fills `cols`), and gathered from the input where the device does that.
+fn im2col_ways<'a>(gpu: &Gpu, s: &ConvShape, cols: &'a Tensor) -> Vec<Cols<'a>> {
+    let mut ways = vec![Cols::Written(cols)];
+    if conv2d::gathers_im2col(gpu, s) {
+        ways.push(Cols::Gathered);
+    }
+    ways
+}
+
+fn way(cols: Cols) -> &'static str {
+    match cols {
+        Cols::Written(_) => "",
+        Cols::Gathered => ", im2col gathered",
+    }
+}
+
+/// The gathered im2col gives the same bits as the written one: the same sums in the same order.
+fn same_bits(name: &str, first: &mut Option<Vec<f32>>, got: Vec<f32>) {
+    match first {
+        None => *first = Some(got),
+        Some(bits) => assert!(
+            got.iter().zip(bits.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}: differs in some bit from the written im2col"
+        ),
+    }
+}
+
 #[test]
 fn conv2d_forward_matches_reference() {
     let mut r = rng("conv2d forward");
@@ -149,15 +177,17 @@ fn conv2d_forward_matches_reference() {
         for gpu in variants() {
             let (tx, tw, tb) = (upload(gpu, "x", &x), upload(gpu, "w", &w), upload(gpu, "b", &b));
             let cols = poisoned(gpu, "cols", s.m() * s.k());
-            let y = poisoned(gpu, "y", s.output_len());
-            let d = conv2d::forward(gpu, &s, &tx, KernelBias { kernel: &tw, bias: &tb }, Some(0.2), &cols, &y).unwrap();
-            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
-            check(
-                &format!("conv2d forward+leaky [{:?}] {name}", gpu.matmul),
-                &y.read_f32(gpu).unwrap(),
-                &want,
-                F32_BOUND,
-            );
+            let mut written: Option<Vec<f32>> = None;
+            for im2col in im2col_ways(gpu, &s, &cols) {
+                let y = poisoned(gpu, "y", s.output_len());
+                let weights = KernelBias { kernel: &tw, bias: &tb };
+                let d = conv2d::forward(gpu, &s, &tx, weights, Some(0.2), im2col, &y).unwrap();
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let got = y.read_f32(gpu).unwrap();
+                let how = format!("[{:?}{}] {name}", gpu.matmul, way(im2col));
+                check(&format!("conv2d forward+leaky {how}"), &got, &want, F32_BOUND);
+                same_bits(&how, &mut written, got);
+            }
         }
     }
 }
@@ -178,19 +208,25 @@ fn conv2d_backward_matches_reference() {
             let w_t = poisoned(gpu, "w_t", s.kernel_len());
             let dcols = poisoned(gpu, "dcols", s.m() * s.k());
             let dx = poisoned(gpu, "dx", s.input_len());
-            let dw = poisoned(gpu, "dw", s.kernel_len());
-            let db = poisoned(gpu, "db", s.out_c);
             let scratch = poisoned(gpu, "scratch", s.kernel_grad_scratch());
             let mut d = vec![im2col];
             d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, &dcols, &dx).unwrap());
-            d.extend(
-                conv2d::backward_kernel(gpu, &s, &cols, &tdy, KernelBias { kernel: &dw, bias: &db }, &scratch).unwrap(),
-            );
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let v = gpu.matmul;
             check(&format!("conv2d input grad [{v:?}] {name}"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
-            check(&format!("conv2d kernel grad [{v:?}] {name}"), &dw.read_f32(gpu).unwrap(), &want_dw, F32_BOUND);
-            check(&format!("conv2d bias grad [{v:?}] {name}"), &db.read_f32(gpu).unwrap(), &want_db, F32_BOUND);
+            let mut written: Option<Vec<f32>> = None;
+            for im2col in im2col_ways(gpu, &s, &cols) {
+                let (dw, db) = (poisoned(gpu, "dw", s.kernel_len()), poisoned(gpu, "db", s.out_c));
+                scratch.poison(gpu);
+                let grads = KernelBias { kernel: &dw, bias: &db };
+                let d = conv2d::backward_kernel(gpu, &s, &tx, im2col, &tdy, grads, &scratch).unwrap();
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let got = dw.read_f32(gpu).unwrap();
+                let how = format!("[{v:?}{}] {name}", way(im2col));
+                check(&format!("conv2d kernel grad {how}"), &got, &want_dw, F32_BOUND);
+                check(&format!("conv2d bias grad {how}"), &db.read_f32(gpu).unwrap(), &want_db, F32_BOUND);
+                same_bits(&how, &mut written, got);
+            }
         }
     }
 }

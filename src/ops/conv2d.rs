@@ -6,11 +6,14 @@
 //!   forward          y = cols * W + b                 (LeakyReLU optionally fused)
 //!   input gradient   dx = col2im(dy * W^T)
 //!   kernel gradient  dW = cols^T * dy,  db = column sums of dy
-//! The forward pass keeps `cols` for the kernel gradient.
+//! The forward pass keeps `cols` for the kernel gradient. On GPUs, where the input's channels
+//! come in quads, cols is never written: both products gather it from the input ([`Cols`]).
+//! The input gradient stays a product into dcols and a col2im gather: as one product gathering
+//! from dy it would multiply every input pixel by every tap, four times the work at stride 2.
 
 use super::matmul::{ALayout, Matmul};
 use super::{reduce, same_padding, transpose::transpose, KernelBias};
-use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
+use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
@@ -110,35 +113,68 @@ pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<D
     launch.dispatch(&shader!("conv2d"), ("col2im", "col2im_texture"), &res, grid)
 }
 
-/// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` (M x K) on the way.
+/// The im2col matrix of a layer's input as its products read it.
+#[derive(Clone, Copy)]
+pub enum Cols<'a> {
+    /// Written out by [`im2col`] into this buffer (M x K) in the forward pass, and kept there
+    /// for the kernel gradient.
+    Written(&'a Tensor),
+    /// Never written: the four-wide products gather it from the input as they load.
+    Gathered,
+}
+
+/// Whether the products of `s` gather their im2col matrix from the input (GPUs: the four-wide
+/// entries, when the input has whole quads of channels) instead of reading it written out.
+/// The same sums in the same order either way; gathering saves the im2col pass, its M x K
+/// buffer and the traffic through it.
+pub fn gathers_im2col(gpu: &Gpu, s: &ConvShape) -> bool {
+    gpu.family() == KernelFamily::Buffers && s.in_c.is_multiple_of(4) && s.out_c.is_multiple_of(4)
+}
+
+/// y = conv(x) + b, then LeakyReLU if `leaky_slope`; fills `cols` on the way when written.
 pub fn forward(
     gpu: &Gpu,
     s: &ConvShape,
     x: &Tensor,
     weights: KernelBias,
     leaky_slope: Option<f32>,
-    cols: &Tensor,
+    cols: Cols,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let mut d = vec![im2col(gpu, s, x, cols)?];
-    d.extend(forward_product(s, cols, weights, leaky_slope, y).dispatch(gpu)?);
+    let mut d = Vec::new();
+    if let Cols::Written(cols) = cols {
+        d.push(im2col(gpu, s, x, cols)?);
+    }
+    d.extend(forward_product(s, x, cols, weights, leaky_slope, y).dispatch(gpu)?);
     Ok(d)
+}
+
+/// A, the im2col matrix of `x`, as the products read it (M x K, or K x M `transposed`).
+fn im2col_operand<'a>(s: &ConvShape, x: &'a Tensor, cols: Cols<'a>, transposed: bool) -> (&'a Tensor, ALayout) {
+    match (cols, transposed) {
+        (Cols::Written(t), false) => (t, ALayout::Normal),
+        (Cols::Written(t), true) => (t, ALayout::Transposed),
+        (Cols::Gathered, false) => (x, ALayout::Im2col(*s)),
+        (Cols::Gathered, true) => (x, ALayout::Im2colTransposed(*s)),
+    }
 }
 
 /// The forward pass's product: y = cols * W + b [then LeakyReLU].
 pub fn forward_product<'a>(
     s: &ConvShape,
-    cols: &'a Tensor,
+    x: &'a Tensor,
+    cols: Cols<'a>,
     weights: KernelBias<'a>,
     leaky_slope: Option<f32>,
     y: &'a Tensor,
 ) -> Matmul<'a> {
+    let (a, a_layout) = im2col_operand(s, x, cols, false);
     Matmul {
         m: s.m(),
         n: s.out_c,
         k: s.k(),
-        a: cols,
-        a_layout: ALayout::Normal,
+        a,
+        a_layout,
         b: weights.kernel,
         bias: Some(weights.bias),
         leaky_slope,
@@ -180,16 +216,17 @@ pub fn input_product<'a>(s: &ConvShape, dy: &'a Tensor, w_t: &'a Tensor, dcols: 
 }
 
 /// dW = cols^T * dy and db = column sums of dy (into `grads`), through `scratch`
-/// ([`ConvShape::kernel_grad_scratch`] elements).
+/// ([`ConvShape::kernel_grad_scratch`] elements); `x` is the layer's input.
 pub fn backward_kernel(
     gpu: &Gpu,
     s: &ConvShape,
-    cols: &Tensor,
+    x: &Tensor,
+    cols: Cols,
     dy: &Tensor,
     grads: KernelBias,
     scratch: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let mut d = kernel_product(s, cols, dy, grads.kernel, scratch).dispatch(gpu)?;
+    let mut d = kernel_product(s, x, cols, dy, grads.kernel, scratch).dispatch(gpu)?;
     d.extend(reduce::column_sum(gpu, dy, s.m(), s.out_c, scratch, grads.bias)?);
     Ok(d)
 }
@@ -197,17 +234,19 @@ pub fn backward_kernel(
 /// The kernel gradient's product: dW = cols^T * dy, split over K into `scratch`.
 pub fn kernel_product<'a>(
     s: &ConvShape,
-    cols: &'a Tensor,
+    x: &'a Tensor,
+    cols: Cols<'a>,
     dy: &'a Tensor,
     dw: &'a Tensor,
     scratch: &'a Tensor,
 ) -> Matmul<'a> {
+    let (a, a_layout) = im2col_operand(s, x, cols, true);
     Matmul {
         m: s.k(),
         n: s.out_c,
         k: s.m(),
-        a: cols,
-        a_layout: ALayout::Transposed,
+        a,
+        a_layout,
         b: dy,
         bias: None,
         leaky_slope: None,

@@ -5,6 +5,7 @@
 //! where N and A's unit-stride length are multiples of 4, `matmul_tiled` for every other shape.
 //! All three add the products over k in the same order, so the choice never changes a bit.
 
+use super::conv2d::ConvShape;
 use super::reduce;
 use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
@@ -21,6 +22,10 @@ struct Params {
     epilogue: u32,
     slope: f32,
     k_chunk: u32,
+    /// The convolution whose im2col matrix A is, gathered from the image as it loads: in_h,
+    /// in_w, in_c (0: A is in memory), out_h, out_w, kernel, stride, pad_top, pad_left.
+    conv: [u32; 9],
+    _pad: [u32; 3],
 }
 
 /// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (T_ROWS x 32 T_VECS in
@@ -69,10 +74,29 @@ impl Entry {
 }
 
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
+/// The im2col layouts store nothing: A is the im2col matrix of the convolution's NHWC input
+/// `a` (M = s.m(), K = s.k()), or its transpose, gathered by the four-wide entries as they load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ALayout {
     Normal,
     Transposed,
+    Im2col(ConvShape),
+    Im2colTransposed(ConvShape),
+}
+
+impl ALayout {
+    /// The convolution whose im2col matrix A is, if it is one.
+    fn implicit(self) -> Option<ConvShape> {
+        match self {
+            ALayout::Im2col(s) | ALayout::Im2colTransposed(s) => Some(s),
+            ALayout::Normal | ALayout::Transposed => None,
+        }
+    }
+
+    /// Whether A's unit-stride direction runs along its rows (k), as in `Normal`.
+    fn along_k(self) -> bool {
+        matches!(self, ALayout::Normal | ALayout::Im2col(_))
+    }
 }
 
 /// How many parts K is split into: products whose C is only a few tiles but whose K is long
@@ -120,18 +144,20 @@ impl Matmul<'_> {
     /// What `matmul_texture.wgsl` needs: every texel holds four elements of one row of B and
     /// of one row of A (or, transposed, of one step of k), and k advances four steps at a time.
     fn texture_fit(&self) -> TexelFit {
-        match self.a_layout {
-            ALayout::Normal => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
-            ALayout::Transposed => TexelFit::fours(&[("N", self.n), ("K", self.k), ("M", self.m)]),
+        match self.a_layout.along_k() {
+            true => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
+            false => TexelFit::fours(&[("N", self.n), ("K", self.k), ("M", self.m)]),
         }
     }
 
     /// What the four-wide buffer entries need: whole vec4s along B's rows and along A's
-    /// unit-stride direction (k, or the rows of a transposed A).
+    /// unit-stride direction (k, or the rows of a transposed A; an implicit im2col matrix
+    /// reads four channels of a pixel at a time).
     fn vec4_fit(&self) -> TexelFit {
-        match self.a_layout {
-            ALayout::Normal => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
-            ALayout::Transposed => TexelFit::fours(&[("N", self.n), ("M", self.m)]),
+        match (self.a_layout.implicit(), self.a_layout.along_k()) {
+            (Some(s), _) => TexelFit::fours(&[("N", self.n), ("input channels", s.in_c)]),
+            (None, true) => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
+            (None, false) => TexelFit::fours(&[("N", self.n), ("M", self.m)]),
         }
     }
 
@@ -174,7 +200,11 @@ impl Matmul<'_> {
     /// Why `entry` cannot run this product on `gpu`; None when it can.
     pub fn misfit(&self, gpu: &Gpu, entry: Entry) -> Option<String> {
         let textures = gpu.family() == KernelFamily::Textures;
+        let implicit = self.a_layout.implicit().is_some();
         match entry {
+            Entry::Tiled | Entry::Texture | Entry::Subgroup if implicit => {
+                Some("an implicit im2col matrix is read by the four-wide entries only".into())
+            }
             Entry::Tiled => None,
             Entry::Vec4 => self.vec4_fit().misfit(),
             Entry::Vec4Wide if !wide_tile_fits(&gpu.limits) => Some(format!(
@@ -201,15 +231,20 @@ impl Matmul<'_> {
             bail!("matmul {m}x{n}x{k}: entry {entry:?} cannot run it: {why}");
         }
         let parts = self.parts();
-        for (t, len, name) in [(self.a, m * k, "A"), (self.b, k * n, "B"), (self.c, m * n, "C")] {
+        let a_len = self.a_layout.implicit().map_or(m * k, |s| s.input_len());
+        for (t, len, name) in [(self.a, a_len, "A"), (self.b, k * n, "B"), (self.c, m * n, "C")] {
             if t.len() < len {
                 bail!("matmul {m}x{n}x{k}: operand {name} `{}` holds {} elements, needs {len}", t.label, t.len());
             }
         }
-        let (a_row_stride, a_col_stride) = match self.a_layout {
-            ALayout::Normal => (k as u32, 1),
-            ALayout::Transposed => (1, m as u32),
+        let (a_row_stride, a_col_stride) = match self.a_layout.along_k() {
+            true => (k as u32, 1),
+            false => (1, m as u32),
         };
+        let conv = self.a_layout.implicit().map_or([0; 9], |s| {
+            [s.in_h, s.in_w, s.in_c, s.out_h(), s.out_w(), s.kernel, s.stride, s.pad_top(), s.pad_left()]
+                .map(|v| v as u32)
+        });
         let (k_chunk, out) = match (parts, self.split_scratch) {
             (1, _) | (_, None) => (k, self.c),
             (_, Some(scratch)) => {
@@ -236,11 +271,14 @@ impl Matmul<'_> {
             epilogue: self.bias.is_some() as u32 | (self.leaky_slope.is_some() as u32) << 1,
             slope: self.leaky_slope.unwrap_or(0.0),
             k_chunk: k_chunk as u32,
+            conv,
+            _pad: [0; 3],
         };
         let uniform = gpu.uniform("matmul params", &params);
         let d = self.product(gpu, entry, &uniform, out, parts)?;
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
-        let mut d = vec![d.with_cost(2.0 * mf * nf * kf, 4.0 * (mf * kf + kf * nf + parts as f64 * mf * nf))];
+        let bytes = 4.0 * (a_len as f64 + kf * nf + parts as f64 * mf * nf);
+        let mut d = vec![d.with_cost(2.0 * mf * nf * kf, bytes)];
         if parts > 1 {
             d.push(reduce::sum_parts(gpu, out, parts, m * n, None, self.c)?);
         }
@@ -258,9 +296,9 @@ impl Matmul<'_> {
             let launch = gpu.family().launch(gpu, &self.texture_fit());
             let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
             let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
-            let entry = match self.a_layout {
-                ALayout::Normal => "matmul_texture",
-                ALayout::Transposed => "matmul_texture_at",
+            let entry = match self.a_layout.along_k() {
+                true => "matmul_texture",
+                false => "matmul_texture_at",
             };
             return launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups);
         }

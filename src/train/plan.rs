@@ -15,10 +15,11 @@ use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, Layer, Op, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
+use crate::ops::conv2d::{self, Cols};
 use crate::ops::dense::DenseGrads;
 use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use crate::ops::maxpool::{self, LeakyBefore};
-use crate::ops::{activation, conv2d, dense, metrics, KernelBias};
+use crate::ops::{activation, dense, metrics, KernelBias};
 use anyhow::{bail, ensure, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
@@ -34,8 +35,18 @@ pub struct Feed<'a> {
 struct LayerBuffers {
     /// Its output; Flatten and a fused LeakyReLU share the buffer of the layer before.
     output: Tensor,
-    /// A convolution's im2col matrix, a pooling layer's winners.
+    /// A convolution's im2col matrix (unless its products gather it), a pooling layer's winners.
     saved: Option<Tensor>,
+}
+
+impl LayerBuffers {
+    /// A convolution's im2col matrix as its products read it.
+    fn cols(&self) -> Cols<'_> {
+        match &self.saved {
+            Some(cols) => Cols::Written(cols),
+            None => Cols::Gathered,
+        }
+    }
 }
 
 /// Forward-pass buffers of one model at one batch size.
@@ -132,7 +143,9 @@ impl Activations {
                 _ => t(&format!("{} output", layer.name), b * layer.output.len())?,
             };
             let saved = match layer.op(b) {
-                Op::Conv(s) => Some(t(&format!("{} im2col", layer.name), s.m() * s.k())?),
+                Op::Conv(s) if !conv2d::gathers_im2col(gpu, &s) => {
+                    Some(t(&format!("{} im2col", layer.name), s.m() * s.k())?)
+                }
                 Op::Pool(s) => Some(t(&format!("{} winners", layer.name), s.output_len())?),
                 _ => None,
             };
@@ -258,9 +271,8 @@ impl Plan {
                 Op::Conv(s) => {
                     let [kernel, bias] = model.kernel_bias(&model.weights, &layer.name)?;
                     let weights = KernelBias { kernel: &kernel, bias: &bias };
-                    let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
                     let slope = fused_slope(&walk, i);
-                    conv2d::forward(gpu, &s, input, weights, slope, cols, &out.output)?
+                    conv2d::forward(gpu, &s, input, weights, slope, out.cols(), &out.output)?
                 }
                 Op::LeakyReLU { slope, .. } if !fused_into_previous(&walk, i) => {
                     vec![activation::leaky_relu_forward(gpu, slope, input, &out.output)?]
@@ -497,12 +509,11 @@ fn layer_backward(
                 let input_grad = conv2d::backward_input(gpu, &s, dy, &kernel, &w_t, &dcols, dx)?;
                 d.extend(tag(&format!("{name} input grad"), input_grad));
             }
-            let cols = out.saved.as_ref().expect("a convolution keeps its im2col matrix");
             let [gw, gb] = model.kernel_bias(grads, name)?;
             let grads = KernelBias { kernel: &gw, bias: &gb };
             d.extend(tag(
                 &format!("{name} kernel grad"),
-                conv2d::backward_kernel(gpu, &s, cols, dy, grads, &act.scratch)?,
+                conv2d::backward_kernel(gpu, &s, input, out.cols(), dy, grads, &act.scratch)?,
             ));
             d
         }
