@@ -144,9 +144,10 @@ impl Matmul<'_> {
     /// What `matmul_texture.wgsl` needs: every texel holds four elements of one row of B and
     /// of one row of A (or, transposed, of one step of k), and k advances four steps at a time.
     fn texture_fit(&self) -> TexelFit {
-        match self.a_layout.along_k() {
-            true => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
-            false => TexelFit::fours(&[("N", self.n), ("K", self.k), ("M", self.m)]),
+        if self.a_layout.along_k() {
+            TexelFit::fours(&[("N", self.n), ("K", self.k)])
+        } else {
+            TexelFit::fours(&[("N", self.n), ("K", self.k), ("M", self.m)])
         }
     }
 
@@ -237,10 +238,7 @@ impl Matmul<'_> {
                 bail!("matmul {m}x{n}x{k}: operand {name} `{}` holds {} elements, needs {len}", t.label, t.len());
             }
         }
-        let (a_row_stride, a_col_stride) = match self.a_layout.along_k() {
-            true => (k as u32, 1),
-            false => (1, m as u32),
-        };
+        let (a_row_stride, a_col_stride) = if self.a_layout.along_k() { (k as u32, 1) } else { (1, m as u32) };
         let conv = self.a_layout.implicit().map_or([0; 9], |s| {
             [s.in_h, s.in_w, s.in_c, s.out_h(), s.out_w(), s.kernel, s.stride, s.pad_top(), s.pad_left()]
                 .map(|v| v as u32)
@@ -292,23 +290,20 @@ impl Matmul<'_> {
         let groups = [n.div_ceil(cols) as u32, m.div_ceil(rows) as u32, parts as u32];
         // An unused bias slot still needs a binding: B is read-only like it, so no conflict.
         let bias = self.bias.unwrap_or(self.b);
-        if entry == Entry::Texture {
-            let launch = gpu.family().launch(gpu, &self.texture_fit());
-            let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
-            let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
-            let entry = match self.a_layout.along_k() {
-                true => "matmul_texture",
-                false => "matmul_texture_at",
-            };
-            return launch.dispatch(&shader!("matmul_texture"), (entry, entry), &resources, groups);
-        }
         let resources =
             [uniform.as_entire_binding(), self.a.binding(), self.b.binding(), bias.binding(), out.binding()];
         let (shader, name) = match entry {
-            Entry::Subgroup => (shader!("matmul_subgroup"), "matmul_subgroup_strided"),
+            Entry::Tiled => (shader!("matmul"), "matmul_tiled"),
             Entry::Vec4 => (shader!("matmul"), "matmul_vec4"),
             Entry::Vec4Wide => (shader!("matmul"), "matmul_vec4_wide"),
-            Entry::Tiled | Entry::Texture => (shader!("matmul"), "matmul_tiled"),
+            Entry::Subgroup => (shader!("matmul_subgroup"), "matmul_subgroup_strided"),
+            Entry::Texture => {
+                let launch = gpu.family().launch(gpu, &self.texture_fit());
+                let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
+                let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
+                let name = if self.a_layout.along_k() { "matmul_texture" } else { "matmul_texture_at" };
+                return launch.dispatch(&shader!("matmul_texture"), (name, name), &resources, groups);
+            }
         };
         Dispatch::new(gpu, &shader, name, &resources, groups)
     }

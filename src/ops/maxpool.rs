@@ -70,7 +70,6 @@ pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor
     launch.dispatch(&shader!("maxpool"), ("maxpool_forward", "maxpool_forward_texture"), &res, grid)
 }
 
-/// dx: each input cell receives the gradients of the windows it won.
 /// A LeakyReLU right before the pool, whose backward pass the pool's runs too.
 #[derive(Clone, Copy)]
 pub struct LeakyBefore<'a> {
@@ -79,8 +78,8 @@ pub struct LeakyBefore<'a> {
     pub output: &'a Tensor,
 }
 
-/// dx = the gradient of the pool's input, routed to each window's winner; with `leaky`, the
-/// gradient of that LeakyReLU's input instead.
+/// dx = the gradient of the pool's input: each input cell receives the gradients of the windows
+/// it won; with `leaky`, the gradient of that LeakyReLU's input instead.
 pub fn backward(
     gpu: &Gpu,
     s: &PoolShape,
