@@ -17,6 +17,23 @@ struct StepState {
     batch: u32,
 }
 
+// A convolution's geometry (src/ops/conv2d.rs, ConvShape::geometry), NHWC, TensorFlow "same"
+// padding: conv2d.wgsl's parameters, and the im2col matrix that matmul.wgsl's products gather.
+struct Conv {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
 // The flat index of an invocation of a 1-D kernel launched over grid_1d's workgroups (folded
 // into two dimensions past 32,768 groups; src/gpu/kernel.rs). `workgroup_size` must be the
 // entry point's @workgroup_size.

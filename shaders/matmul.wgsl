@@ -10,6 +10,8 @@
 // product to C + z * M * N (reduce.wgsl's sum_parts adds the parts), so that products with a
 // small C and a long K (kernel gradients) still fill the device. Without a split, k_chunk = K.
 
+#include "common.wgsl"
+
 struct Params {
     m: u32,
     n: u32,
@@ -20,20 +22,9 @@ struct Params {
     epilogue: u32,
     slope: f32,
     k_chunk: u32,
-    // With in_c > 0, A is the im2col matrix of the NHWC image bound as `a`, never written
-    // out: the four-wide entries gather it as they load (see `im2col_quad`). 0 otherwise.
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // With conv.in_c > 0, A is the im2col matrix of the NHWC image bound as `a`, never written
+    // out: the four-wide entries gather it as they load (see `im2col_quad`). All 0 otherwise.
+    conv: Conv,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -142,17 +133,17 @@ var<workgroup> quad_b: array<vec4<f32>, 256>; // [16 k][16 quads of columns]
 // pixel = (b * out_h + oh) * out_w + ow, tc = (ky * kernel + kx) * in_c + ci): four channels
 // of one input pixel, contiguous in the NHWC image (in_c a multiple of 4); 0 in the padding.
 fn im2col_quad(pixel: u32, tc: u32) -> vec4<f32> {
-    let ci = tc % p.in_c;
-    let tap = tc / p.in_c;
-    let ow = pixel % p.out_w;
-    let oh = (pixel / p.out_w) % p.out_h;
-    let b = pixel / (p.out_w * p.out_h);
-    let ih = i32(oh * p.stride + tap / p.kernel) - i32(p.pad_top);
-    let iw = i32(ow * p.stride + tap % p.kernel) - i32(p.pad_left);
-    if (ih < 0 || ih >= i32(p.in_h) || iw < 0 || iw >= i32(p.in_w)) {
+    let ci = tc % p.conv.in_c;
+    let tap = tc / p.conv.in_c;
+    let ow = pixel % p.conv.out_w;
+    let oh = (pixel / p.conv.out_w) % p.conv.out_h;
+    let b = pixel / (p.conv.out_w * p.conv.out_h);
+    let ih = i32(oh * p.conv.stride + tap / p.conv.kernel) - i32(p.conv.pad_top);
+    let iw = i32(ow * p.conv.stride + tap % p.conv.kernel) - i32(p.conv.pad_left);
+    if (ih < 0 || ih >= i32(p.conv.in_h) || iw < 0 || iw >= i32(p.conv.in_w)) {
         return vec4<f32>(0.0);
     }
-    return a4[(((b * p.in_h + u32(ih)) * p.in_w + u32(iw)) * p.in_c + ci) / 4u];
+    return a4[(((b * p.conv.in_h + u32(ih)) * p.conv.in_w + u32(iw)) * p.conv.in_c + ci) / 4u];
 }
 
 // A(row, k..k+4) for row-major A (K a multiple of 4), 0 past the edges.
@@ -160,7 +151,7 @@ fn a_along_k(row: u32, k: u32, k_end: u32) -> vec4<f32> {
     if (row >= p.m || k >= k_end) {
         return vec4<f32>(0.0);
     }
-    if (p.in_c != 0u) {
+    if (p.conv.in_c != 0u) {
         return im2col_quad(row, k);
     }
     return a4[(row * p.k + k) / 4u];
@@ -171,7 +162,7 @@ fn a_along_m(row: u32, k: u32, k_end: u32) -> vec4<f32> {
     if (row >= p.m || k >= k_end) {
         return vec4<f32>(0.0);
     }
-    if (p.in_c != 0u) {
+    if (p.conv.in_c != 0u) {
         return im2col_quad(k, row);
     }
     return a4[(k * p.m + row) / 4u];

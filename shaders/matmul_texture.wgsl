@@ -44,20 +44,9 @@ struct Params {
     epilogue: u32,
     slope: f32,
     k_chunk: u32,
-    // With in_c > 0, A is the im2col matrix of the NHWC image bound as `a`, never written
-    // out: the four-wide entries gather it as they load (see `im2col_quad`). 0 otherwise.
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // With conv.in_c > 0, A is the im2col matrix of the NHWC image bound as `a`, never written
+    // out: the four-wide entries gather it as they load (see `im2col_quad`). All 0 otherwise.
+    conv: Conv,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

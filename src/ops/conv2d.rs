@@ -70,8 +70,9 @@ impl ConvShape {
         2.0 * self.m() as f64 * self.k() as f64 * self.out_c as f64
     }
 
-    fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
-        let p = [
+    /// The shaders' `Conv` struct (common.wgsl).
+    pub fn geometry(&self) -> [u32; 12] {
+        [
             self.batch,
             self.in_h,
             self.in_w,
@@ -85,8 +86,11 @@ impl ConvShape {
             0,
             0,
         ]
-        .map(|v| v as u32);
-        gpu.uniform("conv params", &p)
+        .map(|v| v as u32)
+    }
+
+    fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
+        gpu.uniform("conv params", &self.geometry())
     }
 }
 

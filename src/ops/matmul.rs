@@ -22,10 +22,9 @@ struct Params {
     epilogue: u32,
     slope: f32,
     k_chunk: u32,
-    /// The convolution whose im2col matrix A is, gathered from the image as it loads: in_h,
-    /// in_w, in_c (0: A is in memory), out_h, out_w, kernel, stride, pad_top, pad_left.
-    conv: [u32; 9],
-    _pad: [u32; 3],
+    /// The convolution whose im2col matrix A is, gathered from the image as it loads
+    /// ([`ConvShape::geometry`]); all 0 when A is in memory.
+    conv: [u32; 12],
 }
 
 /// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (T_ROWS x 32 T_VECS in
@@ -239,10 +238,7 @@ impl Matmul<'_> {
             }
         }
         let (a_row_stride, a_col_stride) = if self.a_layout.along_k() { (k as u32, 1) } else { (1, m as u32) };
-        let conv = self.a_layout.implicit().map_or([0; 9], |s| {
-            [s.in_h, s.in_w, s.in_c, s.out_h(), s.out_w(), s.kernel, s.stride, s.pad_top(), s.pad_left()]
-                .map(|v| v as u32)
-        });
+        let conv = self.a_layout.implicit().map_or([0; 12], |s| s.geometry());
         let (k_chunk, out) = match (parts, self.split_scratch) {
             (1, _) | (_, None) => (k, self.c),
             (_, Some(scratch)) => {
@@ -270,7 +266,6 @@ impl Matmul<'_> {
             slope: self.leaky_slope.unwrap_or(0.0),
             k_chunk: k_chunk as u32,
             conv,
-            _pad: [0; 3],
         };
         let uniform = gpu.uniform("matmul params", &params);
         let d = self.product(gpu, entry, &uniform, out, parts)?;
