@@ -2,7 +2,7 @@
 //! and a CPU matrix product of the teacher's main shape on the same machine for scale.
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
-use crate::gpu::{self, timing, Gpu, Tensor};
+use crate::gpu::{self, timing, Gpu, KernelFamily, Tensor};
 use crate::model::{Architecture, Op};
 use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
@@ -144,7 +144,7 @@ pub fn run(
 }
 
 /// The three products of `arch`'s largest convolution (forward, input and kernel gradients),
-/// each in every entry the device can run, reading the im2col matrix written out or gathering
+/// each in every entry of the device's kernel family that can run it, reading the im2col matrix written out or gathering
 /// it: the figures that set the tile rule of `ops::matmul` and `conv2d::gathers_im2col`.
 /// Operands are zeros: the time does not depend on the values.
 fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
@@ -168,10 +168,15 @@ fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) ->
         products.push(("kernel gradient", how, planned, conv2d::kernel_product(&s, &x, im2col, &y, &dw, &scratch)));
     }
     products.push(("input gradient", "", true, conv2d::input_product(&s, &y, &w, &dcols)));
+    // The entries of the device's kernel family (the others would run there, slowly).
+    let entries = match gpu.family() {
+        KernelFamily::Buffers => [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide].as_slice(),
+        KernelFamily::Textures => [Entry::Texture, Entry::Subgroup].as_slice(),
+    };
     let mut times = Vec::new();
     for (what, how, planned, product) in &products {
         let chosen = product.entry(gpu);
-        for entry in [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide, Entry::Texture, Entry::Subgroup] {
+        for &entry in entries {
             if product.misfit(gpu, entry).is_some() {
                 continue;
             }
