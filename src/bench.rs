@@ -51,7 +51,7 @@ pub struct BenchReport {
     pub family: gpu::KernelFamily,
     pub timestamps: bool,
     pub kernels: Vec<KernelTime>,
-    /// Every entry the device can run for the teacher's largest convolution's products.
+    /// The teacher's largest convolution's products in every entry of the device's family.
     pub products: Vec<ProductTime>,
     pub steps: Vec<StepTime>,
     /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
@@ -144,9 +144,9 @@ pub fn run(
 }
 
 /// The three products of `arch`'s largest convolution (forward, input and kernel gradients),
-/// each in every entry of the device's kernel family that can run it, reading the im2col matrix written out or gathering
-/// it: the figures that set the tile rule of `ops::matmul` and `conv2d::gathers_im2col`.
-/// Operands are zeros: the time does not depend on the values.
+/// each in every entry of the device's kernel family that can run it, reading the im2col
+/// matrix written out or gathering it: the figures that set the tile rule of `ops::matmul` and
+/// `conv2d::gathers_im2col`. Operands are zeros: the time does not depend on the values.
 fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
     let convs = arch.walk().into_iter().filter_map(|l| match l.op(batch) {
         Op::Conv(s) => Some((l.name, s)),
