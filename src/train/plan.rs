@@ -357,7 +357,7 @@ impl Plan {
                 }
             };
             let act = &self.models[which].activations;
-            let d = layer_backward(gpu, model, act, grads, (i, layer), &dy, dx.as_ref())?;
+            let d = layer_backward(gpu, model, act, grads, (&walk, i), &dy, dx.as_ref())?;
             self.dispatches.extend(d);
             if let Some(dx) = dx {
                 dy = dx;
@@ -485,18 +485,19 @@ impl Plan {
     }
 }
 
-/// Layer `i`'s backward dispatches: from `dy`, the gradients of its parameters (views of
-/// `grads`) and, when `dx` is given, of its input; for a pool right after a LeakyReLU, of that
-/// LeakyReLU's input.
+/// The backward dispatches of layer `i` of `walk`: from `dy`, the gradients of its parameters
+/// (views of `grads`) and, when `dx` is given, of its input; for a pool right after a
+/// LeakyReLU, of that LeakyReLU's input.
 fn layer_backward(
     gpu: &Gpu,
     model: &Model,
     act: &Activations,
     grads: &Tensor,
-    (i, layer): (usize, &PlacedLayer),
+    (walk, i): (&[PlacedLayer], usize),
     dy: &Tensor,
     dx: Option<&Tensor>,
 ) -> Result<Vec<Dispatch>> {
+    let layer = &walk[i];
     let (name, out, input) = (&layer.name, &act.layers[i], act.input(i));
     let passes = "a layer above the first with parameters passes a gradient on";
     Ok(match layer.op(act.batch) {
@@ -524,8 +525,7 @@ fn layer_backward(
         }
         Op::Pool(s) => {
             let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-            let walk = model.arch.walk();
-            let (leaky, label) = match pool_after_leaky(&walk, i).then(|| &walk[i - 1]) {
+            let (leaky, label) = match pool_after_leaky(walk, i).then(|| &walk[i - 1]) {
                 Some(PlacedLayer { layer: Layer::LeakyReLU { slope }, name: leaky, .. }) => {
                     (Some(LeakyBefore { slope: *slope, output: input }), format!("{name} + {leaky} backward"))
                 }
