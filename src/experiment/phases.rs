@@ -138,13 +138,16 @@ impl Phases<'_> {
         }
         let started = std::time::Instant::now();
         let first_epoch = stats[0].len() + 1;
-        let mut steps_here = 0;
+        // Steps run in this process: `steps_here` counts the gaps between steps (pause points
+        // are named by it), `steps_timed` every step, each epoch's last one included (the pace).
+        let (mut steps_here, mut steps_timed) = (0, 0);
         for epoch in first_epoch..=epochs {
             let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, samples, cfg.shuffle)).collect();
             let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
             let resume = resume_at.take();
+            let resumed_step = resume.as_ref().map_or(0, |r| r[0].step as usize);
             let bar = EpochProgress::new(Some(format!("Epoch {epoch}/{epochs}")), plans[0].steps, metric)
-                .resumed_at(resume.as_ref().map_or(0, |r| r[0].step as usize));
+                .resumed_at(resumed_step);
             let run = Epoch {
                 plans: &plan_refs,
                 orders: &order_refs,
@@ -178,9 +181,10 @@ impl Phases<'_> {
             if let Some(c) = self.checkpoints {
                 group_state.save(gpu, c, &stats, plans[0].steps)?;
             }
+            steps_timed += plans[0].steps - resumed_step;
             progress::time_left(
                 &format!("{names}: epoch {epoch} of {epochs} done"),
-                steps_here,
+                steps_timed,
                 (epochs - epoch) * plans[0].steps,
                 started.elapsed().as_secs_f64(),
             );
