@@ -58,24 +58,43 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Checks a decompressed IDX image file and returns its image count.
-pub(super) fn check_images(name: &str, bytes: &[u8]) -> Result<usize> {
-    if bytes.len() < IMAGES_HEADER {
+/// One kind of IDX file: its magic number, its header's length, and its name in messages.
+struct IdxKind {
+    magic: u32,
+    header: usize,
+    word: &'static str,
+    article: &'static str,
+}
+
+const IMAGE_FILE: IdxKind = IdxKind { magic: IMAGES_MAGIC, header: IMAGES_HEADER, word: "image", article: "an" };
+const LABEL_FILE: IdxKind = IdxKind { magic: LABELS_MAGIC, header: LABELS_HEADER, word: "label", article: "a" };
+
+/// Checks that `bytes` hold a whole header of `kind` with its magic number (saying so when the
+/// file is the `other` kind instead), and returns the header's item count.
+fn check_header(name: &str, bytes: &[u8], kind: &IdxKind, other: &IdxKind) -> Result<u64> {
+    if bytes.len() < kind.header {
         bail!(
-            "{name}: truncated: {} bytes is shorter than the {IMAGES_HEADER}-byte header of an \
-             IDX image file",
-            bytes.len()
+            "{name}: truncated: {} bytes is shorter than the {}-byte header of an IDX {} file",
+            bytes.len(),
+            kind.header,
+            kind.word
         );
     }
     let magic = be_u32(bytes, 0);
-    if magic != IMAGES_MAGIC {
-        bail!(
-            "{name}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (IDX image \
-             file){}",
-            if magic == LABELS_MAGIC { "; this is a label file" } else { "" }
-        );
+    if magic != kind.magic {
+        let hint = if magic == other.magic {
+            format!("; this is {} {} file", other.article, other.word)
+        } else {
+            String::new()
+        };
+        bail!("{name}: bad magic number 0x{magic:08x}, expected 0x{:08x} (IDX {} file){hint}", kind.magic, kind.word);
     }
-    let count = be_u32(bytes, 4) as u64;
+    Ok(be_u32(bytes, 4) as u64)
+}
+
+/// Checks a decompressed IDX image file and returns its image count.
+pub(super) fn check_images(name: &str, bytes: &[u8]) -> Result<usize> {
+    let count = check_header(name, bytes, &IMAGE_FILE, &LABEL_FILE)?;
     let (rows, cols) = (be_u32(bytes, 8), be_u32(bytes, 12));
     if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
         bail!("{name}: wrong dimensions: images are {rows}x{cols}, expected {IMAGE_SIDE}x{IMAGE_SIDE}");
@@ -87,22 +106,7 @@ pub(super) fn check_images(name: &str, bytes: &[u8]) -> Result<usize> {
 
 /// Checks a decompressed IDX label file, including that every label is a class index.
 pub(super) fn check_labels(name: &str, bytes: &[u8]) -> Result<()> {
-    if bytes.len() < LABELS_HEADER {
-        bail!(
-            "{name}: truncated: {} bytes is shorter than the {LABELS_HEADER}-byte header of an \
-             IDX label file",
-            bytes.len()
-        );
-    }
-    let magic = be_u32(bytes, 0);
-    if magic != LABELS_MAGIC {
-        bail!(
-            "{name}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} (IDX label \
-             file){}",
-            if magic == IMAGES_MAGIC { "; this is an image file" } else { "" }
-        );
-    }
-    let count = be_u32(bytes, 4) as u64;
+    let count = check_header(name, bytes, &LABEL_FILE, &IMAGE_FILE)?;
     check_length(name, &format!("{count} labels"), LABELS_HEADER as u64 + count, bytes.len())?;
     if let Some((i, &label)) =
         bytes[LABELS_HEADER..].iter().enumerate().find(|(_, &label)| label as usize >= NUM_CLASSES)

@@ -230,11 +230,22 @@ fn bad_magic() {
     let msg = err_text(parse_images("some/imgs", &bytes));
     assert!(msg.contains("some/imgs") && msg.contains("bad magic"), "{msg}");
     assert!(msg.contains("0x00000801") && msg.contains("label file"), "{msg}");
+    assert_eq!(
+        msg,
+        "some/imgs: bad magic number 0x00000801, expected 0x00000803 (IDX image file); this is a label file"
+    );
 
     let mut bytes = idx_labels(&[1, 2]);
     bytes[3] = 0x03;
     let msg = err_text(parse_labels("some/labs", &bytes));
     assert!(msg.contains("some/labs") && msg.contains("bad magic"), "{msg}");
+    assert_eq!(
+        msg,
+        "some/labs: bad magic number 0x00000803, expected 0x00000801 (IDX label file); this is an image file"
+    );
+
+    let msg = err_text(parse_labels("some/labs", &idx_labels(&[1])[..5]));
+    assert_eq!(msg, "some/labs: truncated: 5 bytes is shorter than the 8-byte header of an IDX label file");
 }
 
 #[test]
