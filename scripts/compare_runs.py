@@ -42,8 +42,13 @@ def paired(a, b):
 
 
 def load_runs(path):
-    with open(path) as f:
-        metrics = json.load(f)
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"{path}: cannot read it as JSON: {e}")
+    if not isinstance(metrics, dict) or "config" not in metrics:
+        sys.exit(f"{path}: not a kd-wgpu --metrics-out file (no \"config\")")
     runs = metrics.get("runs") or []
     if len(runs) < 2:
         sys.exit(f"{path}: {len(runs)} run(s); this needs the metrics of `--runs N` with N >= 2")
