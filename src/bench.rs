@@ -3,7 +3,7 @@
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{self, timing, Gpu, KernelFamily, Tensor};
-use crate::model::{Architecture, Op};
+use crate::model::{Architecture, Layer};
 use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
 use crate::ops::{matmul::Entry, KernelBias};
@@ -148,8 +148,8 @@ pub fn run(
 /// matrix written out or gathering it: the figures that set the tile rule of `ops::matmul` and
 /// `conv2d::gathers_im2col`. Operands are zeros: the time does not depend on the values.
 fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
-    let convs = arch.walk().into_iter().filter_map(|l| match l.op(batch) {
-        Op::Conv(s) => Some((l.name, s)),
+    let convs = arch.walk().into_iter().filter_map(|l| match l.layer {
+        Layer::Conv2D(c) => Some((l.name, c.shape(l.input, batch))),
         _ => None,
     });
     let Some((name, s)) = convs.max_by(|a, b| a.1.flops().total_cmp(&b.1.flops())) else {

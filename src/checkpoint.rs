@@ -335,7 +335,8 @@ mod tests {
         assert_eq!(architecture_label(&Architecture::teacher()), "teacher");
         assert_eq!(architecture_label(&Architecture::student()), "student");
         assert_eq!(architecture_label(&Architecture::seed("s", [8, 16]).unwrap()), "conv8-16");
-        let other = Architecture::new("x", vec![Layer::Flatten, Layer::Dense { units: 10 }]).unwrap();
+        let other =
+            Architecture::new("x", vec![Layer::Flatten, Layer::Dense(crate::model::Dense { units: 10 })]).unwrap();
         assert_eq!(architecture_label(&other), "custom");
     }
 }

@@ -125,7 +125,7 @@ fn save_then_load_gives_identical_weights_and_predictions() {
 fn cpu_forward(arch: &Architecture, flat: &[f32], images: &[u8], n: usize) -> Vec<f32> {
     let x: Vec<f32> = images.iter().map(|&b| b as f32 / 255.0).collect();
     let batch = reference::Batch { images: &x, labels: &vec![0; n], teacher_logits: None, rows: n };
-    reference::forward(arch, flat, &batch).logits().to_vec()
+    reference::forward(arch, flat, &batch, reference::Run::EVALUATE).logits().to_vec()
 }
 
 #[test]

@@ -5,7 +5,7 @@ use kd_wgpu::checkpoint;
 use kd_wgpu::data::{self, LoadOptions, NUM_CLASSES};
 use kd_wgpu::experiment::{self, Config, DistillTeacher, Report, WeightFiles};
 use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant};
-use kd_wgpu::model::reference::{self, Batch};
+use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::loss::{self as loss_ops, Loss};
 use std::process::Command;
@@ -122,7 +122,7 @@ fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
     let labels: Vec<u32> = ds.test.labels.iter().map(|&l| l as u32).collect();
     let logits = |arch: &Architecture, flat: &[f32]| {
         let batch = Batch { images: &images, labels: &labels, teacher_logits: None, rows: n };
-        reference::forward(arch, flat, &batch).logits().to_vec()
+        reference::forward(arch, flat, &batch, Run::EVALUATE).logits().to_vec()
     };
     let teacher_logits = logits(&teacher, &after);
     let batch = Batch { images: &images, labels: &labels, teacher_logits: Some(&teacher_logits), rows: n };

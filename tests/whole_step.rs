@@ -19,7 +19,7 @@ use common::max_rel_error;
 use kd_wgpu::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
-use kd_wgpu::model::Architecture;
+use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::train::{DeviceData, Distiller, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
@@ -67,7 +67,9 @@ fn initial_weights(arch: &Architecture, rng: &mut ChaCha8Rng) -> Vec<f32> {
 /// window within rounding, a LeakyReLU sign that differs must belong to an input within
 /// rounding of zero. Returns the device's routes and how many of its decisions were such ties.
 fn device_routes(gpu: &Gpu, plan: &Plan, which: usize, state: &TrainState, batch: &Batch) -> (Vec<Route>, usize) {
-    let fwd = reference::forward(&state.arch, &state.weights, batch);
+    // The co-trained teacher runs as the Distiller calls it, with training=False.
+    let mode = if which == 0 { Mode::Train } else { Mode::Evaluate };
+    let fwd = reference::forward(&state.arch, &state.weights, batch, state.run(mode));
     let mut routes = fwd.routes.clone();
     let mut ties = 0;
     for (i, route) in routes.iter_mut().enumerate() {
@@ -139,6 +141,7 @@ fn device_state(gpu: &Gpu, plan: &Plan, model: &Model, which: usize, t: u32) -> 
     let (m, v) = plan.adam_moments(which).unwrap();
     TrainState {
         arch: model.arch.clone(),
+        seed: model.seed,
         weights: model.read_flat(gpu).unwrap(),
         m: m.read_f32(gpu).unwrap(),
         v: v.read_f32(gpu).unwrap(),
@@ -159,9 +162,9 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
     let from_table = matches!(case.loss, Loss::Distillation { .. }) && case.co_trained.is_none();
     let feed = Feed { data: &data, split: &data.train, teacher_logits: from_table.then_some(&table_t) };
     let adam = AdamConfig::default();
-    let mut models = vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap()];
+    let mut models = vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random())];
     if let Some(teacher) = &case.co_trained {
-        models.push(Model::new(gpu, teacher, &initial_weights(teacher, rng)).unwrap());
+        models.push(Model::new(gpu, teacher, &initial_weights(teacher, rng)).unwrap().seeded(rng.random()));
     }
     let plan = match (&case.co_trained, case.loss) {
         (Some(_), Loss::Distillation { alpha, temperature }) => {
@@ -253,6 +256,62 @@ fn three_training_steps_match_the_cpu_reference() {
             samples: 70,
             batch: 32,
             co_trained: Some(Architecture::seed("teacher", [24, 44]).unwrap()),
+        },
+    ];
+    for gpu in common::variants() {
+        for case in &cases {
+            run_case(gpu, case, &mut rng);
+        }
+    }
+}
+
+/// Beyond the seed's list: ReLU (fused into a convolution, and after a Dense), Dropout in
+/// training (the device's masks against the reference's, drawn from the same seed and step), a
+/// hidden Dense, a LeakyReLU on its own, and a pool whose backward pass goes through a ReLU.
+fn dropout_network() -> Architecture {
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 2 }),
+        Layer::ReLU,
+        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1 }),
+        Layer::Conv2D(Conv2D { filters: 6, kernel: 3, stride: 2 }),
+        Layer::Dropout(Dropout { rate: 0.3 }),
+        Layer::LeakyReLU(LeakyReLU { slope: 0.1 }),
+        Layer::Flatten,
+        Layer::Dense(Dense { units: 24 }),
+        Layer::ReLU,
+        Layer::Dropout(Dropout { rate: 0.5 }),
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("dropout net", layers).unwrap()
+}
+
+/// No pooling: two strided convolutions, the second with a ReLU in its epilogue, and a 5x5 kernel.
+fn poolless_network() -> Architecture {
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 4, kernel: 5, stride: 2 }),
+        Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
+        Layer::Conv2D(Conv2D { filters: 12, kernel: 3, stride: 2 }),
+        Layer::ReLU,
+        Layer::Flatten,
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("poolless net", layers).unwrap()
+}
+
+#[test]
+fn three_training_steps_of_other_networks_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, other networks");
+    let distillation = Loss::Distillation { alpha: 0.3, temperature: 4.0 };
+    let cases = [
+        Case { arch: dropout_network(), loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None },
+        Case { arch: poolless_network(), loss: distillation, samples: 13, batch: 6, co_trained: None },
+        // A co-trained teacher with Dropout runs it as the identity (training=False).
+        Case {
+            arch: poolless_network(),
+            loss: distillation,
+            samples: 13,
+            batch: 6,
+            co_trained: Some(dropout_network()),
         },
     ];
     for gpu in common::variants() {

@@ -235,7 +235,8 @@ pub(crate) fn train_teacher(
     let teacher = match starting.teacher.as_ref().or(starting.teacher_init.as_ref()) {
         Some(flat) => Model::new(gpu, arch, flat)?,
         None => Model::new(gpu, arch, &arch.init_glorot(cfg.seed))?,
-    };
+    }
+    .seeded(cfg.seed);
     let epochs = match &files.teacher {
         Some(path) => {
             println!("Teacher weights from {} (not trained)", path.display());

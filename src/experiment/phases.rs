@@ -389,7 +389,11 @@ impl Phases<'_> {
         saver: &WeightSaver,
     ) -> Result<Vec<StudentOutcome>> {
         let gpu = self.gpu;
-        let models = specs.iter().map(|s| Model::new(gpu, student, &s.init)).collect::<Result<Vec<_>>>()?;
+        // Dropout draws from the student's sample-order seed: paired students draw the same masks.
+        let models = specs
+            .iter()
+            .map(|s| Model::new(gpu, student, &s.init).map(|m| m.seeded(s.order_seed)))
+            .collect::<Result<Vec<_>>>()?;
         // A co-trained teacher diverges with its student: every distilled student gets a copy.
         let copies = specs
             .iter()

@@ -12,14 +12,15 @@
 //! offset aligned for binding, so that Adam updates a whole model in one dispatch and a
 //! checkpoint is one readback.
 
+pub mod keras;
+pub mod layers;
 pub mod reference;
 
+use layers::At;
+pub use layers::{Conv2D, Dense, Dropout, Kind, Layer, LeakyReLU, MaxPooling2D, Mode};
+
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::ops::conv2d::ConvShape;
-use crate::ops::dense::DenseShape;
-use crate::ops::maxpool::PoolShape;
-use crate::ops::same_padding;
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -29,31 +30,13 @@ pub const LEAKY_SLOPE: f32 = 0.2;
 pub const TEACHER_CHANNELS: [usize; 2] = [256, 512];
 pub const STUDENT_CHANNELS: [usize; 2] = [16, 32];
 
+/// The largest tensor a sample may have, and the most parameters a layer may have: the
+/// kernels index a batch's tensors with u32, so this leaves room for batches of up to 256.
+pub const MAX_SAMPLE_LEN: usize = (u32::MAX as usize) / 256;
+
 /// Parameter offsets are multiples of this many floats: 256 bytes, the largest storage-offset
 /// alignment WebGPU allows, so the layout is the same on every device.
 pub const ALIGN_FLOATS: usize = 64;
-
-/// One layer, with Keras's meaning. Convolutions and pooling use "same" padding, as the seed does.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Layer {
-    Conv2D {
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-    },
-    LeakyReLU {
-        slope: f32,
-    },
-    MaxPooling2D {
-        size: usize,
-        stride: usize,
-    },
-    /// NHWC order, a no-op in memory.
-    Flatten,
-    Dense {
-        units: usize,
-    },
-}
 
 /// The size of one sample's tensor between two layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +57,14 @@ impl Dims {
         self.len() == 0
     }
 
+    /// An image's channels; a vector's length.
+    pub fn channels(&self) -> usize {
+        match *self {
+            Dims::Image { c, .. } => c,
+            Dims::Vector(n) => n,
+        }
+    }
+
     /// As Keras prints it in a summary.
     fn keras(&self) -> String {
         match *self {
@@ -81,16 +72,6 @@ impl Dims {
             Dims::Vector(n) => format!("(None, {n})"),
         }
     }
-}
-
-/// A layer's operation at one batch size: what the scheduler turns into dispatches.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Op {
-    Conv(ConvShape),
-    LeakyReLU { slope: f32, len: usize },
-    Pool(PoolShape),
-    Flatten,
-    Dense(DenseShape),
 }
 
 /// One layer in place: its input and output sizes and its names.
@@ -107,50 +88,17 @@ pub struct PlacedLayer {
 }
 
 impl PlacedLayer {
-    /// The operation over a batch of `batch` samples.
-    pub fn op(&self, batch: usize) -> Op {
-        match (self.layer, self.input) {
-            (Layer::Conv2D { filters, kernel, stride }, Dims::Image { h, w, c }) => {
-                Op::Conv(ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: filters, kernel, stride })
-            }
-            (Layer::MaxPooling2D { size, stride }, Dims::Image { h, w, c }) => {
-                Op::Pool(PoolShape { batch, in_h: h, in_w: w, channels: c, size, stride })
-            }
-            (Layer::LeakyReLU { slope }, input) => Op::LeakyReLU { slope, len: batch * input.len() },
-            (Layer::Flatten, _) => Op::Flatten,
-            (Layer::Dense { units }, input) => Op::Dense(DenseShape { batch, inputs: input.len(), units }),
-            (layer, input) => unreachable!("{layer:?} on {input:?} was refused by Architecture::new"),
-        }
+    pub fn kind(&self) -> &dyn Kind {
+        self.layer.kind()
     }
 
-    /// Parameter tensors in Keras's layouts (conv kernels (kh, kw, in, out), dense (in, out)),
-    /// each with its glorot fan-in + fan-out, None for biases (initialised to zero).
-    fn param_shapes(&self) -> Vec<(String, Vec<usize>, Option<usize>)> {
-        let name = |t: &str| format!("{}.{t}", self.name);
-        match (self.layer, self.input) {
-            (Layer::Conv2D { filters, kernel, .. }, Dims::Image { c, .. }) => vec![
-                (name("kernel"), vec![kernel, kernel, c, filters], Some(kernel * kernel * (c + filters))),
-                (name("bias"), vec![filters], None),
-            ],
-            (Layer::Dense { units }, input) => vec![
-                (name("kernel"), vec![input.len(), units], Some(input.len() + units)),
-                (name("bias"), vec![units], None),
-            ],
-            _ => Vec::new(),
-        }
+    /// Its sizes over a batch of `batch` samples.
+    pub fn at(&self, batch: usize) -> At {
+        At { batch, input: self.input, output: self.output }
     }
 
     pub fn has_params(&self) -> bool {
-        matches!(self.layer, Layer::Conv2D { .. } | Layer::Dense { .. })
-    }
-
-    /// Floating-point operations of one forward matrix product at `batch` (0 for the rest).
-    fn product_flops(&self, batch: usize) -> f64 {
-        match self.op(batch) {
-            Op::Conv(s) => s.flops(),
-            Op::Dense(d) => 2.0 * (d.batch * d.inputs * d.units) as f64,
-            _ => 0.0,
-        }
+        !self.kind().params(self.input).is_empty()
     }
 }
 
@@ -186,40 +134,24 @@ pub struct Architecture {
 }
 
 impl Architecture {
-    /// Checks that each layer fits what comes before it: convolutions and pooling take images,
-    /// sizes are positive, and the last layer is Dense(10) (the logits the losses read).
+    /// Checks that each layer fits what comes before it (its kind's size rule), that every
+    /// size fits the u32 the kernels index with, and that the last layer is Dense(10) (the
+    /// logits the losses read).
     pub fn new(name: &str, layers: Vec<Layer>) -> Result<Architecture> {
         let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
-        for (i, &layer) in layers.iter().enumerate() {
-            let at = || format!("{name}: layer {} ({layer:?})", i + 1);
-            dims = match (layer, dims) {
-                (Layer::Conv2D { filters, kernel, stride }, Dims::Image { h, w, .. }) => {
-                    ensure!(filters > 0 && kernel > 0 && stride > 0, "{}: sizes must be at least 1", at());
-                    let (oh, ow) = (same_padding(h, kernel, stride).0, same_padding(w, kernel, stride).0);
-                    Dims::Image { h: oh, w: ow, c: filters }
-                }
-                (Layer::MaxPooling2D { size, stride }, Dims::Image { h, w, c }) => {
-                    ensure!(size > 0 && stride > 0, "{}: sizes must be at least 1", at());
-                    Dims::Image { h: same_padding(h, size, stride).0, w: same_padding(w, size, stride).0, c }
-                }
-                (Layer::Conv2D { .. } | Layer::MaxPooling2D { .. }, Dims::Vector(_)) => {
-                    bail!("{}: takes an image, but its input was flattened", at())
-                }
-                (Layer::LeakyReLU { slope }, d) => {
-                    // The backward pass reads the output's sign for the input's (see leaky_relu.wgsl).
-                    ensure!(slope > 0.0 && slope.is_finite(), "{}: the slope must be above 0", at());
-                    d
-                }
-                (Layer::Flatten, d) => Dims::Vector(d.len()),
-                (Layer::Dense { units }, Dims::Vector(_)) => {
-                    ensure!(units > 0, "{}: units must be at least 1", at());
-                    Dims::Vector(units)
-                }
-                (Layer::Dense { .. }, Dims::Image { .. }) => bail!("{}: needs a Flatten before it", at()),
-            };
+        for (i, layer) in layers.iter().enumerate() {
+            let at = || format!("{name}: layer {} ({})", i + 1, layer.kind().describe());
+            dims = layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
+            let params: usize = layer.kind().params(dims).iter().map(|p| p.shape.iter().product::<usize>()).sum();
+            ensure!(
+                dims.len() <= MAX_SAMPLE_LEN && params <= MAX_SAMPLE_LEN,
+                "{}: {} values a sample and {params} parameters; at most {MAX_SAMPLE_LEN} each",
+                at(),
+                dims.len()
+            );
         }
         ensure!(
-            layers.last() == Some(&Layer::Dense { units: NUM_CLASSES }),
+            layers.last() == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
             "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes"
         );
         Ok(Architecture { name: name.to_string(), layers })
@@ -231,12 +163,12 @@ impl Architecture {
         Architecture::new(
             name,
             vec![
-                Layer::Conv2D { filters: channels[0], kernel: 3, stride: 2 },
-                Layer::LeakyReLU { slope: LEAKY_SLOPE },
-                Layer::MaxPooling2D { size: 2, stride: 1 },
-                Layer::Conv2D { filters: channels[1], kernel: 3, stride: 2 },
+                Layer::Conv2D(Conv2D { filters: channels[0], kernel: 3, stride: 2 }),
+                Layer::LeakyReLU(LeakyReLU { slope: LEAKY_SLOPE }),
+                Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1 }),
+                Layer::Conv2D(Conv2D { filters: channels[1], kernel: 3, stride: 2 }),
                 Layer::Flatten,
-                Layer::Dense { units: NUM_CLASSES },
+                Layer::Dense(Dense { units: NUM_CLASSES }),
             ],
         )
     }
@@ -269,7 +201,7 @@ impl Architecture {
         self.layers
             .iter()
             .filter_map(|l| match l {
-                Layer::Conv2D { filters, .. } => Some(*filters),
+                Layer::Conv2D(c) => Some(c.filters),
                 _ => None,
             })
             .collect()
@@ -281,31 +213,19 @@ impl Architecture {
         let mut seen: Vec<&'static str> = Vec::new();
         let mut placed = Vec::with_capacity(self.layers.len());
         for &layer in &self.layers {
-            let (kind, keras) = match layer {
-                Layer::Conv2D { .. } => ("conv", "conv2d"),
-                Layer::LeakyReLU { .. } => ("leaky", "leaky_re_lu"),
-                Layer::MaxPooling2D { .. } => ("pool", "max_pooling2d"),
-                Layer::Flatten => ("flatten", "flatten"),
-                Layer::Dense { .. } => ("dense", "dense"),
-            };
-            let count = seen.iter().filter(|&&k| k == kind).count();
-            seen.push(kind);
-            let name = match (kind, count) {
+            let kind = layer.kind();
+            let count = seen.iter().filter(|&&k| k == kind.stem()).count();
+            seen.push(kind.stem());
+            let name = match (kind.stem(), count) {
                 ("conv", n) => format!("conv{}", n + 1),
                 (k, 0) => k.to_string(),
                 (k, n) => format!("{k}{}", n + 1),
             };
+            let keras = kind.keras_stem();
             let keras_name = if count == 0 { keras.to_string() } else { format!("{keras}_{count}") };
-            let mut p = PlacedLayer { layer, name, keras_name, input: dims, output: dims };
-            p.output = match p.op(1) {
-                Op::Conv(s) => Dims::Image { h: s.out_h(), w: s.out_w(), c: s.out_c },
-                Op::Pool(s) => Dims::Image { h: s.out_h(), w: s.out_w(), c: s.channels },
-                Op::LeakyReLU { .. } => dims,
-                Op::Flatten => Dims::Vector(dims.len()),
-                Op::Dense(d) => Dims::Vector(d.units),
-            };
-            dims = p.output;
-            placed.push(p);
+            let output = kind.output(dims).expect("checked by Architecture::new");
+            placed.push(PlacedLayer { layer, name, keras_name, input: dims, output });
+            dims = output;
         }
         placed
     }
@@ -315,8 +235,9 @@ impl Architecture {
         let mut offset = 0;
         let mut specs = Vec::new();
         for layer in self.walk() {
-            for (name, shape, fans) in layer.param_shapes() {
-                let spec = ParamSpec { name, shape, offset, fans };
+            for p in layer.kind().params(layer.input) {
+                let spec =
+                    ParamSpec { name: format!("{}.{}", layer.name, p.suffix), shape: p.shape, offset, fans: p.fans };
                 offset = (offset + spec.len()).next_multiple_of(ALIGN_FLOATS);
                 specs.push(spec);
             }
@@ -363,7 +284,7 @@ impl Architecture {
         let mut params_before = false;
         let mut flops = 0.0;
         for layer in self.walk() {
-            let f = layer.product_flops(batch);
+            let f = layer.kind().product_flops(&layer.at(batch));
             flops += f * if params_before { 3.0 } else { 2.0 };
             params_before |= layer.has_params();
         }
@@ -371,7 +292,7 @@ impl Architecture {
     }
 
     pub fn forward_flops(&self, batch: usize) -> f64 {
-        self.walk().iter().map(|l| l.product_flops(batch)).sum()
+        self.walk().iter().map(|l| l.kind().product_flops(&l.at(batch))).sum()
     }
 
     /// A Keras-style summary: layer, output shape, parameters.
@@ -383,14 +304,7 @@ impl Architecture {
         for layer in self.walk() {
             let prefix = format!("{}.", layer.name);
             let n: usize = params.iter().filter(|p| p.name.starts_with(&prefix)).map(ParamSpec::len).sum();
-            let kind = match layer.layer {
-                Layer::Conv2D { .. } => "Conv2D",
-                Layer::LeakyReLU { .. } => "LeakyReLU",
-                Layer::MaxPooling2D { .. } => "MaxPooling2D",
-                Layer::Flatten => "Flatten",
-                Layer::Dense { .. } => "Dense",
-            };
-            let title = format!("{} ({kind})", layer.keras_name);
+            let title = format!("{} ({})", layer.keras_name, layer.kind().keras_class());
             s += &format!("{title:<32}{:<26}{:>14}\n", layer.output.keras(), group_thousands(n));
         }
         let total = group_thousands(self.param_count());
@@ -474,16 +388,17 @@ mod tests {
 
     #[test]
     fn a_list_that_does_not_fit_is_refused() {
-        let conv = Layer::Conv2D { filters: 4, kernel: 3, stride: 2 };
-        let dense = Layer::Dense { units: 10 };
+        let conv = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 2 });
+        let dense = Layer::Dense(Dense { units: 10 });
         let err = |layers: Vec<Layer>| Architecture::new("m", layers).unwrap_err().to_string();
         assert!(err(vec![conv, dense]).contains("Flatten"));
         assert!(err(vec![Layer::Flatten, conv, Layer::Flatten, dense]).contains("flattened"));
-        assert!(err(vec![conv, Layer::Flatten, Layer::Dense { units: 7 }]).contains("Dense(10)"));
-        assert!(err(vec![Layer::LeakyReLU { slope: 0.0 }, Layer::Flatten, dense]).contains("slope"));
+        assert!(err(vec![conv, Layer::Flatten, Layer::Dense(Dense { units: 7 })]).contains("Dense(10)"));
+        assert!(err(vec![Layer::LeakyReLU(LeakyReLU { slope: -0.1 }), Layer::Flatten, dense]).contains("slope"));
         assert!(Architecture::seed("m", [0, 4]).is_err());
         // A new layer of a known kind is one more entry in the list.
-        let deeper = Architecture::new("deeper", vec![conv, conv, Layer::Flatten, Layer::Dense { units: 12 }, dense]);
+        let deeper =
+            Architecture::new("deeper", vec![conv, conv, Layer::Flatten, Layer::Dense(Dense { units: 12 }), dense]);
         let names: Vec<String> = deeper.unwrap().params().into_iter().map(|p| p.name).collect();
         assert_eq!(names[..4], ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias"]);
         assert_eq!(names[4..], ["dense.kernel", "dense.bias", "dense2.kernel", "dense2.bias"]);

@@ -3,11 +3,12 @@
 //! f32 between layers as on the device, no fusion, no im2col). The whole-step test
 //! (`tests/whole_step.rs`) gives it the device plan's weights and batch and compares.
 
-use super::{Architecture, Op};
+pub use super::layers::Route;
+use super::layers::{Draw, Mode, Reference};
+use super::{Architecture, PlacedLayer};
 use crate::data::NUM_CLASSES;
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::loss::{self, Loss};
-use crate::ops::{activation, conv2d, dense, maxpool};
 
 /// One batch: `rows` images (28 x 28 x 1, scaled to [0, 1]), their labels and, for
 /// distillation, the teacher's logits for them.
@@ -18,17 +19,37 @@ pub struct Batch<'a> {
     pub rows: usize,
 }
 
-/// How a layer routes its gradient where that depends on its forward values. Values equal up
-/// to rounding may decide differently on another device; the whole-step test gives the
-/// backward pass the device's decisions once it has checked that they are such ties.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Route {
-    /// The gradient does not depend on the forward values.
-    Fixed,
-    /// A pooling layer's winners: flat input indices, the first maximum in window order.
-    Winners(Vec<u32>),
-    /// A LeakyReLU's positive inputs, which pass the gradient unscaled.
-    Positive(Vec<bool>),
+/// How a model runs: training or evaluation, and what its Dropout layers draw their masks
+/// from (the model's seed and Adam's t of the step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub mode: Mode,
+    pub seed: u32,
+    pub step: u32,
+}
+
+impl Run {
+    /// Evaluation: no Dropout, so nothing to draw.
+    pub const EVALUATE: Run = Run { mode: Mode::Evaluate, seed: 0, step: 0 };
+}
+
+/// Layer `i`'s reference view: sizes, mode, Dropout draw and parameters.
+fn layer_view<'a>(
+    arch: &Architecture,
+    flat: &'a [f32],
+    batch: &Batch,
+    run: Run,
+    (i, layer): (usize, &PlacedLayer),
+) -> Reference<'a> {
+    let prefix = format!("{}.", layer.name);
+    let params = arch.params().into_iter().filter(|p| p.name.starts_with(&prefix)).map(|p| &flat[p.range()]).collect();
+    Reference {
+        at: layer.at(batch.rows),
+        mode: run.mode,
+        draw: Draw { seed: run.seed, layer: i as u32 },
+        step: run.step,
+        params,
+    }
 }
 
 /// What the forward pass computed.
@@ -54,28 +75,11 @@ impl Forward {
     }
 }
 
-fn tensor<'a>(arch: &Architecture, flat: &'a [f32], name: &str) -> &'a [f32] {
-    &flat[arch.param(name).unwrap_or_else(|| panic!("{} has no tensor {name}", arch.name())).range()]
-}
-
-pub fn forward(arch: &Architecture, flat: &[f32], batch: &Batch) -> Forward {
+pub fn forward(arch: &Architecture, flat: &[f32], batch: &Batch, run: Run) -> Forward {
     let mut fwd = Forward { outputs: Vec::new(), routes: Vec::new() };
     for (i, layer) in arch.walk().iter().enumerate() {
-        let input = fwd.input(batch, i);
-        let p = |t: &str| tensor(arch, flat, &format!("{}.{t}", layer.name));
-        let (output, route) = match layer.op(batch.rows) {
-            Op::Conv(s) => (conv2d::reference::forward(&s, input, p("kernel"), p("bias"), None), Route::Fixed),
-            Op::LeakyReLU { slope, .. } => {
-                let positive = input.iter().map(|&v| v > 0.0).collect();
-                (activation::reference::forward(input, slope), Route::Positive(positive))
-            }
-            Op::Pool(s) => {
-                let (y, w) = maxpool::reference::forward(&s, input);
-                (y, Route::Winners(w))
-            }
-            Op::Flatten => (input.to_vec(), Route::Fixed),
-            Op::Dense(d) => (dense::reference::forward(&d, input, p("kernel"), p("bias")), Route::Fixed),
-        };
+        let r = layer_view(arch, flat, batch, run, (i, layer));
+        let (output, route) = layer.kind().reference_forward(&r, fwd.input(batch, i));
         fwd.outputs.push(output);
         fwd.routes.push(route);
     }
@@ -101,48 +105,28 @@ pub fn backward(
     arch: &Architecture,
     flat: &[f32],
     batch: &Batch,
+    run: Run,
     fwd: &Forward,
     routes: &[Route],
     dlogits: &[f32],
 ) -> Vec<f32> {
     let mut grads = vec![0f32; arch.flat_len()];
-    let mut put = |name: String, values: &[f32]| {
-        let range = arch.param(&name).expect("a tensor of the walk").range();
-        grads[range].copy_from_slice(values);
-    };
     let walk = arch.walk();
     let Some(first) = walk.iter().position(|l| l.has_params()) else { return grads };
     let mut dy = dlogits.to_vec();
     for i in (first..walk.len()).rev() {
-        let (layer, input) = (&walk[i], fwd.input(batch, i));
-        let w = |t: &str| tensor(arch, flat, &format!("{}.{t}", layer.name));
-        let dx = match layer.op(batch.rows) {
-            Op::Dense(d) => {
-                let (dx, dw, db) = dense::reference::backward(&d, input, w("kernel"), &dy);
-                put(format!("{}.kernel", layer.name), &dw);
-                put(format!("{}.bias", layer.name), &db);
-                dx
-            }
-            Op::Conv(s) => {
-                let (dw, db) = conv2d::reference::backward_kernel(&s, input, &dy);
-                put(format!("{}.kernel", layer.name), &dw);
-                put(format!("{}.bias", layer.name), &db);
-                if i == first {
-                    break;
-                }
-                conv2d::reference::backward_input(&s, &dy, w("kernel"))
-            }
-            Op::Pool(s) => match &routes[i] {
-                Route::Winners(w) => maxpool::reference::backward(&s, &dy, w),
-                r => panic!("{}: a pooling layer routes by winners, not {r:?}", layer.name),
-            },
-            Op::LeakyReLU { slope, .. } => match &routes[i] {
-                Route::Positive(p) => dy.iter().zip(p).map(|(&g, &pos)| if pos { g } else { g * slope }).collect(),
-                r => panic!("{}: a LeakyReLU routes by sign, not {r:?}", layer.name),
-            },
-            Op::Flatten => dy,
-        };
-        dy = dx;
+        let layer = &walk[i];
+        let r = layer_view(arch, flat, batch, run, (i, layer));
+        let g = layer.kind().reference_backward(&r, fwd.input(batch, i), &routes[i], &dy, i > first);
+        let specs = layer.kind().params(layer.input);
+        for (spec, values) in specs.iter().zip(&g.params) {
+            let range = arch.param(&format!("{}.{}", layer.name, spec.suffix)).expect("a tensor of the walk").range();
+            grads[range].copy_from_slice(values);
+        }
+        match g.dx {
+            Some(dx) => dy = dx,
+            None => break,
+        }
     }
     grads
 }
@@ -150,6 +134,8 @@ pub fn backward(
 /// A model in training: its network, weights, Adam's moments and the next step's t (from 1).
 pub struct TrainState {
     pub arch: Architecture,
+    /// What its Dropout layers draw their masks from.
+    pub seed: u32,
     pub weights: Vec<f32>,
     pub m: Vec<f32>,
     pub v: Vec<f32>,
@@ -157,16 +143,23 @@ pub struct TrainState {
 }
 
 impl TrainState {
+    /// How its coming step runs.
+    pub fn run(&self, mode: Mode) -> Run {
+        Run { mode, seed: self.seed, step: self.t }
+    }
+
     /// The gradients from `dlogits`, then Keras's Adam step.
     fn update(
         &mut self,
+        mode: Mode,
         batch: &Batch,
         forward: &Forward,
         routes: &[Route],
         dlogits: &[f32],
         adam_cfg: &AdamConfig,
     ) -> Vec<f32> {
-        let grads = backward(&self.arch, &self.weights, batch, forward, routes, dlogits);
+        let run = self.run(mode);
+        let grads = backward(&self.arch, &self.weights, batch, run, forward, routes, dlogits);
         adam::reference::step(adam_cfg, self.t, &mut self.weights, &grads, &mut self.m, &mut self.v);
         self.t += 1;
         grads
@@ -190,15 +183,16 @@ pub fn train_step(
     adam_cfg: &AdamConfig,
     routes: Option<&[Route]>,
 ) -> StepOutcome {
-    let forward = forward(&state.arch, &state.weights, batch);
+    let forward = forward(&state.arch, &state.weights, batch, state.run(Mode::Train));
     let (loss, dlogits) = loss_gradient(forward.logits(), batch, loss);
-    let grads = state.update(batch, &forward, routes.unwrap_or(&forward.routes), &dlogits, adam_cfg);
+    let grads = state.update(Mode::Train, batch, &forward, routes.unwrap_or(&forward.routes), &dlogits, adam_cfg);
     StepOutcome { loss, grads, forward }
 }
 
-/// A step of the seed's Distiller (Keras 3): the teacher's logits from its forward pass, the
-/// distillation loss, its gradient into both models (the teacher's through the KL term
-/// alone), and an Adam step for each. Returns the student's outcome, then the teacher's.
+/// A step of the seed's Distiller (Keras 3): the teacher's logits from its forward pass (in
+/// evaluation mode, as the Distiller calls it with training=False), the distillation loss, its
+/// gradient into both models (the teacher's through the KL term alone), and an Adam step for
+/// each. Returns the student's outcome, then the teacher's.
 pub fn distiller_step(
     student: &mut TrainState,
     teacher: &mut TrainState,
@@ -207,8 +201,8 @@ pub fn distiller_step(
     adam_cfg: &AdamConfig,
     routes: [Option<&[Route]>; 2],
 ) -> [StepOutcome; 2] {
-    let teacher_forward = forward(&teacher.arch, &teacher.weights, batch);
-    let student_forward = forward(&student.arch, &student.weights, batch);
+    let teacher_forward = forward(&teacher.arch, &teacher.weights, batch, teacher.run(Mode::Evaluate));
+    let student_forward = forward(&student.arch, &student.weights, batch, student.run(Mode::Train));
     let rows = loss::reference::distillation(
         student_forward.logits(),
         Some(teacher_forward.logits()),
@@ -222,9 +216,9 @@ pub fn distiller_step(
     let to_f32 = |v: &[f64]| v.iter().map(|&g| g as f32).collect::<Vec<f32>>();
     let (dstudent, dteacher) = (to_f32(&rows.dlogits), to_f32(&rows.dteacher));
     let student_routes = routes[0].unwrap_or(&student_forward.routes);
-    let student_grads = student.update(batch, &student_forward, student_routes, &dstudent, adam_cfg);
+    let student_grads = student.update(Mode::Train, batch, &student_forward, student_routes, &dstudent, adam_cfg);
     let teacher_routes = routes[1].unwrap_or(&teacher_forward.routes);
-    let teacher_grads = teacher.update(batch, &teacher_forward, teacher_routes, &dteacher, adam_cfg);
+    let teacher_grads = teacher.update(Mode::Evaluate, batch, &teacher_forward, teacher_routes, &dteacher, adam_cfg);
     [
         StepOutcome { loss, grads: student_grads, forward: student_forward },
         StepOutcome { loss, grads: teacher_grads, forward: teacher_forward },

@@ -7,6 +7,7 @@ pub mod adam;
 pub mod batch;
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod loss;
 pub mod matmul;
 pub mod maxpool;

@@ -5,6 +5,7 @@
 //! steps need no uploads; per-step metrics stay on the device and are read back only at a few
 //! sync points per epoch.
 
+mod lower;
 mod plan;
 
 pub use crate::ops::loss::Loss;
@@ -12,7 +13,7 @@ pub use plan::{check_batch_fits, Distiller, Feed, Plan};
 
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::model::Architecture;
+use crate::model::{Architecture, PlacedLayer};
 use crate::ops::batch::{self, ImageSource, StepState};
 use crate::ops::metrics;
 use anyhow::{bail, ensure, Context, Result};
@@ -64,6 +65,9 @@ impl DeviceData {
 pub struct Model {
     pub arch: Architecture,
     pub weights: Tensor,
+    /// What its Dropout layers draw their masks from (with Adam's t, the layer and the
+    /// element): 0 unless [`Model::seeded`].
+    pub seed: u32,
 }
 
 impl Model {
@@ -76,7 +80,12 @@ impl Model {
             arch.flat_len()
         );
         let weights = Tensor::from_f32(gpu, &format!("{} weights", arch.name()), &[flat.len()], flat)?;
-        Ok(Model { arch: arch.clone(), weights })
+        Ok(Model { arch: arch.clone(), weights, seed: 0 })
+    }
+
+    /// The same model, its Dropout masks drawn from `seed`.
+    pub fn seeded(self, seed: u64) -> Model {
+        Model { seed: seed as u32 ^ (seed >> 32) as u32, ..self }
     }
 
     /// The parameter tensor `name` as a view of `of` (the weights, or a buffer in their layout).
@@ -85,9 +94,10 @@ impl Model {
         of.view(name, p.offset, &p.shape)
     }
 
-    /// Layer `layer`'s kernel and bias as views of `of`.
-    fn kernel_bias(&self, of: &Tensor, layer: &str) -> Result<[Tensor; 2]> {
-        Ok([self.param_view(of, &format!("{layer}.kernel"))?, self.param_view(of, &format!("{layer}.bias"))?])
+    /// `layer`'s parameter tensors, in its kind's order, as views of `of`.
+    fn layer_params(&self, of: &Tensor, layer: &PlacedLayer) -> Result<Vec<Tensor>> {
+        let suffixes = layer.kind().params(layer.input);
+        suffixes.iter().map(|p| self.param_view(of, &format!("{}.{}", layer.name, p.suffix))).collect()
     }
 
     pub fn read_flat(&self, gpu: &Gpu) -> Result<Vec<f32>> {

@@ -1,25 +1,24 @@
 //! A step planned from the layer list: every buffer and bind group made up front, the
 //! dispatches in recording order.
 //!
-//! Forward, layer by layer: a Conv2D followed by a LeakyReLU runs the activation in its
-//! matrix product's epilogue (the two share one output buffer); Flatten is a no-op in NHWC and
-//! shares its input's buffer. Backward, the list in reverse from the last layer down to the
-//! first layer with parameters: each layer turns the gradient of its output into the gradient
-//! of its input (not needed below the first layer with parameters) and of its parameters,
-//! which are views into one flat gradient buffer in the layout of the weights, so that Adam
-//! updates the whole model in one dispatch.
+//! The list is first lowered into stages ([`super::lower`]), which decide every fusion; each
+//! stage's dispatches come from its layer's kind ([`crate::model::Kind`]). Forward, stage by
+//! stage; backward, in reverse from the last layer down to the first layer with parameters:
+//! each stage turns the gradient of its output into the gradient of its input (not needed
+//! below the first layer with parameters) and of its parameters, which are views into one flat
+//! gradient buffer in the layout of the weights, so that Adam updates the whole model in one
+//! dispatch.
 
+use super::lower::{lower, BackwardStage, ForwardStage};
 use super::{DeviceData, DeviceSplit, Loss, Model};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
-use crate::model::{Architecture, Layer, Op, PlacedLayer};
+use crate::model::layers::{Draw, Gradients, Planned};
+use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
-use crate::ops::conv2d::{self, Cols};
-use crate::ops::dense::DenseGrads;
 use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
-use crate::ops::maxpool::{self, LeakyBefore};
-use crate::ops::{activation, dense, metrics, KernelBias};
+use crate::ops::metrics;
 use anyhow::{bail, ensure, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
@@ -33,51 +32,25 @@ pub struct Feed<'a> {
 
 /// What one layer's forward pass writes, and keeps for its backward pass.
 struct LayerBuffers {
-    /// Its output; Flatten and a fused LeakyReLU share the buffer of the layer before.
+    /// Its output; a layer that passes its input through, or an activation fused into the
+    /// product before it, shares the buffer of what it reads.
     output: Tensor,
-    /// A convolution's im2col matrix (unless its products gather it), a pooling layer's winners.
+    /// What its kind keeps ([`crate::model::Kind::saved_len`]): a convolution's im2col matrix
+    /// (unless its products gather it), a pooling layer's winners.
     saved: Option<Tensor>,
-}
-
-impl LayerBuffers {
-    /// A convolution's im2col matrix as its products read it.
-    fn cols(&self) -> Cols<'_> {
-        match &self.saved {
-            Some(cols) => Cols::Written(cols),
-            None => Cols::Gathered,
-        }
-    }
 }
 
 /// Forward-pass buffers of one model at one batch size.
 struct Activations {
     batch: usize,
+    /// Training or evaluation: which layers have stages and buffers of their own.
+    mode: Mode,
     x: Tensor,
     labels: Tensor,
     teacher_logits: Tensor,
     layers: Vec<LayerBuffers>,
     /// One scratch buffer serves every split reduction of a step (they run one after another).
     scratch: Tensor,
-}
-
-/// Whether layer `i` is a LeakyReLU that runs in the epilogue of the convolution before it.
-fn fused_into_previous(layers: &[PlacedLayer], i: usize) -> bool {
-    i > 0 && matches!(layers[i].layer, Layer::LeakyReLU { .. }) && matches!(layers[i - 1].layer, Layer::Conv2D { .. })
-}
-
-/// Whether layer `i` is a pool right after a LeakyReLU, whose backward pass it runs too.
-fn pool_after_leaky(layers: &[PlacedLayer], i: usize) -> bool {
-    i > 0
-        && matches!(layers[i].layer, Layer::MaxPooling2D { .. })
-        && matches!(layers[i - 1].layer, Layer::LeakyReLU { .. })
-}
-
-/// The slope a convolution at `i` applies in its epilogue, if a LeakyReLU follows it.
-fn fused_slope(layers: &[PlacedLayer], i: usize) -> Option<f32> {
-    match layers.get(i + 1).map(|l| l.layer) {
-        Some(Layer::LeakyReLU { slope }) if fused_into_previous(layers, i + 1) => Some(slope),
-        _ => None,
-    }
 }
 
 /// Elements of the largest buffers a training step of `arch` needs at `batch` (those
@@ -87,27 +60,15 @@ fn step_buffer_sizes(arch: &Architecture, batch: usize) -> Vec<(String, usize)> 
     let mut sizes =
         vec![("weights".to_string(), arch.flat_len()), ("reduction scratch".into(), scratch_len(arch, batch))];
     for layer in arch.walk() {
-        let name = &layer.name;
-        sizes.push((format!("{name} output"), batch * layer.output.len()));
-        if let Op::Conv(s) = layer.op(batch) {
-            sizes.push((format!("{name} im2col"), s.m() * s.k()));
-            sizes.push((format!("{name} kernel transposed"), s.kernel_len()));
-        }
+        let at = layer.at(batch);
+        sizes.push((format!("{} output", layer.name), batch * layer.output.len()));
+        sizes.extend(layer.kind().buffer_sizes(&at).into_iter().map(|(what, n)| (format!("{} {what}", layer.name), n)));
     }
     sizes
 }
 
 fn scratch_len(arch: &Architecture, batch: usize) -> usize {
-    arch.walk()
-        .iter()
-        .map(|l| match l.op(batch) {
-            Op::Conv(s) => s.kernel_grad_scratch(),
-            Op::Dense(d) => d.scratch_len(),
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1)
+    arch.walk().iter().map(|l| l.kind().scratch_len(&l.at(batch))).max().unwrap_or(0).max(1)
 }
 
 /// Checks before any work that every buffer of a training step fits the device's binding limit.
@@ -130,33 +91,32 @@ pub fn check_batch_fits(gpu: &Gpu, arch: &Architecture, batch: usize) -> Result<
 }
 
 impl Activations {
-    /// Buffers for `arch` at batch `b`; with `input`, it reads the images and labels of
-    /// another model's plan (the co-trained teacher sees the student's batch).
-    fn new(gpu: &Gpu, arch: &Architecture, b: usize, input: Option<&Activations>) -> Result<Activations> {
+    /// Buffers for `arch` at batch `b` in `mode`; with `input`, it reads the images and
+    /// labels of another model's plan (the co-trained teacher sees the student's batch).
+    fn new(gpu: &Gpu, arch: &Architecture, b: usize, mode: Mode, input: Option<&Activations>) -> Result<Activations> {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
-        let walk = arch.walk();
-        let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
-        for (i, layer) in walk.iter().enumerate() {
-            let shares_input = matches!(layer.layer, Layer::Flatten) || fused_into_previous(&walk, i);
-            let output = match layers.last() {
-                Some(before) if shares_input => before.output.clone(),
-                _ => t(&format!("{} output", layer.name), b * layer.output.len())?,
-            };
-            let saved = match layer.op(b) {
-                Op::Conv(s) if !conv2d::gathers_im2col(gpu, &s) => {
-                    Some(t(&format!("{} im2col", layer.name), s.m() * s.k())?)
-                }
-                Op::Pool(s) => Some(t(&format!("{} winners", layer.name), s.output_len())?),
-                _ => None,
-            };
-            layers.push(LayerBuffers { output, saved });
-        }
         let (x, labels) = match input {
             Some(other) => (other.x.clone(), other.labels.clone()),
             None => (t("input", b * IMAGE_SIDE * IMAGE_SIDE)?, t("labels", b)?),
         };
+        let walk = arch.walk();
+        let shares_input = lower(&walk, mode).shares_input;
+        let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
+        for (layer, shares) in walk.iter().zip(shares_input) {
+            let output = match (shares, layers.last()) {
+                (true, Some(before)) => before.output.clone(),
+                (true, None) => x.clone(),
+                (false, _) => t(&format!("{} output", layer.name), b * layer.output.len())?,
+            };
+            let saved = match layer.kind().saved_len(gpu, &layer.at(b)) {
+                Some((what, len)) => Some(t(&format!("{} {what}", layer.name), len)?),
+                None => None,
+            };
+            layers.push(LayerBuffers { output, saved });
+        }
         Ok(Activations {
             batch: b,
+            mode,
             x,
             labels,
             teacher_logits: t("teacher logits", b * NUM_CLASSES)?,
@@ -220,7 +180,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(gpu: &Gpu, name: &str, arch: &Architecture, batch: usize, samples: usize) -> Result<Plan> {
+    fn new(gpu: &Gpu, name: &str, arch: &Architecture, batch: usize, samples: usize, mode: Mode) -> Result<Plan> {
         ensure!(batch > 0, "batch size must be at least 1");
         ensure!(samples > 0, "{name}: no samples to run on");
         let steps = samples.div_ceil(batch);
@@ -233,7 +193,7 @@ impl Plan {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let activations = Activations::new(gpu, arch, batch, None)?;
+        let activations = Activations::new(gpu, arch, batch, mode, None)?;
         Ok(Plan {
             name: name.to_string(),
             dispatches: Vec::new(),
@@ -261,36 +221,47 @@ impl Plan {
         Ok(())
     }
 
-    /// Every layer's forward dispatches of model `which` of the plan.
+    /// Every forward stage's dispatches of model `which` of the plan.
     fn forward(&mut self, gpu: &Gpu, model: &Model, which: usize) -> Result<()> {
-        let (act, b) = (&self.models[which].activations, self.batch);
+        let act = &self.models[which].activations;
         let walk = model.arch.walk();
-        for (i, layer) in walk.iter().enumerate() {
-            let (input, out) = (act.input(i), &act.layers[i]);
-            let dispatches = match layer.op(b) {
-                Op::Conv(s) => {
-                    let [kernel, bias] = model.kernel_bias(&model.weights, &layer.name)?;
-                    let weights = KernelBias { kernel: &kernel, bias: &bias };
-                    let slope = fused_slope(&walk, i);
-                    conv2d::forward(gpu, &s, input, weights, slope, out.cols(), &out.output)?
-                }
-                Op::LeakyReLU { slope, .. } if !fused_into_previous(&walk, i) => {
-                    vec![activation::leaky_relu_forward(gpu, slope, input, &out.output)?]
-                }
-                Op::LeakyReLU { .. } | Op::Flatten => Vec::new(),
-                Op::Pool(s) => {
-                    let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-                    vec![maxpool::forward(gpu, &s, input, &out.output, winners)?]
-                }
-                Op::Dense(s) => {
-                    let [kernel, bias] = model.kernel_bias(&model.weights, &layer.name)?;
-                    let weights = KernelBias { kernel: &kernel, bias: &bias };
-                    dense::forward(gpu, &s, input, weights, &act.scratch, &out.output)?
-                }
-            };
-            self.dispatches.extend(tag(&format!("{} forward", layer.name), dispatches));
+        let mut dispatches = Vec::new();
+        for ForwardStage { layer: i, epilogue } in lower(&walk, act.mode).forward {
+            let params = model.layer_params(&model.weights, &walk[i])?;
+            // A fused activation's output is this buffer too: the stage writes the activation's.
+            let y = &act.layers[epilogue.map_or(i, |(e, _)| e)].output;
+            let p = self.planned(gpu, model, which, (i, &walk[i]), &params, y);
+            let d = walk[i].kind().forward(&p, epilogue.map(|(_, slope)| slope))?;
+            dispatches.extend(tag(&format!("{} forward", walk[i].name), d));
         }
+        self.dispatches.extend(dispatches);
         Ok(())
+    }
+
+    /// Layer `i` of model `which` as its kind plans it, writing `y`.
+    fn planned<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        model: &Model,
+        which: usize,
+        (i, layer): (usize, &PlacedLayer),
+        params: &'a [Tensor],
+        y: &'a Tensor,
+    ) -> Planned<'a> {
+        let act = &self.models[which].activations;
+        Planned {
+            gpu,
+            at: layer.at(act.batch),
+            label: format!("{} {}", model.arch.name(), layer.name),
+            mode: act.mode,
+            draw: Draw { seed: model.seed, layer: i as u32 },
+            state: &self.state,
+            x: act.input(i),
+            y,
+            saved: act.layers[i].saved.as_ref(),
+            params,
+            scratch: &act.scratch,
+        }
     }
 
     /// The loss kernel and the metrics record of the plan's model; returns the logit gradient
@@ -333,37 +304,40 @@ impl Plan {
         Ok(())
     }
 
-    /// Every layer's backward dispatches, the list in reverse, from `dlogits` into `grads`.
+    /// Every backward stage's dispatches, the list in reverse, from `dlogits` into `grads`.
     fn backward(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, grads: &Tensor) -> Result<()> {
         let walk = model.arch.walk();
-        let Some(first) = walk.iter().position(PlacedLayer::has_params) else { return Ok(()) };
+        let mode = self.models[which].activations.mode;
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
-        let mut i = walk.len();
-        while i > first {
-            i -= 1;
-            let layer = &walk[i];
-            // A pool's backward pass also goes through a LeakyReLU right before it.
-            let below = pool_after_leaky(&walk, i).then(|| i - 1);
-            // The gradient of the input of the layer it reaches, which the layer before that
-            // reads next; Flatten passes it on.
-            let reaches = &walk[below.unwrap_or(i)];
-            let dx = match layer.layer {
-                _ if i == first => None,
-                Layer::Flatten => Some(dy.clone()),
-                _ => {
+        let mut dispatches = Vec::new();
+        for stage in lower(&walk, mode).backward {
+            let BackwardStage { layer: i, through, needs_dx } = stage;
+            let (layer, reaches) = (&walk[i], &walk[stage.lowest()]);
+            let dx = match needs_dx {
+                true => {
                     let label = format!("{} {} input gradient", model.arch.name(), reaches.name);
                     Some(Tensor::zeros(gpu, &label, &[self.batch * reaches.input.len()])?)
                 }
+                false => None,
             };
-            let act = &self.models[which].activations;
-            let d = layer_backward(gpu, model, act, grads, (&walk, i), &dy, dx.as_ref())?;
-            self.dispatches.extend(d);
+            let (params, param_grads) = (model.layer_params(&model.weights, layer)?, model.layer_params(grads, layer)?);
+            let y = &self.models[which].activations.layers[i].output;
+            let p = self.planned(gpu, model, which, (i, &walk[i]), &params, y);
+            let g = Gradients { dy: &dy, params: &param_grads, dx: dx.as_ref(), through: through.map(|(_, s)| s) };
+            let label = match through {
+                Some((a, _)) => format!("{} + {} backward", layer.name, walk[a].name),
+                None => format!("{} backward", layer.name),
+            };
+            for mut d in layer.kind().backward(&p, &g)? {
+                d.layer = if d.layer.is_empty() { label.clone() } else { format!("{} {}", layer.name, d.layer) };
+                dispatches.push(d);
+            }
             if let Some(dx) = dx {
                 dy = dx;
             }
-            i = below.unwrap_or(i);
         }
+        self.dispatches.extend(dispatches);
         Ok(())
     }
 
@@ -378,7 +352,7 @@ impl Plan {
         adam: &AdamConfig,
     ) -> Result<Plan> {
         check_batch_fits(gpu, &model.arch, batch)?;
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Train)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
@@ -401,8 +375,10 @@ impl Plan {
         ensure!(feed.teacher_logits.is_none(), "{name}: a co-trained teacher computes its logits at every step");
         check_batch_fits(gpu, &student.arch, batch)?;
         check_batch_fits(gpu, &teacher.arch, batch)?;
-        let mut plan = Plan::new(gpu, name, &student.arch, batch, feed.split.samples)?;
-        let activations = Activations::new(gpu, &teacher.arch, batch, Some(&plan.models[0].activations))?;
+        let mut plan = Plan::new(gpu, name, &student.arch, batch, feed.split.samples, Mode::Train)?;
+        // The Distiller calls the teacher with training=False: its Dropout layers keep everything.
+        let student_batch = Some(&plan.models[0].activations);
+        let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
         plan.models.push(PlannedModel { activations, optimizer: None });
         plan.gather(gpu, feed)?;
         plan.forward(gpu, teacher, 1)?;
@@ -419,7 +395,7 @@ impl Plan {
     /// Loss and accuracy over the feed's split without training (Keras's evaluate); the
     /// logits of every sample are kept for [`Plan::read_logits`] (the split in file order).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
@@ -440,7 +416,7 @@ impl Plan {
     /// (samples x 10): the frozen teacher's outputs, computed once for distillation.
     pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let logits = plan.models[0].activations.logits();
@@ -483,61 +459,4 @@ impl Plan {
     pub fn saved(&self, which: usize, i: usize) -> Option<&Tensor> {
         self.models.get(which)?.activations.layers.get(i)?.saved.as_ref()
     }
-}
-
-/// The backward dispatches of layer `i` of `walk`: from `dy`, the gradients of its parameters
-/// (views of `grads`) and, when `dx` is given, of its input; for a pool right after a
-/// LeakyReLU, of that LeakyReLU's input.
-fn layer_backward(
-    gpu: &Gpu,
-    model: &Model,
-    act: &Activations,
-    grads: &Tensor,
-    (walk, i): (&[PlacedLayer], usize),
-    dy: &Tensor,
-    dx: Option<&Tensor>,
-) -> Result<Vec<Dispatch>> {
-    let layer = &walk[i];
-    let (name, out, input) = (&layer.name, &act.layers[i], act.input(i));
-    let passes = "a layer above the first with parameters passes a gradient on";
-    Ok(match layer.op(act.batch) {
-        Op::Conv(s) => {
-            let mut d = Vec::new();
-            if let Some(dx) = dx {
-                let t = |what: &str, len| Tensor::zeros(gpu, &format!("{} {name} {what}", model.arch.name()), &[len]);
-                let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
-                let [kernel, _] = model.kernel_bias(&model.weights, name)?;
-                let input_grad = conv2d::backward_input(gpu, &s, dy, &kernel, &w_t, &dcols, dx)?;
-                d.extend(tag(&format!("{name} input grad"), input_grad));
-            }
-            let [gw, gb] = model.kernel_bias(grads, name)?;
-            let grads = KernelBias { kernel: &gw, bias: &gb };
-            d.extend(tag(
-                &format!("{name} kernel grad"),
-                conv2d::backward_kernel(gpu, &s, input, out.cols(), dy, grads, &act.scratch)?,
-            ));
-            d
-        }
-        Op::Dense(s) => {
-            let ([kernel, _], [gw, gb]) = (model.kernel_bias(&model.weights, name)?, model.kernel_bias(grads, name)?);
-            let grads = DenseGrads { params: KernelBias { kernel: &gw, bias: &gb }, input: dx };
-            tag(&format!("{name} backward"), dense::backward(gpu, &s, input, &kernel, dy, grads, &act.scratch)?)
-        }
-        Op::Pool(s) => {
-            let winners = out.saved.as_ref().expect("a pooling layer keeps its winners");
-            let (leaky, label) = match pool_after_leaky(walk, i).then(|| &walk[i - 1]) {
-                Some(PlacedLayer { layer: Layer::LeakyReLU { slope }, name: leaky, .. }) => {
-                    (Some(LeakyBefore { slope: *slope, output: input }), format!("{name} + {leaky} backward"))
-                }
-                _ => (None, format!("{name} backward")),
-            };
-            tag(&label, vec![maxpool::backward(gpu, &s, dy, winners, leaky, dx.expect(passes))?])
-        }
-        // Its output's sign is its input's (slope > 0), fused or not.
-        Op::LeakyReLU { slope, .. } => {
-            let d = activation::leaky_relu_backward(gpu, slope, &out.output, dy, dx.expect(passes))?;
-            tag(&format!("{name} backward"), vec![d])
-        }
-        Op::Flatten => Vec::new(),
-    })
 }

@@ -1,0 +1,130 @@
+//! Conv2D: "same" padding, square kernel and stride, with bias; products over im2col
+//! (`ops::conv2d`), an activation after it run in the forward product's epilogue.
+
+use super::{At, Gradients, Kind, ParamShape, Planned, Reference, ReferenceGradients, Route};
+use crate::gpu::{tag, Dispatch, Gpu, Tensor};
+use crate::model::Dims;
+use crate::ops::conv2d::{self, Cols, ConvShape};
+use crate::ops::{same_padding, KernelBias};
+use anyhow::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Conv2D {
+    pub filters: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Conv2D {
+    /// Its convolution over `batch` samples of `input` (an image).
+    pub fn shape(&self, input: Dims, batch: usize) -> ConvShape {
+        let Dims::Image { h, w, c } = input else { panic!("a Conv2D takes an image, not {input:?}") };
+        ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: self.filters, kernel: self.kernel, stride: self.stride }
+    }
+
+    /// The im2col matrix as its products read it: kept in `saved` when written out.
+    fn cols<'a>(saved: Option<&'a Tensor>) -> Cols<'a> {
+        match saved {
+            Some(cols) => Cols::Written(cols),
+            None => Cols::Gathered,
+        }
+    }
+}
+
+impl Kind for Conv2D {
+    fn keras_class(&self) -> &'static str {
+        "Conv2D"
+    }
+    fn keras_stem(&self) -> &'static str {
+        "conv2d"
+    }
+    fn stem(&self) -> &'static str {
+        "conv"
+    }
+
+    fn describe(&self) -> String {
+        format!("Conv2D({}, {}, strides={})", self.filters, self.kernel, self.stride)
+    }
+
+    fn output(&self, input: Dims) -> Result<Dims, String> {
+        let Dims::Image { h, w, .. } = input else { return Err("takes an image, but its input was flattened".into()) };
+        if self.filters == 0 || self.kernel == 0 || self.stride == 0 {
+            return Err("sizes must be at least 1".into());
+        }
+        Ok(Dims::Image {
+            h: same_padding(h, self.kernel, self.stride).0,
+            w: same_padding(w, self.kernel, self.stride).0,
+            c: self.filters,
+        })
+    }
+
+    fn params(&self, input: Dims) -> Vec<ParamShape> {
+        let (k, f, c) = (self.kernel, self.filters, input.channels());
+        vec![
+            ParamShape { suffix: "kernel", shape: vec![k, k, c, f], fans: Some(k * k * (c + f)) },
+            ParamShape { suffix: "bias", shape: vec![f], fans: None },
+        ]
+    }
+
+    fn product_flops(&self, at: &At) -> f64 {
+        self.shape(at.input, at.batch).flops()
+    }
+
+    fn fuses_activation_after(&self) -> bool {
+        true
+    }
+
+    /// The im2col matrix, unless the products gather it.
+    fn saved_len(&self, gpu: &Gpu, at: &At) -> Option<(&'static str, usize)> {
+        let s = self.shape(at.input, at.batch);
+        (!conv2d::gathers_im2col(gpu, &s)).then(|| ("im2col", s.m() * s.k()))
+    }
+
+    fn scratch_len(&self, at: &At) -> usize {
+        self.shape(at.input, at.batch).kernel_grad_scratch()
+    }
+
+    fn buffer_sizes(&self, at: &At) -> Vec<(&'static str, usize)> {
+        let s = self.shape(at.input, at.batch);
+        vec![("im2col", s.m() * s.k()), ("kernel transposed", s.kernel_len())]
+    }
+
+    fn forward(&self, p: &Planned, epilogue: Option<f32>) -> Result<Vec<Dispatch>> {
+        let s = self.shape(p.at.input, p.at.batch);
+        let weights = KernelBias { kernel: &p.params[0], bias: &p.params[1] };
+        conv2d::forward(p.gpu, &s, p.x, weights, epilogue, Self::cols(p.saved), p.y)
+    }
+
+    fn backward(&self, p: &Planned, g: &Gradients) -> Result<Vec<Dispatch>> {
+        let s = self.shape(p.at.input, p.at.batch);
+        let mut d = Vec::new();
+        if let Some(dx) = g.dx {
+            let t = |what: &str, len| Tensor::zeros(p.gpu, &format!("{} {what}", p.label), &[len]);
+            let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
+            d.extend(tag("input grad", conv2d::backward_input(p.gpu, &s, g.dy, &p.params[0], &w_t, &dcols, dx)?));
+        }
+        let grads = KernelBias { kernel: &g.params[0], bias: &g.params[1] };
+        let kernel = conv2d::backward_kernel(p.gpu, &s, p.x, Self::cols(p.saved), g.dy, grads, p.scratch)?;
+        d.extend(tag("kernel grad", kernel));
+        Ok(d)
+    }
+
+    fn reference_forward(&self, r: &Reference, x: &[f32]) -> (Vec<f32>, Route) {
+        let s = self.shape(r.at.input, r.at.batch);
+        (conv2d::reference::forward(&s, x, r.params[0], r.params[1], None), Route::Fixed)
+    }
+
+    fn reference_backward(
+        &self,
+        r: &Reference,
+        x: &[f32],
+        _: &Route,
+        dy: &[f32],
+        needs_dx: bool,
+    ) -> ReferenceGradients {
+        let s = self.shape(r.at.input, r.at.batch);
+        let (dw, db) = conv2d::reference::backward_kernel(&s, x, dy);
+        let dx = needs_dx.then(|| conv2d::reference::backward_input(&s, dy, r.params[0]));
+        ReferenceGradients { dx, params: vec![dw, db] }
+    }
+}
