@@ -1,11 +1,11 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::resume::{self, Interrupted};
 use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
-use kd_wgpu::model::{parse_channels, Architecture};
+use kd_wgpu::model::{keras, parse_channels, Architecture};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -112,6 +112,13 @@ struct RunArgs {
     /// Filters of the students' two convolutions.
     #[arg(long, value_name = "C1,C2", default_value = "16,32", value_parser = parse_channels, global = true)]
     student_channels: [usize; 2],
+    /// The teacher's layers from a Keras model file (the JSON of `model.to_json()` for a
+    /// Sequential) instead of the seed's network.
+    #[arg(long, value_name = "FILE", conflicts_with = "teacher_channels", global = true)]
+    teacher_layers: Option<PathBuf>,
+    /// The students' layers from a Keras model file, as --teacher-layers.
+    #[arg(long, value_name = "FILE", conflicts_with = "student_channels", global = true)]
+    student_layers: Option<PathBuf>,
     /// Weight of the hard-label loss in distillation, in [0, 1].
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, global = true)]
     alpha: f32,
@@ -185,8 +192,11 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn config(&self, device: &DeviceArgs) -> Config {
-        Config {
+    fn config(&self, device: &DeviceArgs) -> Result<Config> {
+        let layers = |flag: &str, path: &Option<PathBuf>| {
+            path.as_deref().map(|p| keras::read_layers(p).with_context(|| flag.to_string())).transpose()
+        };
+        Ok(Config {
             backend: device.backend,
             matmul: device.matmul,
             data: LoadOptions {
@@ -211,8 +221,10 @@ impl RunArgs {
             sweep_temperature: self.sweep_temperature.clone(),
             teacher_channels: self.teacher_channels,
             student_channels: self.student_channels,
+            teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
+            student_layers: layers("--student-layers", &self.student_layers)?,
             distill_teacher: self.distill_teacher,
-        }
+        })
     }
 
     fn checkpointing(&self) -> Result<Option<Checkpointing>> {
@@ -266,7 +278,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         }
         return Ok(());
     }
-    let cfg = cli.run.config(&cli.device);
+    let cfg = cli.run.config(&cli.device)?;
     match cli.command {
         None => run_experiment(&cli.run, &cfg),
         Some(Command::Bench { reps, steps, json }) => {

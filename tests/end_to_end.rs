@@ -232,3 +232,48 @@ fn unwritable_outputs_are_refused_before_any_work() {
         assert!(!stdout.contains("Adapter:") && !stderr.contains("panicked"), "{args:?} started work: {stdout}");
     }
 }
+
+/// A student read from a Keras model file (written by Keras 3 with `model.to_json()`: ReLU as
+/// an option and as a layer, Dropout, a hidden Dense) trains, is saved with its layer list,
+/// and `evaluate` rebuilds it from the file and gives the report's test figures.
+#[test]
+fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    let dir = tempfile::tempdir().unwrap();
+    let keras_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keras-small.json");
+    let metrics = dir.path().join("metrics.json");
+    let limits = ["--offline", "--train-limit", "960", "--test-limit", "160"];
+    let out = Command::new(exe)
+        .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
+        .args(["--student-epochs", "3", "--save-dir"])
+        .arg(dir.path())
+        .arg("--metrics-out")
+        .arg(&metrics)
+        .args(limits)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("dropout_1 (Dropout)"), "the summary lists Keras's layers:\n{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    let layers = &report["config"]["student_layers"];
+    assert_eq!(layers.as_array().map(Vec::len), Some(11), "{layers}");
+    let scratch_accuracy = report["scratch"]["test_accuracy"].as_f64().unwrap();
+    assert!(scratch_accuracy > 0.4, "the scratch student learned: {scratch_accuracy}");
+
+    let weights = dir.path().join("scratch.safetensors");
+    let out = Command::new(exe).arg("evaluate").arg("--weights").arg(&weights).args(limits).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let expected = format!("accuracy: {scratch_accuracy:.4} on 160 images");
+    assert!(stdout.contains(&expected), "evaluate gives the report's accuracy ({expected}):\n{stdout}");
+
+    // A file with a layer the engine does not have is refused with its name, before any work.
+    let bad = dir.path().join("bad.json");
+    let text = std::fs::read_to_string(keras_file).unwrap().replace("\"Dropout\"", "\"GaussianNoise\"");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(exe).arg("--student-layers").arg(&bad).args(limits).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("layer 6 `dropout` (GaussianNoise): GaussianNoise is not a supported layer"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 use crate::checkpoint;
 use crate::data::LoadOptions;
 use crate::gpu::{BackendChoice, MatmulVariant};
-use crate::model::{Architecture, STUDENT_CHANNELS, TEACHER_CHANNELS};
+use crate::model::{Architecture, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -46,6 +46,12 @@ pub struct Config {
     /// Filters of the seed network's two convolutions, for the teacher and the students.
     pub teacher_channels: [usize; 2],
     pub student_channels: [usize; 2],
+    /// Layer lists read from Keras model files (`--teacher-layers`, `--student-layers`),
+    /// instead of the seed's network with the channels above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_layers: Option<Vec<Layer>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student_layers: Option<Vec<Layer>>,
     pub distill_teacher: DistillTeacher,
 }
 
@@ -72,6 +78,8 @@ impl Default for Config {
             sweep_temperature: Vec::new(),
             teacher_channels: TEACHER_CHANNELS,
             student_channels: STUDENT_CHANNELS,
+            teacher_layers: None,
+            student_layers: None,
             distill_teacher: DistillTeacher::Frozen,
         }
     }
@@ -90,11 +98,17 @@ impl Config {
     }
 
     pub fn teacher(&self) -> Result<Architecture> {
-        Architecture::seed("teacher", self.teacher_channels).context("--teacher-channels")
+        match &self.teacher_layers {
+            Some(layers) => Architecture::new("teacher", layers.clone()).context("--teacher-layers"),
+            None => Architecture::seed("teacher", self.teacher_channels).context("--teacher-channels"),
+        }
     }
 
     pub fn student(&self) -> Result<Architecture> {
-        Architecture::seed("student", self.student_channels).context("--student-channels")
+        match &self.student_layers {
+            Some(layers) => Architecture::new("student", layers.clone()).context("--student-layers"),
+            None => Architecture::seed("student", self.student_channels).context("--student-channels"),
+        }
     }
 
     /// Refuses out-of-range settings before any work starts.

@@ -129,7 +129,11 @@ impl Fingerprint {
             ("adapter", gpu::describe(&gpu.info)),
             ("kernel family (--matmul)", format!("{:?}", gpu.family())),
         ];
-        Fingerprint(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        // Layer lists only where given, so that states written before these flags still match.
+        let lists = [("--teacher-layers", &cfg.teacher_layers), ("--student-layers", &cfg.student_layers)]
+            .into_iter()
+            .filter_map(|(k, l)| Some((k, serde_json::to_string(l.as_ref()?).expect("a layer list serializes"))));
+        Fingerprint(entries.into_iter().chain(lists).map(|(k, v)| (k.to_string(), v)).collect())
     }
 
     /// One line per setting that differs: `--seed: 1 in the state, 2 now`.
