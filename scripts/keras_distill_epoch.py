@@ -27,8 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_to_keras  # noqa: E402
@@ -36,13 +34,7 @@ import safetensors_to_keras  # noqa: E402
 
 def load(path):
     """A Keras model with the layers and weights of a kd-wgpu file."""
-    with safe_open(path, framework="numpy") as f:
-        metadata = f.metadata() or {}
-    name, layer_list = safetensors_to_keras.declared_layers(path, metadata, None)
-    model, order = safetensors_to_keras.build(name, layer_list)
-    tensors = load_file(path)
-    model.set_weights([tensors[n] for n in order])
-    return model
+    return safetensors_to_keras.load(path)
 
 
 class Distiller(keras.Model):

@@ -20,23 +20,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
 
 
-def seed_model(name, channels):
-    """The seed's Sequential: conv, LeakyReLU, max-pool, conv, flatten, dense."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(channels[0], (3, 3), strides=(2, 2), padding="same"),
-            layers.LeakyReLU(negative_slope=0.2),
-            layers.MaxPooling2D(pool_size=(2, 2), strides=(1, 1), padding="same"),
-            layers.Conv2D(channels[1], (3, 3), strides=(2, 2), padding="same"),
-            layers.Flatten(),
-            layers.Dense(10),
-        ],
-        name=name,
-    )
+MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
+
+
+def seed_model(name):
+    """The seed's teacher or student, from the Keras file kd-wgpu's tests check against it."""
+    with open(os.path.join(MODELS, f"seed-{name}.json")) as f:
+        return keras.models.model_from_json(f.read())
 
 
 def step_times(model, steps, fits, batch=32):
@@ -64,8 +56,8 @@ def main():
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     report = {"keras": keras.__version__, "steps": args.steps}
-    for name, channels in [("teacher", (256, 512)), ("student", (16, 32))]:
-        times = step_times(seed_model(name, channels), args.steps, args.fits)
+    for name in ["teacher", "student"]:
+        times = step_times(seed_model(name), args.steps, args.fits)
         report[name] = {"best_ms": min(times), "fits_ms": times}
         print(f"{name} train step, batch 32: best {min(times):.1f} ms "
               f"(fits: {', '.join(f'{t:.1f}' for t in times)} ms)")

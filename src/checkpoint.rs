@@ -10,7 +10,7 @@
 //! .., each convolution's filters, which is all that files from before the layer list hold)
 //! and the training configuration (`config`, JSON).
 
-use crate::model::{Architecture, Layer};
+use crate::model::{keras, Architecture, Layer};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -123,6 +123,10 @@ fn architecture_of(bytes: &[u8]) -> Result<Architecture> {
             serde_json::from_str(json).with_context(|| format!("metadata `layers` is not a layer list: {json}"))?;
         return Architecture::new(&name, layers);
     }
+    if let Some(json) = meta.get("keras_model") {
+        let layers = keras::layers_from_json(json).context("metadata `keras_model`")?;
+        return Architecture::new(&name, layers);
+    }
     let channels = match metadata_channels(&meta)? {
         Some(c) => c,
         None => {
@@ -165,6 +169,10 @@ pub fn save(path: &Path, arch: &Architecture, flat: &[f32], config_json: &str) -
         ("architecture".to_string(), architecture_label(arch)),
         ("layers".to_string(), serde_json::to_string(arch.layers())?),
         ("config".to_string(), config_json.to_string()),
+        // For Keras: the model to build (keras.models.model_from_json) and which tensor each
+        // of its weights is, in get_weights() order (scripts/safetensors_to_keras.py).
+        ("keras_model".to_string(), keras::to_json(arch)),
+        ("weight_order".to_string(), serde_json::to_string(&params.iter().map(|p| &p.name).collect::<Vec<_>>())?),
     ]);
     for (i, c) in arch.channels().iter().enumerate() {
         metadata.insert(format!("conv{}", i + 1), c.to_string());
@@ -235,7 +243,7 @@ pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
 
     // The architecture the metadata declares, checked first: it gives the plainest message.
     if let Some(meta) = header.metadata() {
-        if meta.contains_key("layers") || metadata_channels(meta)?.is_some() {
+        if ["layers", "keras_model"].iter().any(|k| meta.contains_key(*k)) || metadata_channels(meta)?.is_some() {
             let held = architecture_of(bytes)?;
             if held.layers() != arch.layers() {
                 bail!("this file holds a {}, but a {expected} is expected here", describe(&held));
@@ -247,7 +255,20 @@ pub fn load_bytes(bytes: &[u8], arch: &Architecture) -> Result<Vec<f32>> {
         }
     }
 
-    let params = arch.params();
+    let mut params = arch.params();
+    // A file written from Keras (scripts/keras_to_safetensors.py) names its tensors as Keras
+    // does and lists them in get_weights() order, which is the order of the parameters here.
+    if let Some(order) = header.metadata().as_ref().and_then(|m| m.get("weight_order")) {
+        let names: Vec<String> =
+            serde_json::from_str(order).context("metadata `weight_order` is not a list of names")?;
+        ensure!(
+            names.len() == params.len(),
+            "metadata `weight_order` lists {} tensors, but a {expected} has {}",
+            names.len(),
+            params.len()
+        );
+        params.iter_mut().zip(names).for_each(|(p, name)| p.name = name);
+    }
     let mut names: Vec<&str> = st.names();
     names.sort_unstable();
     for name in &names {

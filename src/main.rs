@@ -5,9 +5,12 @@ use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::resume::{self, Interrupted};
 use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
-use kd_wgpu::model::{keras, parse_channels, Architecture};
+use kd_wgpu::model::{keras, Architecture, Channels};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The seed program's settings: every flag's default comes from here.
+static DEFAULTS: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
 
 /// Knowledge distillation on Fashion-MNIST, every kernel in WGSL on wgpu.
 ///
@@ -100,18 +103,18 @@ struct RunArgs {
     /// Never download the data set.
     #[arg(long, global = true)]
     offline: bool,
-    #[arg(long, default_value_t = 5, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.teacher_epochs, global = true)]
     teacher_epochs: usize,
-    #[arg(long, default_value_t = 3, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.student_epochs, global = true)]
     student_epochs: usize,
-    #[arg(long, default_value_t = 32, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.batch_size, global = true)]
     batch_size: usize,
     /// Filters of the teacher's two convolutions.
-    #[arg(long, value_name = "C1,C2", default_value = "256,512", value_parser = parse_channels, global = true)]
-    teacher_channels: [usize; 2],
+    #[arg(long, value_name = "C1,C2", default_value_t = Channels(DEFAULTS.teacher_channels), global = true)]
+    teacher_channels: Channels,
     /// Filters of the students' two convolutions.
-    #[arg(long, value_name = "C1,C2", default_value = "16,32", value_parser = parse_channels, global = true)]
-    student_channels: [usize; 2],
+    #[arg(long, value_name = "C1,C2", default_value_t = Channels(DEFAULTS.student_channels), global = true)]
+    student_channels: Channels,
     /// The teacher's layers from a Keras model file (the JSON of `model.to_json()` for a
     /// Sequential) instead of the seed's network.
     #[arg(long, value_name = "FILE", conflicts_with = "teacher_channels", global = true)]
@@ -120,20 +123,20 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "student_channels", global = true)]
     student_layers: Option<PathBuf>,
     /// Weight of the hard-label loss in distillation, in [0, 1].
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.alpha, allow_negative_numbers = true, global = true)]
     alpha: f32,
     /// Distillation temperature, above 0.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.temperature, allow_negative_numbers = true, global = true)]
     temperature: f32,
-    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.learning_rate, allow_negative_numbers = true, global = true)]
     learning_rate: f32,
     /// `frozen`: distillation as intended, the teacher stays as trained. `trainable`: what the
     /// seed program computes under Keras 3, whose Distiller trains the teacher along with the
     /// student by one Adam (each distilled student gets its own copy of the teacher).
-    #[arg(long, value_enum, default_value = "frozen")]
+    #[arg(long, value_enum, default_value_t = DEFAULTS.distill_teacher)]
     distill_teacher: DistillTeacher,
     /// Seed of the initial weights and the shuffles.
-    #[arg(long, default_value_t = 1, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.seed, global = true)]
     seed: u64,
     /// Train on the first N training images only.
     #[arg(long, value_name = "N", global = true)]
@@ -145,7 +148,7 @@ struct RunArgs {
     #[arg(long, global = true)]
     no_shuffle: bool,
     /// Metric readbacks per epoch (progress and NaN checks).
-    #[arg(long, default_value_t = 10, hide = true, global = true)]
+    #[arg(long, default_value_t = DEFAULTS.sync_points, hide = true, global = true)]
     sync_points: usize,
     /// Save teacher.safetensors, student.safetensors (distilled) and scratch.safetensors here,
     /// each when its training ends (the directory is created if needed).
@@ -219,8 +222,8 @@ impl RunArgs {
             runs: self.runs,
             sweep_alpha: self.sweep_alpha.clone(),
             sweep_temperature: self.sweep_temperature.clone(),
-            teacher_channels: self.teacher_channels,
-            student_channels: self.student_channels,
+            teacher_channels: self.teacher_channels.0,
+            student_channels: self.student_channels.0,
             teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
             student_layers: layers("--student-layers", &self.student_layers)?,
             distill_teacher: self.distill_teacher,

@@ -12,16 +12,14 @@
 //! initial content and sample order the JSON points into, little-endian).
 
 use crate::checkpoint;
-use crate::data::{Dataset, NUM_CLASSES};
+use crate::data::NUM_CLASSES;
 use crate::experiment::config::StartingWeights;
-use crate::experiment::phases::{epoch_order, Phases, Teacher, WeightSaver};
-use crate::experiment::{distillation_teacher, load_data, train_teacher, Config, DistillTeacher, WeightFiles};
+use crate::experiment::seeds::{sample_orders, StudentSeeds};
+use crate::experiment::{self, load_data, Config, DistillTeacher, WeightFiles};
 use crate::gpu::{self, Bound, Gpu, MatmulVariant, Shader, Tensor};
 use crate::ops::adam::AdamConfig;
 use crate::train::{check_batch_fits, DeviceData, Feed, Loss, Model, Plan};
 use anyhow::{bail, ensure, Result};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -126,7 +124,7 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
     let files = WeightFiles { teacher: teacher.map(PathBuf::from), ..WeightFiles::default() };
     let starting = StartingWeights::load(&files, &teacher_arch, &student_arch)?;
     let ds = load_data(&cfg)?;
-    let train_logits = teacher_logits(&cfg, &files, &starting, &ds)?;
+    let train_logits = experiment::frozen_teacher_logits(&cfg, &files, &starting, &ds)?;
 
     // The students' plans in the buffer family, which every WebGPU implementation runs.
     let cfg = Config { matmul: MatmulVariant::Tiled, ..cfg };
@@ -136,10 +134,13 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let train_table = Tensor::from_f32(&gpu, "teacher logits", &[data.train.samples, NUM_CLASSES], &train_logits)?;
 
-    // A single run of the program: its seeds for the students' weights and orders.
-    let seed = cfg.seed;
-    let distilled = Model::new(&gpu, &student_arch, &student_arch.init_glorot(seed.wrapping_add(1)))?;
-    let scratch = Model::new(&gpu, &student_arch, &student_arch.init_glorot(seed.wrapping_add(2)))?;
+    // A single run of the program: its seeds for the students' weights, orders and masks.
+    let seeds = StudentSeeds::of(cfg.seed, 0, false);
+    let student = |init, order| -> Result<Model> {
+        Ok(Model::new(&gpu, &student_arch, &student_arch.init_glorot(init))?.seeded(order))
+    };
+    let distilled = student(seeds.distilled_init, seeds.distilled_order)?;
+    let scratch = student(seeds.scratch_init, seeds.scratch_order)?;
     let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
     let feed = |split, table| Feed { data: &data, split, teacher_logits: table };
     let distill = Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature };
@@ -150,10 +151,8 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
         Plan::evaluate(&gpu, "distilled student", &distilled, Loss::CrossEntropy, &feed(&data.test, None), b)?,
         Plan::evaluate(&gpu, "scratch student", &scratch, Loss::CrossEntropy, &feed(&data.test, None), b)?,
     ];
-    let orders = [seed.wrapping_add(1), seed.wrapping_add(2)].map(|s| {
-        let mut rng = ChaCha8Rng::seed_from_u64(s);
-        (0..cfg.student_epochs).map(|_| epoch_order(&mut rng, data.train.samples, cfg.shuffle)).collect::<Vec<_>>()
-    });
+    let orders = [seeds.distilled_order, seeds.scratch_order]
+        .map(|s| sample_orders(s, data.train.samples, cfg.shuffle).take(cfg.student_epochs).collect::<Vec<_>>());
 
     let mut writer = Writer::default();
     let mut infos = Vec::new();
@@ -192,24 +191,6 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
         writer.blob.len() as f64 / 1e6
     );
     Ok(Export { gpu, file, plans, students: [distilled, scratch], orders, _data: data, _table: train_table })
-}
-
-/// The frozen teacher's logits for the training images, computed on the configured kernel
-/// family (the fastest here): the teacher from `files.teacher`, or trained as the program
-/// trains it (and evaluated, as it does).
-fn teacher_logits(cfg: &Config, files: &WeightFiles, starting: &StartingWeights, ds: &Dataset) -> Result<Vec<f32>> {
-    let teacher_arch = cfg.teacher()?;
-    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
-    println!("Teacher on: {}", gpu::describe(&gpu.info));
-    check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
-    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
-    let saver = WeightSaver { dir: None, config_json: String::new() };
-    let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
-    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
-        bail!("the export distils from a frozen teacher")
-    };
-    train.read_f32(&gpu)
 }
 
 /// Numbers the buffers the plans use, in order of first use, and gathers `buffers.bin`.

@@ -11,11 +11,14 @@ pub mod classes;
 pub mod config;
 pub mod phases;
 pub mod report;
+pub mod results;
 pub mod resume;
+pub mod seeds;
 pub mod statistics;
 
 pub use config::{Config, DistillTeacher, WeightFiles};
-pub use report::{Report, RunResult, StudentPair, SweepPoint};
+pub use report::Report;
+pub use results::{RunResult, StudentPair, SweepPoint};
 pub use statistics::Statistics;
 
 use crate::checkpoint;
@@ -25,7 +28,8 @@ use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
-use phases::{FitJob, JobTeacher, Phases, Teacher, Tested, WeightSaver};
+use phases::{FitJob, JobTeacher, Phases, Teacher, WeightSaver};
+use results::Tested;
 use resume::{Checkpoints, Fingerprint, SavedState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -173,11 +177,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
 /// test image, computed once; or, for the seed's Distiller, the teacher's weights to copy.
-pub(crate) fn distillation_teacher<'a>(
-    phases: &Phases,
-    arch: &'a Architecture,
-    teacher: &Model,
-) -> Result<Teacher<'a>> {
+fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &Model) -> Result<Teacher<'a>> {
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
@@ -217,7 +217,7 @@ pub(crate) fn distillation_teacher<'a>(
 /// The teacher: trained from random weights or `--teacher-init`, or given trained by
 /// `--teacher`; saved, then evaluated, and recorded in the run's state. A run resumed after
 /// this phase takes the teacher and its record from the state instead.
-pub(crate) fn train_teacher(
+fn train_teacher(
     phases: &Phases,
     arch: &Architecture,
     files: &WeightFiles,
@@ -276,6 +276,29 @@ pub struct Evaluation {
 
 /// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
 /// must be that one), reports its test loss and accuracy, and with `logits_out` writes its
+/// The frozen teacher's logits for the training images (`export-web`'s table), computed on the configured kernel
+/// family (the fastest here): the teacher from `files.teacher`, or trained as the program
+/// trains it (and evaluated, as it does).
+pub fn frozen_teacher_logits(
+    cfg: &Config,
+    files: &WeightFiles,
+    starting: &StartingWeights,
+    ds: &Dataset,
+) -> Result<Vec<f32>> {
+    let teacher_arch = cfg.teacher()?;
+    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    println!("Teacher on: {}", gpu::describe(&gpu.info));
+    check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
+    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
+    let saver = WeightSaver { dir: None, config_json: String::new() };
+    let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
+    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
+        anyhow::bail!("the export distils from a frozen teacher")
+    };
+    train.read_f32(&gpu)
+}
+
 /// test logits as a float32 (N, 10) .npy file.
 pub fn evaluate_file(
     cfg: &Config,

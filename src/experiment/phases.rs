@@ -3,8 +3,9 @@
 
 use super::classes::ClassResults;
 use super::config::{Config, StartingWeights};
-use super::report::{RunResult, StudentPair, SweepPoint};
+use super::results::{RunResult, StudentPair, SweepPoint, Tested};
 use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
+use super::seeds::{sample_orders, StudentSeeds};
 use crate::checkpoint;
 use crate::data::NUM_CLASSES;
 use crate::gpu::{Gpu, Tensor};
@@ -15,20 +16,8 @@ use crate::train::{
     run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan, PlanPosition,
 };
 use anyhow::{ensure, Context, Result};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-/// The epoch's sample order: a seeded shuffle, or the file order with `--no-shuffle`.
-pub(crate) fn epoch_order(rng: &mut ChaCha8Rng, samples: usize, shuffle: bool) -> Vec<u32> {
-    let mut order = identity(samples);
-    if shuffle {
-        order.shuffle(rng);
-    }
-    order
-}
 
 fn identity(samples: usize) -> Vec<u32> {
     (0..samples as u32).collect()
@@ -83,14 +72,6 @@ pub struct Phases<'a> {
     pub checkpoints: Option<&'a Checkpoints>,
 }
 
-/// A model's results on the test split: Keras's evaluate figures, the results per class, and
-/// its logits for the test images (on the device).
-pub struct Tested {
-    pub stats: EpochStats,
-    pub classes: ClassResults,
-    pub logits: Tensor,
-}
-
 impl Phases<'_> {
     fn feed<'b>(&'b self, split: &'b DeviceSplit, teacher_logits: Option<&'b Tensor>) -> Feed<'b> {
         Feed { data: self.data, split, teacher_logits }
@@ -121,17 +102,17 @@ impl Phases<'_> {
             Some(c) => c.take_training(group)?,
             None => None,
         };
-        let mut rngs: Vec<ChaCha8Rng> = jobs.iter().map(|j| ChaCha8Rng::seed_from_u64(j.order_seed)).collect();
+        let samples = self.data.train.samples;
+        let mut shuffles: Vec<_> = jobs.iter().map(|j| sample_orders(j.order_seed, samples, cfg.shuffle)).collect();
         let names = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + ");
         let mut stats = vec![Vec::with_capacity(epochs); jobs.len()];
         let mut resume_at = None;
-        let samples = self.data.train.samples;
         if let Some(saved) = saved {
             group_state.restore(gpu, &saved)?;
             stats = saved.training.epochs;
             // The finished epochs' shuffles, drawn again, leave each generator where it was.
             for _ in 0..stats[0].len() {
-                rngs.iter_mut().for_each(|r| drop(epoch_order(r, samples, cfg.shuffle)));
+                shuffles.iter_mut().for_each(|o| drop(o.next()));
             }
             println!("{names}: resumed at epoch {}, step {}", stats[0].len() + 1, saved.positions[0].step);
             resume_at = Some(saved.positions);
@@ -142,7 +123,7 @@ impl Phases<'_> {
         // are named by it), `steps_timed` every step, each epoch's last one included (the pace).
         let (mut steps_here, mut steps_timed) = (0, 0);
         for epoch in first_epoch..=epochs {
-            let orders: Vec<Vec<u32>> = rngs.iter_mut().map(|r| epoch_order(r, samples, cfg.shuffle)).collect();
+            let orders: Vec<Vec<u32>> = shuffles.iter_mut().map(|o| o.next().expect("one order an epoch")).collect();
             let order_refs: Vec<&[u32]> = orders.iter().map(Vec::as_slice).collect();
             let resume = resume_at.take();
             let resumed_step = resume.as_ref().map_or(0, |r| r[0].step as usize);
@@ -498,18 +479,16 @@ impl Phases<'_> {
                 runs - r,
                 started.elapsed().as_secs_f64(),
             );
-            let seed = cfg.seed.wrapping_add(1000 * r as u64);
-            if runs > 1 {
-                println!("Students, run {}/{runs} (seed {seed})", r + 1);
-            }
-            // With several runs (or --student-init) the two students of a run start from the
-            // same weights and see the same sample order, so their difference is the teacher's
-            // doing and the runs' differences pair up. A single run keeps the seed program's
-            // fresh initialisation of the scratch student (Keras's clone_model).
+            // With several runs (or --student-init) the two students of a run are paired (see
+            // StudentSeeds); a single run keeps the seed program's fresh initialisation of the
+            // scratch student (Keras's clone_model).
             let paired = runs > 1 || starting.student_init.is_some();
-            let distilled_init =
-                starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seed.wrapping_add(1)));
-            let scratch_init = if paired { distilled_init.clone() } else { student.init_glorot(seed.wrapping_add(2)) };
+            let seeds = StudentSeeds::of(cfg.seed, r, paired);
+            if runs > 1 {
+                println!("Students, run {}/{runs} (seed {})", r + 1, seeds.run);
+            }
+            let init = |seed| starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seed));
+            let (distilled_init, scratch_init) = (init(seeds.distilled_init), init(seeds.scratch_init));
             let suffix = if r == 0 { String::new() } else { format!("-run{}", r + 1) };
             let files = |name: &str| {
                 Some((format!("{name}{suffix}.safetensors"), format!("teacher-after-distillation{suffix}.safetensors")))
@@ -519,14 +498,14 @@ impl Phases<'_> {
                     name: "distilled student".into(),
                     init: distilled_init,
                     distill: Some(Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature }),
-                    order_seed: seed.wrapping_add(1),
+                    order_seed: seeds.distilled_order,
                     save_as: files("student"),
                 },
                 StudentSpec {
                     name: "scratch student".into(),
                     init: scratch_init,
                     distill: None,
-                    order_seed: if paired { seed.wrapping_add(1) } else { seed.wrapping_add(2) },
+                    order_seed: seeds.scratch_order,
                     save_as: files("scratch"),
                 },
             ];
@@ -534,7 +513,7 @@ impl Phases<'_> {
             let [distilled, scratch]: [StudentOutcome; 2] =
                 self.train_students(&group, student, teacher, &specs, saver)?.try_into().ok().expect("two students");
             pairs.push(StudentPair {
-                seed,
+                seed: seeds.run,
                 distilled: distilled.student,
                 scratch: scratch.student,
                 teacher_after_distillation: distilled.teacher_after,
@@ -562,8 +541,9 @@ impl Phases<'_> {
         if let Some(done) = self.checkpoints.and_then(|c| c.progress().sweep) {
             return Ok(done);
         }
-        let seed = self.cfg.seed;
-        let init = starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seed.wrapping_add(1)));
+        // The first run's distilled student's start and order.
+        let seeds = StudentSeeds::of(self.cfg.seed, 0, false);
+        let init = starting.student_init.clone().unwrap_or_else(|| student.init_glorot(seeds.distilled_init));
         println!("Sweep: {} distilled students side by side", grid.len());
         let specs: Vec<StudentSpec> = grid
             .iter()
@@ -571,7 +551,7 @@ impl Phases<'_> {
                 name: format!("distilled (alpha {alpha}, T {temperature})"),
                 init: init.clone(),
                 distill: Some(Loss::Distillation { alpha, temperature }),
-                order_seed: seed.wrapping_add(1),
+                order_seed: seeds.distilled_order,
                 save_as: None,
             })
             .collect();

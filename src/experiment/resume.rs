@@ -11,8 +11,8 @@
 //! phases' records, and where the training group stands (epoch, step, Adam's t). The sample
 //! order needs no saving: each model's shuffles come from a seeded generator, replayed.
 
-use super::report::{RunResult, StudentPair, SweepPoint};
-use super::Config;
+use super::config::Config;
+use super::results::{RunResult, StudentPair, SweepPoint};
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::gpu::{self, Gpu};

@@ -1,6 +1,6 @@
 //! Paired statistics over several runs of the two students.
 
-use super::report::StudentPair;
+use super::results::StudentPair;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Test accuracy over several runs: each student's mean and standard deviation, and the paired
@@ -121,7 +121,7 @@ mod tests {
     use super::*;
     use crate::data::CLASS_NAMES;
     use crate::experiment::classes::ClassResults;
-    use crate::experiment::report::RunResult;
+    use crate::experiment::results::RunResult;
 
     /// A result of accuracy `acc` in every class but Trouser's, which is `trouser`.
     fn run(acc: f64, trouser: f64) -> RunResult {

@@ -5,7 +5,7 @@
 //! compute as Keras does is refused with the layer's name and the option at fault: another
 //! padding, a dilation, a regularizer, an initializer other than glorot_uniform and zeros.
 
-use super::{Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D};
+use super::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D};
 use crate::data::IMAGE_SIDE;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -54,6 +54,28 @@ pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
         layers.extend(parsed.with_context(|| at.clone())?);
     }
     Ok(layers)
+}
+
+/// The Keras model file (`model.to_json()`'s format) of `arch`: a Sequential of its layers
+/// under their Keras names, which `keras.models.model_from_json` builds and
+/// [`layers_from_json`] reads back.
+pub fn to_json(arch: &Architecture) -> String {
+    let input = serde_json::json!({
+        "module": "keras.layers",
+        "class_name": "InputLayer",
+        "config": {"batch_shape": [null, IMAGE_SIDE, IMAGE_SIDE, 1], "dtype": "float32", "name": "input_layer"},
+    });
+    let layers = arch.walk().into_iter().map(|l| {
+        let mut config = l.kind().keras_config();
+        config["name"] = l.keras_name.clone().into();
+        serde_json::json!({"module": "keras.layers", "class_name": l.kind().keras_class(), "config": config})
+    });
+    let model = serde_json::json!({
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": arch.name(), "layers": std::iter::once(input).chain(layers).collect::<Vec<_>>()},
+    });
+    model.to_string()
 }
 
 /// One entry of the list: its class and config.
@@ -229,7 +251,6 @@ impl KerasLayer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Architecture;
 
     fn sequential(layers: &str) -> String {
         format!(r#"{{"class_name": "Sequential", "config": {{"name": "m", "layers": [{layers}]}}}}"#)
@@ -243,9 +264,24 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_teacher_written_by_keras_is_the_seed_list() {
-        let text = include_str!("../../tests/data/keras-seed-teacher.json");
-        assert_eq!(layers_from_json(text).unwrap(), Architecture::teacher().layers());
+    fn the_seed_networks_written_by_keras_are_the_seed_lists() {
+        // models/ holds them for the Python scripts: they must stay the networks of the constants.
+        let teacher = include_str!("../../models/seed-teacher.json");
+        assert_eq!(layers_from_json(teacher).unwrap(), Architecture::teacher().layers());
+        let student = include_str!("../../models/seed-student.json");
+        assert_eq!(layers_from_json(student).unwrap(), Architecture::student().layers());
+    }
+
+    #[test]
+    fn a_list_written_as_keras_json_reads_back_the_same() {
+        let small =
+            Architecture::new("small", layers_from_json(include_str!("../../tests/data/keras-small.json")).unwrap());
+        let leaky = Layer::LeakyReLU(LeakyReLU { slope: 0.25 });
+        let odd = Architecture::new("odd", [vec![leaky], Architecture::student().layers().to_vec()].concat());
+        for arch in [Architecture::teacher(), small.unwrap(), odd.unwrap()] {
+            let text = to_json(&arch);
+            assert_eq!(layers_from_json(&text).unwrap(), arch.layers(), "{text}");
+        }
     }
 
     #[test]

@@ -325,17 +325,32 @@ pub fn group_thousands(n: usize) -> String {
     out
 }
 
-/// Parses `--teacher-channels` / `--student-channels`: two positive counts, "C1,C2".
-pub fn parse_channels(text: &str) -> Result<[usize; 2], String> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let counts: Vec<usize> = parts
-        .iter()
-        .map(|p| p.parse::<usize>().map_err(|_| format!("`{p}` is not a whole number")))
-        .collect::<Result<_, _>>()?;
-    match counts[..] {
-        [c1, c2] if c1 > 0 && c2 > 0 => Ok([c1, c2]),
-        [_, _] => Err("channel counts must be at least 1".into()),
-        _ => Err(format!("give the two convolutions' channels as C1,C2 (for example 16,32), not `{text}`")),
+/// The two convolutions' filters of the seed's network, as `--teacher-channels` and
+/// `--student-channels` read and print them: "C1,C2".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channels(pub [usize; 2]);
+
+impl std::fmt::Display for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{},{}", self.0[0], self.0[1])
+    }
+}
+
+impl std::str::FromStr for Channels {
+    type Err = String;
+
+    /// Two positive counts, "C1,C2".
+    fn from_str(text: &str) -> Result<Channels, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let counts: Vec<usize> = parts
+            .iter()
+            .map(|p| p.parse::<usize>().map_err(|_| format!("`{p}` is not a whole number")))
+            .collect::<Result<_, _>>()?;
+        match counts[..] {
+            [c1, c2] if c1 > 0 && c2 > 0 => Ok(Channels([c1, c2])),
+            [_, _] => Err("channel counts must be at least 1".into()),
+            _ => Err(format!("give the two convolutions' channels as C1,C2 (for example 16,32), not `{text}`")),
+        }
     }
 }
 
@@ -405,12 +420,14 @@ mod tests {
     }
 
     #[test]
-    fn channels_parse_and_refuse() {
-        assert_eq!(parse_channels("8,12"), Ok([8, 12]));
-        assert_eq!(parse_channels(" 3, 5 "), Ok([3, 5]));
-        assert!(parse_channels("8").unwrap_err().contains("C1,C2"));
-        assert!(parse_channels("8,x").unwrap_err().contains("`x`"));
-        assert!(parse_channels("0,4").unwrap_err().contains("at least 1"));
+    fn channels_parse_print_and_refuse() {
+        let parse = |t: &str| t.parse::<Channels>();
+        assert_eq!(parse("8,12"), Ok(Channels([8, 12])));
+        assert_eq!(parse(" 3, 5 "), Ok(Channels([3, 5])));
+        assert_eq!(Channels(STUDENT_CHANNELS).to_string().parse(), Ok(Channels(STUDENT_CHANNELS)));
+        assert!(parse("8").unwrap_err().contains("C1,C2"));
+        assert!(parse("8,x").unwrap_err().contains("`x`"));
+        assert!(parse("0,4").unwrap_err().contains("at least 1"));
     }
 
     #[test]

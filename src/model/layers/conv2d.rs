@@ -46,6 +46,11 @@ impl Kind for Conv2D {
         format!("Conv2D({}, {}, strides={})", self.filters, self.kernel, self.stride)
     }
 
+    fn keras_config(&self) -> serde_json::Value {
+        let (k, s) = (self.kernel, self.stride);
+        serde_json::json!({"filters": self.filters, "kernel_size": [k, k], "strides": [s, s], "padding": "same"})
+    }
+
     fn output(&self, input: Dims) -> Result<Dims, String> {
         let Dims::Image { h, w, .. } = input else { return Err("takes an image, but its input was flattened".into()) };
         if self.filters == 0 || self.kernel == 0 || self.stride == 0 {

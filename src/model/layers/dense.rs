@@ -33,6 +33,10 @@ impl Kind for Dense {
         format!("Dense({})", self.units)
     }
 
+    fn keras_config(&self) -> serde_json::Value {
+        serde_json::json!({"units": self.units})
+    }
+
     fn output(&self, input: Dims) -> Result<Dims, String> {
         match input {
             Dims::Image { .. } => Err("needs a Flatten before it".into()),

@@ -30,6 +30,10 @@ impl Kind for Dropout {
         format!("Dropout({})", self.rate)
     }
 
+    fn keras_config(&self) -> serde_json::Value {
+        serde_json::json!({"rate": self.rate})
+    }
+
     fn output(&self, input: Dims) -> Result<Dims, String> {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(format!("the rate must be in [0, 1), not {}", self.rate));

@@ -25,6 +25,10 @@ impl Kind for LeakyReLU {
         format!("LeakyReLU(negative_slope={})", self.slope)
     }
 
+    fn keras_config(&self) -> serde_json::Value {
+        serde_json::json!({"negative_slope": self.slope})
+    }
+
     fn output(&self, input: Dims) -> Result<Dims, String> {
         // The backward pass reads the output's sign for the input's (see leaky_relu.wgsl).
         if !(self.slope >= 0.0 && self.slope.is_finite()) {

@@ -36,6 +36,11 @@ impl Kind for MaxPooling2D {
         format!("MaxPooling2D({}, strides={})", self.size, self.stride)
     }
 
+    fn keras_config(&self) -> serde_json::Value {
+        let (p, s) = (self.size, self.stride);
+        serde_json::json!({"pool_size": [p, p], "strides": [s, s], "padding": "same"})
+    }
+
     fn output(&self, input: Dims) -> Result<Dims, String> {
         let Dims::Image { h, w, c } = input else { return Err("takes an image, but its input was flattened".into()) };
         if self.size == 0 || self.stride == 0 {

@@ -155,6 +155,11 @@ pub trait Kind {
     /// The stem of our names for it, in parameter names and reports (`conv` gives conv1,
     /// conv2, ..; the others are numbered from their second: dense, dense2).
     fn stem(&self) -> &'static str;
+    /// Its options as Keras's `get_config()` names them (the rest at Keras's defaults), for
+    /// the Keras model file a checkpoint carries.
+    fn keras_config(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
     /// The layer as Keras's constructor would read: `Conv2D(16, 3, strides=2)`.
     fn describe(&self) -> String {
         format!("{}()", self.keras_class())
