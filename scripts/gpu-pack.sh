@@ -3,7 +3,7 @@
 # no Rust toolchain and no network: the release binary and the test executables whose tests
 # run kernels on the device, stripped, and the four Fashion-MNIST files.
 #
-#   scripts/gpu-pack.sh      then carry `.gpu` (and the Vulkan loader's `.gl`, see README)
+#   scripts/gpu-pack.sh      then carry `.gpu` (and the Vulkan loader's `.gl`, see docs/speed.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=.gpu

@@ -8,7 +8,7 @@
 //! training plan's sample order per epoch. The page creates the same buffers, pipelines and
 //! bind groups and records the same dispatches; it computes what this engine computes.
 //!
-//! Files: `export.json` (format [`FORMAT`], described in README) and `buffers.bin` (every
+//! Files: `export.json` (format [`FORMAT`], described in docs/browser.md) and `buffers.bin` (every
 //! initial content and sample order the JSON points into, little-endian).
 
 use crate::checkpoint;

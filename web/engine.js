@@ -1,6 +1,6 @@
 // Runs an export of kd-wgpu (`kd-wgpu export-web DIR`) on WebGPU: the same WGSL, the same
 // buffers with the same initial contents, the same bind groups and dispatches as the native
-// engine, one submission per step. See README, "In a web browser", for the export's format.
+// engine, one submission per step. See docs/browser.md for the export's format.
 
 export const FORMAT = 'kd-wgpu-web/1';
 
