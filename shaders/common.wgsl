@@ -8,6 +8,9 @@
 // constant, keeps one source of truth while the expanded text stays complete WGSL on its own
 // (no pipeline constants to supply, and the compiler folds the divisions as before).
 
+// The two structs below have Rust mirrors in src/ops/common.rs, checked against this text by
+// the tests (src/ops/mod.rs), as is every kernel's parameter block.
+
 // The training step's counters, kept on the device so that a planned step can be recorded
 // again and again (batch.wgsl's advance_step moves them on).
 struct StepState {
@@ -17,8 +20,9 @@ struct StepState {
     batch: u32,
 }
 
-// A convolution's geometry (src/ops/conv2d.rs, ConvShape::geometry), NHWC, TensorFlow "same"
-// padding: conv2d.wgsl's parameters, and the im2col matrix that matmul.wgsl's products gather.
+// A convolution's geometry (filled by ConvShape::geometry, src/ops/conv2d.rs), NHWC,
+// TensorFlow "same" padding: conv2d.wgsl's parameters, and the im2col matrix that
+// matmul.wgsl's products gather.
 struct Conv {
     batch: u32,
     in_h: u32,

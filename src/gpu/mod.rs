@@ -5,6 +5,7 @@
 
 pub mod family;
 mod kernel;
+pub mod params;
 mod tensor;
 pub mod texture;
 pub mod timing;

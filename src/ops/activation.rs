@@ -5,12 +5,12 @@ use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    slope: f32,
-    _pad: [u32; 2],
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        len: u32,
+        slope: f32,
+        _pad: [u32; 2],
+    }
 }
 
 pub fn leaky_relu_forward(gpu: &Gpu, slope: f32, x: &Tensor, y: &Tensor) -> Result<Dispatch> {

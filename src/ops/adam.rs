@@ -19,15 +19,15 @@ impl Default for AdamConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    learning_rate: f32,
-    beta1: f32,
-    beta2: f32,
-    epsilon: f32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        len: u32,
+        learning_rate: f32,
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        _pad: [u32; 3],
+    }
 }
 
 /// One Adam update of `weights` from `grads`, with step t read from `state`.

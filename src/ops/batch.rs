@@ -4,21 +4,14 @@ use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
 
-/// Lives in a 4-word storage buffer per plan: the step within the epoch (which batch to
-/// gather, where to record metrics), Adam's t, and the data size, so that the same recorded
-/// step serves every step of an epoch.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct StepState {
-    pub step: u32,
-    pub adam_t: u32,
-    pub samples: u32,
-    pub batch: u32,
-}
+pub use super::common::StepState;
 
-impl StepState {
-    pub fn upload(&self, gpu: &Gpu, label: &str) -> Result<Tensor> {
-        Tensor::from_u32(gpu, label, &[4], bytemuck::cast_slice(std::slice::from_ref(self)))
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        batch: u32,
+        /// Values per sample: pixels for gather_images, classes for the row copies.
+        width: u32,
+        _pad: [u32; 2],
     }
 }
 
@@ -33,7 +26,7 @@ pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
 }
 
 fn params(gpu: &Gpu, batch: usize, width: usize) -> wgpu::Buffer {
-    gpu.uniform("batch params", &[batch as u32, width as u32, 0, 0])
+    gpu.uniform("batch params", &Params { batch: batch as u32, width: width as u32, _pad: [0; 2] })
 }
 
 /// Device-resident images (packed bytes), labels (u32) and the scale table.

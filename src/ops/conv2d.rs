@@ -11,6 +11,7 @@
 //! The input gradient stays a product into dcols and a col2im gather: as one product gathering
 //! from dy it would multiply every input pixel by every tap, four times the work at stride 2.
 
+use super::common::Conv;
 use super::matmul::{ALayout, Matmul};
 use super::{reduce, same_padding, transpose::transpose, KernelBias};
 use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
@@ -70,23 +71,22 @@ impl ConvShape {
         2.0 * self.m() as f64 * self.k() as f64 * self.out_c as f64
     }
 
-    /// The shaders' `Conv` struct (common.wgsl).
-    pub fn geometry(&self) -> [u32; 12] {
-        [
-            self.batch,
-            self.in_h,
-            self.in_w,
-            self.in_c,
-            self.out_h(),
-            self.out_w(),
-            self.kernel,
-            self.stride,
-            self.pad_top(),
-            self.pad_left(),
-            0,
-            0,
-        ]
-        .map(|v| v as u32)
+    /// The shaders' `Conv` struct (common.wgsl): `conv2d.wgsl`'s parameters, and what the
+    /// products that gather the im2col matrix ([`ALayout::Im2col`]) read it from.
+    pub fn geometry(&self) -> Conv {
+        Conv {
+            batch: self.batch as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            in_c: self.in_c as u32,
+            out_h: self.out_h() as u32,
+            out_w: self.out_w() as u32,
+            kernel: self.kernel as u32,
+            stride: self.stride as u32,
+            pad_top: self.pad_top() as u32,
+            pad_left: self.pad_left() as u32,
+            _pad: [0; 2],
+        }
     }
 
     fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
@@ -158,8 +158,8 @@ fn im2col_operand<'a>(s: &ConvShape, x: &'a Tensor, cols: Cols<'a>, transposed: 
     match (cols, transposed) {
         (Cols::Written(t), false) => (t, ALayout::Normal),
         (Cols::Written(t), true) => (t, ALayout::Transposed),
-        (Cols::Gathered, false) => (x, ALayout::Im2col(*s)),
-        (Cols::Gathered, true) => (x, ALayout::Im2colTransposed(*s)),
+        (Cols::Gathered, false) => (x, ALayout::Im2col(s.geometry())),
+        (Cols::Gathered, true) => (x, ALayout::Im2colTransposed(s.geometry())),
     }
 }
 

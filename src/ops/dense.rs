@@ -8,6 +8,18 @@ use anyhow::Result;
 /// Inputs per part of the split reduction in the forward pass.
 pub const CHUNK: usize = 256;
 
+crate::wgsl_struct! {
+    /// The shader's parameters.
+    pub(super) struct Dense {
+        batch: u32,
+        inputs: u32,
+        units: u32,
+        parts: u32,
+        chunk: u32,
+        _pad: [u32; 3],
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseShape {
     pub batch: usize,
@@ -31,7 +43,14 @@ impl DenseShape {
     }
 
     fn uniform(&self, gpu: &Gpu) -> wgpu::Buffer {
-        let p = [self.batch, self.inputs, self.units, self.parts(), CHUNK, 0, 0, 0].map(|v| v as u32);
+        let p = Dense {
+            batch: self.batch as u32,
+            inputs: self.inputs as u32,
+            units: self.units as u32,
+            parts: self.parts() as u32,
+            chunk: CHUNK as u32,
+            _pad: [0; 3],
+        };
         gpu.uniform("dense params", &p)
     }
 }

@@ -5,15 +5,15 @@ use crate::gpu::{grid_1d, Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    seed: u32,
-    layer: u32,
-    threshold: u32,
-    scale: f32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        len: u32,
+        seed: u32,
+        layer: u32,
+        threshold: u32,
+        scale: f32,
+        _pad: [u32; 3],
+    }
 }
 
 /// What identifies a Dropout layer's masks besides the step: the model's seed and the

@@ -5,13 +5,13 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    classes: u32,
-    alpha: f32,
-    temperature: f32,
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        rows: u32,
+        classes: u32,
+        alpha: f32,
+        temperature: f32,
+    }
 }
 
 /// The loss a plan optimises or reports.

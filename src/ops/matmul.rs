@@ -5,26 +5,29 @@
 //! where N and A's unit-stride length are multiples of 4, `matmul_tiled` for every other shape.
 //! All three add the products over k in the same order, so the choice never changes a bit.
 
-use super::conv2d::ConvShape;
+use super::common::Conv;
 use super::reduce;
 use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
 use anyhow::{bail, Result};
+use bytemuck::Zeroable;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_row_stride: u32,
-    a_col_stride: u32,
-    epilogue: u32,
-    slope: f32,
-    k_chunk: u32,
-    /// The convolution whose im2col matrix A is, gathered from the image as it loads
-    /// ([`ConvShape::geometry`]); all 0 when A is in memory.
-    conv: [u32; 12],
+crate::wgsl_struct! {
+    /// The parameters of `matmul.wgsl`, `matmul_subgroup.wgsl` and `matmul_texture.wgsl` alike.
+    pub(super) struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        a_row_stride: u32,
+        a_col_stride: u32,
+        /// Bit 0: add bias[n]; bit 1: apply LeakyReLU with `slope`.
+        epilogue: u32,
+        slope: f32,
+        k_chunk: u32,
+        /// The convolution whose im2col matrix A is, gathered from the image as it loads;
+        /// all 0 when A is in memory.
+        conv: Conv,
+    }
 }
 
 /// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (T_ROWS x 32 T_VECS in
@@ -74,18 +77,20 @@ impl Entry {
 
 /// How A is stored: `Normal` is M x K row-major; `Transposed` is K x M row-major (A = a^T).
 /// The im2col layouts store nothing: A is the im2col matrix of the convolution's NHWC input
-/// `a` (M = s.m(), K = s.k()), or its transpose, gathered by the four-wide entries as they load.
+/// `a` (M = output pixels, K = taps x input channels), or its transpose, gathered by the
+/// four-wide entries as they load. They carry the shaders' geometry ([`Conv`], from
+/// `ConvShape::geometry`) so that this module needs nothing from `conv2d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ALayout {
     Normal,
     Transposed,
-    Im2col(ConvShape),
-    Im2colTransposed(ConvShape),
+    Im2col(Conv),
+    Im2colTransposed(Conv),
 }
 
 impl ALayout {
     /// The convolution whose im2col matrix A is, if it is one.
-    fn implicit(self) -> Option<ConvShape> {
+    fn implicit(self) -> Option<Conv> {
         match self {
             ALayout::Im2col(s) | ALayout::Im2colTransposed(s) => Some(s),
             ALayout::Normal | ALayout::Transposed => None,
@@ -155,7 +160,7 @@ impl Matmul<'_> {
     /// reads four channels of a pixel at a time).
     fn vec4_fit(&self) -> TexelFit {
         match (self.a_layout.implicit(), self.a_layout.along_k()) {
-            (Some(s), _) => TexelFit::fours(&[("N", self.n), ("input channels", s.in_c)]),
+            (Some(s), _) => TexelFit::fours(&[("N", self.n), ("input channels", s.in_c as usize)]),
             (None, true) => TexelFit::fours(&[("N", self.n), ("K", self.k)]),
             (None, false) => TexelFit::fours(&[("N", self.n), ("M", self.m)]),
         }
@@ -238,7 +243,7 @@ impl Matmul<'_> {
             }
         }
         let (a_row_stride, a_col_stride) = if self.a_layout.along_k() { (k as u32, 1) } else { (1, m as u32) };
-        let conv = self.a_layout.implicit().map_or([0; 12], |s| s.geometry());
+        let conv = self.a_layout.implicit().unwrap_or_else(Conv::zeroed);
         let (k_chunk, out) = match (parts, self.split_scratch) {
             (1, _) | (_, None) => (k, self.c),
             (_, Some(scratch)) => {

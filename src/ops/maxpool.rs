@@ -6,6 +6,25 @@ use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
+crate::wgsl_struct! {
+    /// The shader's parameters.
+    pub(super) struct Pool {
+        batch: u32,
+        in_h: u32,
+        in_w: u32,
+        channels: u32,
+        out_h: u32,
+        out_w: u32,
+        size: u32,
+        stride: u32,
+        pad_top: u32,
+        pad_left: u32,
+        /// Backward only: 1 = go through the LeakyReLU before the pool, with `leaky_slope`.
+        leaky: u32,
+        leaky_slope: f32,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShape {
     pub batch: usize,
@@ -32,25 +51,20 @@ impl PoolShape {
     /// The shader's parameters; `leaky_slope` for a backward pass that goes through the
     /// LeakyReLU before the pool.
     fn uniform(&self, gpu: &Gpu, leaky_slope: Option<f32>) -> wgpu::Buffer {
-        let mut p = [
-            self.batch,
-            self.in_h,
-            self.in_w,
-            self.channels,
-            self.out_h(),
-            self.out_w(),
-            self.size,
-            self.stride,
-            same_padding(self.in_h, self.size, self.stride).1,
-            same_padding(self.in_w, self.size, self.stride).1,
-            0,
-            0,
-        ]
-        .map(|v| v as u32);
-        if let Some(slope) = leaky_slope {
-            p[10] = 1;
-            p[11] = slope.to_bits();
-        }
+        let p = Pool {
+            batch: self.batch as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            channels: self.channels as u32,
+            out_h: self.out_h() as u32,
+            out_w: self.out_w() as u32,
+            size: self.size as u32,
+            stride: self.stride as u32,
+            pad_top: same_padding(self.in_h, self.size, self.stride).1 as u32,
+            pad_left: same_padding(self.in_w, self.size, self.stride).1 as u32,
+            leaky: leaky_slope.is_some() as u32,
+            leaky_slope: leaky_slope.unwrap_or(0.0),
+        };
         gpu.uniform("pool params", &p)
     }
 

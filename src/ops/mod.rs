@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod adam;
 pub mod batch;
+pub mod common;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
@@ -48,6 +49,58 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
 #[cfg(test)]
 mod tests {
     use super::same_padding;
+    use crate::gpu::params::check::{check, Target};
+    use crate::shader;
+
+    /// Every Rust mirror of a shader struct, checked against naga's reading of the shader as
+    /// compiled (`common.wgsl` included): (shader name, result).
+    fn mirrors() -> Vec<(&'static str, Result<(), String>)> {
+        use super::*;
+        use Target::{Struct, Uniform};
+        macro_rules! pair {
+            ($shader:literal, $rust:ty, $target:expr) => {
+                ($shader, check::<$rust>(&shader!($shader), $target))
+            };
+        }
+        vec![
+            pair!("leaky_relu", activation::Params, Uniform),
+            pair!("adam", adam::Params, Uniform),
+            pair!("batch", batch::Params, Uniform),
+            pair!("batch", common::StepState, Struct("StepState")),
+            pair!("conv2d", common::Conv, Uniform),
+            pair!("dense", dense::Dense, Uniform),
+            pair!("dropout", dropout::Params, Uniform),
+            pair!("loss", loss::Params, Uniform),
+            pair!("matmul", matmul::Params, Uniform),
+            pair!("matmul_subgroup", matmul::Params, Uniform),
+            pair!("matmul_texture", matmul::Params, Uniform),
+            pair!("maxpool", maxpool::Pool, Uniform),
+            pair!("reduce", reduce::Params, Uniform),
+            pair!("softmax", softmax::Params, Uniform),
+            pair!("transpose", transpose::Params, Uniform),
+        ]
+    }
+
+    #[test]
+    fn parameter_structs_match_their_shaders() {
+        let failures: Vec<String> = mirrors().into_iter().filter_map(|(_, r)| r.err()).collect();
+        assert!(failures.is_empty(), "Rust and WGSL structs differ:\n{}", failures.join("\n"));
+    }
+
+    /// A new shader with a uniform block needs its mirror in [`mirrors`].
+    #[test]
+    fn every_uniform_block_has_a_mirror() {
+        let covered: Vec<&str> = mirrors().into_iter().map(|(name, _)| name).collect();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Some(stem) = path.file_name().unwrap().to_str().unwrap().strip_suffix(".wgsl") else { continue };
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("var<uniform>") {
+                assert!(covered.contains(&stem), "shaders/{stem}.wgsl has a uniform block but no Rust mirror checked");
+            }
+        }
+    }
 
     #[test]
     fn same_padding_matches_tensorflow() {

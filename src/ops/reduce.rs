@@ -8,15 +8,17 @@ use anyhow::Result;
 /// Rows per part of a column sum.
 pub const CHUNK: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    chunk: u32,
-    parts: u32,
-    bias_len: u32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    /// Shared by both entries: `column_sum_partial` reads rows, cols, chunk and parts;
+    /// `sum_parts` reads cols (the length summed), parts and bias_len.
+    pub(super) struct Params {
+        rows: u32,
+        cols: u32,
+        chunk: u32,
+        parts: u32,
+        bias_len: u32,
+        _pad: [u32; 3],
+    }
 }
 
 /// Elements of scratch that [`column_sum`] needs for a rows x cols matrix.

@@ -4,13 +4,13 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::shader;
 use anyhow::Result;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    temperature: f32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        rows: u32,
+        cols: u32,
+        temperature: f32,
+        _pad: u32,
+    }
 }
 
 pub fn softmax(

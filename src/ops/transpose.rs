@@ -4,11 +4,11 @@ use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
+crate::wgsl_struct! {
+    pub(super) struct Params {
+        rows: u32,
+        cols: u32,
+    }
 }
 
 /// y (cols x rows) = x^T for x (rows x cols).
