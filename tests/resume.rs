@@ -300,13 +300,13 @@ fn states_that_cannot_be_resumed_are_refused_and_left_as_they_are() {
     refused(command(&args, &broken_resume), &["broken/state.safetensors"]);
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&good[8..8 + header_len]).unwrap();
-    let other_format = header.replacen("\"format\":\"2\"", "\"format\":\"9\"", 1);
+    let other_format = header.replacen("\"format\":\"3\"", "\"format\":\"9\"", 1);
     assert_ne!(other_format, header, "the state records its format");
     let mut bytes = good[..8].to_vec();
     bytes.extend_from_slice(other_format.as_bytes());
     bytes.extend_from_slice(&good[8 + header_len..]);
     std::fs::write(&broken_file, &bytes).unwrap();
-    refused(command(&args, &broken_resume), &["state format 9", "reads format 2"]);
+    refused(command(&args, &broken_resume), &["state format 9", "reads format 3"]);
 
     // Unusable directories and flags, refused before any work.
     refused(command(&args, &["--checkpoint-dir", "/proc/kd-wgpu-state"]), &["--checkpoint-dir /proc/kd-wgpu-state"]);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// The state file in a checkpoint directory.
 pub const STATE_FILE: &str = "state.safetensors";
 /// The layout of the state file; a build that lays it out differently refuses older files.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The run stopped on SIGINT or SIGTERM, its state saved; the program exits with status 130.
 #[derive(Debug)]
@@ -81,6 +81,10 @@ pub fn pause_point(name: impl FnOnce() -> String) {
     }
 }
 
+/// Settings of [`Config`] that cannot change a bit of the results: the adapter and the kernel
+/// family, which the fingerprint records as such, and how often metrics are read back.
+const NOT_IN_RESULTS: [&str; 3] = ["backend", "matmul", "sync_points"];
+
 /// The settings a run's results depend on, by flag, each as text; two runs with equal
 /// fingerprints compute the same bits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,10 +95,10 @@ fn hex(digest: &[u8]) -> String {
 }
 
 impl Fingerprint {
-    /// `starting` are the weights of `--teacher`, `--teacher-init`, `--student-init`.
+    /// Every setting of `cfg` by its flag, except those that cannot change a bit of the
+    /// results ([`NOT_IN_RESULTS`]); then what else the results depend on: `starting`, the
+    /// weights of `--teacher`, `--teacher-init`, `--student-init`, the data, and the device.
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
-        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
-        let limit = |l: Option<usize>| l.map_or("none".into(), |n| n.to_string());
         let file = |w: Option<&[f32]>| {
             w.map_or("none".into(), |w| format!("weights {}", hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(w)))))
         };
@@ -104,36 +108,31 @@ impl Fingerprint {
             h.update(&s.labels);
             format!("{} images, {}", s.len(), hex(&h.finalize()))
         };
-        let entries = [
-            ("--seed", cfg.seed.to_string()),
-            ("--teacher-epochs", cfg.teacher_epochs.to_string()),
-            ("--student-epochs", cfg.student_epochs.to_string()),
-            ("--batch-size", cfg.batch_size.to_string()),
-            ("--alpha", cfg.alpha.to_string()),
-            ("--temperature", cfg.temperature.to_string()),
-            ("--learning-rate", cfg.learning_rate.to_string()),
-            ("--train-limit", limit(cfg.train_limit)),
-            ("--test-limit", limit(cfg.test_limit)),
-            ("--no-shuffle", (!cfg.shuffle).to_string()),
-            ("--runs", cfg.runs.to_string()),
-            ("--sweep-alpha", list(&cfg.sweep_alpha)),
-            ("--sweep-temperature", list(&cfg.sweep_temperature)),
-            ("--teacher-channels", format!("{:?}", cfg.teacher_channels)),
-            ("--student-channels", format!("{:?}", cfg.student_channels)),
-            ("--distill-teacher", format!("{:?}", cfg.distill_teacher).to_lowercase()),
-            ("--teacher", file(starting[0])),
-            ("--teacher-init", file(starting[1])),
-            ("--student-init", file(starting[2])),
-            ("training data", split(&data.train)),
-            ("test data", split(&data.test)),
-            ("adapter", gpu::describe(&gpu.info)),
-            ("kernel family (--matmul)", format!("{:?}", gpu.family())),
+        // Through the text, which writes an f32 as its shortest decimal (0.1, not 0.100000001).
+        let text = serde_json::to_string(cfg).expect("a configuration serializes");
+        let settings = match serde_json::from_str(&text).expect("JSON reads back") {
+            serde_json::Value::Object(fields) => fields,
+            _ => unreachable!("a struct serializes as an object"),
+        };
+        let settings = settings.into_iter().filter(|(k, _)| !NOT_IN_RESULTS.contains(&k.as_str())).map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => "none".to_string(),
+                // Enums as their flags spell them (`frozen`).
+                serde_json::Value::String(s) => s.to_lowercase(),
+                v => v.to_string(),
+            };
+            (format!("--{}", k.replace('_', "-")), text)
+        });
+        let others = [
+            ("--teacher".to_string(), file(starting[0])),
+            ("--teacher-init".into(), file(starting[1])),
+            ("--student-init".into(), file(starting[2])),
+            ("training data".into(), split(&data.train)),
+            ("test data".into(), split(&data.test)),
+            ("adapter".into(), gpu::describe(&gpu.info)),
+            ("kernel family (--matmul)".into(), format!("{:?}", gpu.family())),
         ];
-        // Layer lists only where given, so that states written before these flags still match.
-        let lists = [("--teacher-layers", &cfg.teacher_layers), ("--student-layers", &cfg.student_layers)]
-            .into_iter()
-            .filter_map(|(k, l)| Some((k, serde_json::to_string(l.as_ref()?).expect("a layer list serializes"))));
-        Fingerprint(entries.into_iter().chain(lists).map(|(k, v)| (k.to_string(), v)).collect())
+        Fingerprint(settings.chain(others).collect())
     }
 
     /// One line per setting that differs: `--seed: 1 in the state, 2 now`.
