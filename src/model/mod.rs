@@ -411,6 +411,12 @@ mod tests {
         assert!(err(vec![conv, Layer::Flatten, Layer::Dense(Dense { units: 7 })]).contains("Dense(10)"));
         assert!(err(vec![Layer::LeakyReLU(LeakyReLU { slope: -0.1 }), Layer::Flatten, dense]).contains("slope"));
         assert!(Architecture::seed("m", [0, 4]).is_err());
+        // Sizes that would overflow, or exceed what the kernels index, are refused by name.
+        let huge = |filters| Architecture::seed("m", [filters, 4]).unwrap_err().to_string();
+        assert!(huge(usize::MAX).contains("filters 18446744073709551615 is more than"), "{}", huge(usize::MAX));
+        assert!(huge(1 << 20).contains("values a sample"), "{}", huge(1 << 20));
+        let window = Layer::MaxPooling2D(MaxPooling2D { size: 1000, stride: 1 });
+        assert!(err(vec![window, Layer::Flatten, dense]).contains("pool size 1000 is more than the 64"));
         // A new layer of a known kind is one more entry in the list.
         let deeper =
             Architecture::new("deeper", vec![conv, conv, Layer::Flatten, Layer::Dense(Dense { units: 12 }), dense]);

@@ -56,6 +56,11 @@ impl Kind for Conv2D {
         if self.filters == 0 || self.kernel == 0 || self.stride == 0 {
             return Err("sizes must be at least 1".into());
         }
+        super::check_limits(&[
+            ("filters", self.filters, super::MAX_UNITS),
+            ("kernel", self.kernel, super::MAX_WINDOW),
+        ])?;
+        super::check_limits(&[("strides", self.stride, super::MAX_WINDOW)])?;
         Ok(Dims::Image {
             h: same_padding(h, self.kernel, self.stride).0,
             w: same_padding(w, self.kernel, self.stride).0,

@@ -41,7 +41,9 @@ impl Kind for Dense {
         match input {
             Dims::Image { .. } => Err("needs a Flatten before it".into()),
             Dims::Vector(_) if self.units == 0 => Err("units must be at least 1".into()),
-            Dims::Vector(_) => Ok(Dims::Vector(self.units)),
+            Dims::Vector(_) => {
+                super::check_limits(&[("units", self.units, super::MAX_UNITS)]).map(|()| Dims::Vector(self.units))
+            }
         }
     }
 

@@ -46,6 +46,10 @@ impl Kind for MaxPooling2D {
         if self.size == 0 || self.stride == 0 {
             return Err("sizes must be at least 1".into());
         }
+        super::check_limits(&[
+            ("pool size", self.size, super::MAX_WINDOW),
+            ("strides", self.stride, super::MAX_WINDOW),
+        ])?;
         Ok(Dims::Image {
             h: same_padding(h, self.size, self.stride).0,
             w: same_padding(w, self.size, self.stride).0,

@@ -58,6 +58,20 @@ impl Layer {
     }
 }
 
+/// The largest filter or unit count, and the largest kernel, pool or stride side, a layer may
+/// have: far beyond a 28 x 28 image, and small enough that no size derived from them
+/// overflows before `Architecture::new` checks the tensors against what the kernels index.
+pub const MAX_UNITS: usize = 1 << 20;
+pub const MAX_WINDOW: usize = 64;
+
+/// Refuses any `(what, value, limit)` above its limit.
+fn check_limits(sizes: &[(&str, usize, usize)]) -> Result<(), String> {
+    match sizes.iter().find(|(_, v, limit)| v > limit) {
+        Some((what, v, limit)) => Err(format!("{what} {v} is more than the {limit} supported")),
+        None => Ok(()),
+    }
+}
+
 /// Training or evaluation, as Keras's `training` argument: Dropout drops only in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
