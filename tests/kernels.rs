@@ -9,6 +9,7 @@ use kd_wgpu::ops::adam::{self, AdamConfig};
 use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
+use kd_wgpu::ops::dropout::{self, Draw};
 use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
@@ -326,6 +327,29 @@ fn leaky_relu_matches_reference() {
             check(&format!("leaky_relu forward n={n}"), &y.read_f32(gpu).unwrap(), &want_y, 0.0);
             let want_dx = activation::reference::backward(&x, &dy, slope);
             check(&format!("{} n={n}", b.kernel), &dx.read_f32(gpu).unwrap(), &want_dx, 0.0);
+        }
+    }
+}
+
+#[test]
+fn dropout_draws_the_references_mask() {
+    let mut r = rng("dropout");
+    for gpu in variants() {
+        // Rates at and away from the ends, lengths no multiple of the workgroup, seeds and
+        // steps across the whole u32 range.
+        for (n, rate) in [(1, 0.5), (1000, 0.3), (32 * 14 * 14 * 16, 0.5), (777, 0.0), (300, 0.95)] {
+            let draw = Draw { seed: r.random(), layer: r.random_range(0..40) };
+            let step: u32 = r.random_range(1..u32::MAX);
+            let state = StepState { step: 0, adam_t: step, samples: 1, batch: 1 }.upload(gpu, "state").unwrap();
+            let x = uniform(&mut r, n, -1.0, 1.0);
+            let (tx, y) = (upload(gpu, "x", &x), poisoned(gpu, "y", n));
+            gpu.run(&[&dropout::apply(gpu, rate, draw, &state, &tx, &y).unwrap()]).unwrap();
+            let want = dropout::reference::apply(rate, draw, step, &x);
+            check(&format!("dropout n={n} rate={rate} {draw:?} step {step}"), &y.read_f32(gpu).unwrap(), &want, 0.0);
+            let kept = want.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+            if n > 10_000 {
+                assert!((kept - (1.0 - rate as f64)).abs() < 0.01, "rate {rate}: {kept} kept");
+            }
         }
     }
 }

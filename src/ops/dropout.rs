@@ -70,7 +70,7 @@ pub mod reference {
 
     /// Whether element `i` is kept at Adam's t `step`.
     pub fn kept(rate: f32, draw: Draw, step: u32, i: usize) -> bool {
-        pcg4d([i as u32, step + 1, draw.seed, draw.layer])[0] >> 8 >= threshold(rate)
+        pcg4d([i as u32, step, draw.seed, draw.layer])[0] >> 8 >= threshold(rate)
     }
 
     pub fn apply(rate: f32, draw: Draw, step: u32, x: &[f32]) -> Vec<f32> {
