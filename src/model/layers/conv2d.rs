@@ -59,8 +59,8 @@ impl Kind for Conv2D {
         super::check_limits(&[
             ("filters", self.filters, super::MAX_UNITS),
             ("kernel", self.kernel, super::MAX_WINDOW),
+            ("strides", self.stride, super::MAX_WINDOW),
         ])?;
-        super::check_limits(&[("strides", self.stride, super::MAX_WINDOW)])?;
         Ok(Dims::Image {
             h: same_padding(h, self.kernel, self.stride).0,
             w: same_padding(w, self.kernel, self.stride).0,
