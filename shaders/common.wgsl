@@ -38,6 +38,28 @@ struct Conv {
     _pad1: u32,
 }
 
+// One kernel body for both kernel families (src/gpu/family.rs): the text between `#if buffers`
+// and `#endif` is compiled for the buffer-fed family only, `#if textures` for the texture-fed
+// one (src/gpu/kernel.rs, Shader::expanded). A buffer-fed invocation handles one element, a
+// texture-fed one four (a texel, four channels or columns): `Value` is what it computes,
+// `LANES` how many elements that is, `lane_indices` their flat indices from the first.
+#if buffers
+alias Value = f32;
+alias Index = u32;
+const LANES: u32 = 1u;
+fn lane_indices(first: u32) -> Index {
+    return first;
+}
+#endif
+#if textures
+alias Value = vec4<f32>;
+alias Index = vec4<u32>;
+const LANES: u32 = 4u;
+fn lane_indices(first: u32) -> Index {
+    return vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u);
+}
+#endif
+
 // The flat index of an invocation of a 1-D kernel launched over grid_1d's workgroups (folded
 // into two dimensions past 32,768 groups; src/gpu/kernel.rs). `workgroup_size` must be the
 // entry point's @workgroup_size.

@@ -15,10 +15,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-@group(0) @binding(1) var<storage, read> activation: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-
 @compute @workgroup_size(256)
 fn leaky_relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -29,29 +25,37 @@ fn leaky_relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     }
 }
 
+// The backward pass, one body for both families (common.wgsl): LANES elements an invocation;
+// the texture-fed family needs len a multiple of 4.
+#if buffers
+@group(0) @binding(1) var<storage, read> activation: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+fn load_activation(i: u32) -> Value {
+    return activation[i];
+}
+fn load_dy(i: u32) -> Value {
+    return dy[i];
+}
+#endif
+#if textures
+@group(0) @binding(1) var activation_tex: texture_2d<f32>;
+@group(0) @binding(2) var dy_tex: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<vec4<f32>>;
+fn load_activation(i: u32) -> Value {
+    return texel(activation_tex, i);
+}
+fn load_dy(i: u32) -> Value {
+    return texel(dy_tex, i);
+}
+#endif
+
 @compute @workgroup_size(256)
 fn leaky_relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_index(wg, nwg, lid, 256u);
-    if (i < p.len) {
-        let g = dy[i];
-        dx[i] = select(g * p.slope, g, activation[i] > 0.0);
-    }
-}
-
-// Texture-fed entry for CPU drivers (lavapipe; see matmul_texture.wgsl): len a multiple of 4,
-// one invocation per four elements.
-@group(0) @binding(1) var activation_tex: texture_2d<f32>;
-@group(0) @binding(2) var dy_tex: texture_2d<f32>;
-@group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
-
-@compute @workgroup_size(256)
-fn leaky_relu_backward_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(wg, nwg, lid, 256u);
-    if (i < p.len / 4u) {
-        let at = texel_at(i);
-        let g = textureLoad(dy_tex, at, 0);
-        dx4[i] = select(g * p.slope, g, textureLoad(activation_tex, at, 0) > vec4<f32>(0.0));
+    if (i < p.len / LANES) {
+        let g = load_dy(i);
+        dx[i] = select(g * p.slope, g, load_activation(i) > Value(0.0));
     }
 }

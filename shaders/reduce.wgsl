@@ -18,26 +18,43 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 
 @group(0) @binding(1) var<storage, read> parts_in: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// column_sum_partial, one body for both families (common.wgsl): a buffer-fed invocation sums
+// one column of a part, a texture-fed one four (cols a multiple of 4), the same sums in the
+// same order.
+#if buffers
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<f32>;
+fn load_x(at: u32) -> Value {
+    return x[at];
+}
+#endif
+#if textures
+@group(0) @binding(1) var x_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> partial: array<vec4<f32>>;
+fn load_x(at: u32) -> Value {
+    return texel(x_tex, at / 4u);
+}
+#endif
+
 @compute @workgroup_size(256)
 fn column_sum_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_id) lid: vec3<u32>) {
     let idx = flat_index(wg, nwg, lid, 256u);
-    if (idx >= p.parts * p.cols) {
+    let c_lanes = p.cols / LANES;
+    if (idx >= p.parts * c_lanes) {
         return;
     }
-    let j = idx % p.cols;
-    let s = idx / p.cols;
+    let j = (idx % c_lanes) * LANES;
+    let s = idx / c_lanes;
     let end = min(p.rows, (s + 1u) * p.chunk);
-    var sum = 0.0;
+    var sum = Value(0.0);
     for (var i = s * p.chunk; i < end; i++) {
-        sum += x[i * p.cols + j];
+        sum += load_x(i * p.cols + j);
     }
     partial[idx] = sum;
 }
@@ -57,28 +74,4 @@ fn sum_parts(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         sum += parts_in[s * p.cols + j];
     }
     out[j] = sum;
-}
-
-// Texture-fed column_sum_partial for CPU drivers (lavapipe; see matmul_texture.wgsl): cols a
-// multiple of 4, one invocation per four columns of a part, the same sums in the same order.
-@group(0) @binding(1) var x_tex: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read_write> partial4: array<vec4<f32>>;
-
-@compute @workgroup_size(256)
-fn column_sum_partial_texture(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid, 256u);
-    let cols4 = p.cols / 4u;
-    if (idx >= p.parts * cols4) {
-        return;
-    }
-    let j4 = idx % cols4;
-    let s = idx / cols4;
-    let end = min(p.rows, (s + 1u) * p.chunk);
-    var sum = vec4<f32>(0.0);
-    for (var i = s * p.chunk; i < end; i++) {
-        let t = i * cols4 + j4;
-        sum += texel(x_tex, t);
-    }
-    partial4[idx] = sum;
 }

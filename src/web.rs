@@ -16,7 +16,7 @@ use crate::data::NUM_CLASSES;
 use crate::experiment::config::StartingWeights;
 use crate::experiment::seeds::{sample_orders, StudentSeeds};
 use crate::experiment::{self, load_data, Config, DistillTeacher, WeightFiles};
-use crate::gpu::{self, Bound, Gpu, MatmulVariant, Shader, Tensor};
+use crate::gpu::{self, Bound, Gpu, MatmulVariant, Tensor};
 use crate::ops::adam::AdamConfig;
 use crate::train::{check_batch_fits, DeviceData, Feed, Loss, Model, Plan};
 use anyhow::{bail, ensure, Result};
@@ -167,7 +167,7 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
     let shaders = plans
         .iter()
         .flat_map(|p| p.dispatches())
-        .map(|d| Ok((d.shader, Shader { name: d.shader, source: d.shader_source }.expanded()?)))
+        .map(|d| Ok((d.shader.name, d.shader.expanded()?)))
         .collect::<Result<BTreeMap<_, _>>>()?;
     let parameters = student_arch.params().into_iter().map(|p| (p.name.clone(), p.shape.clone(), p.offset)).collect();
     let file = ExportFile {
@@ -260,7 +260,7 @@ impl Writer {
                 let bytes = size.unwrap_or(buffer.size() - offset);
                 bindings.push(Range { buffer: self.buffer(gpu, buffer, &label)?, offset: *offset, bytes });
             }
-            dispatches.push(DispatchInfo { shader: d.shader, entry: d.entry, workgroups: d.workgroups, bindings });
+            dispatches.push(DispatchInfo { shader: d.shader.name, entry: d.entry, workgroups: d.workgroups, bindings });
         }
         let flat: Vec<u32> = orders.concat();
         let [start, _] = self.append(bytemuck::cast_slice(&flat));

@@ -656,7 +656,7 @@ fn the_family_chooses_the_entry_from_the_shape() {
             mm.dispatch(gpu).unwrap()[0].kernel.clone()
         };
         let cases = [
-            (pool(16), "maxpool::maxpool_forward_texture", "maxpool::maxpool_forward"),
+            (pool(16), "maxpool::maxpool_forward (textures)", "maxpool::maxpool_forward"),
             (pool(17), "maxpool::maxpool_forward", "maxpool::maxpool_forward"),
             (dense(10), "dense::dense_forward_texture", "dense::dense_forward_partial"),
             (dense(12), "dense::dense_forward_partial", "dense::dense_forward_partial"),

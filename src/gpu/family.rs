@@ -17,7 +17,7 @@ use anyhow::Result;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum KernelFamily {
     Buffers,
     Textures,
@@ -138,8 +138,23 @@ impl Launch<'_> {
         grid_1d(if self.textures { items / 4 } else { items }, workgroup_size)
     }
 
+    /// The dispatch of `entry`, written once for both families (the shader's `#if` blocks,
+    /// see common.wgsl), as the chosen family compiles it, with the texture copies its inputs
+    /// need recorded before it.
+    pub fn dispatch_body(
+        self,
+        shader: &Shader,
+        entry: &'static str,
+        resources: &[wgpu::BindingResource<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        self.dispatch(shader, (entry, entry), resources, workgroups)
+    }
+
     /// The dispatch of `entries.0` (buffers) or `entries.1` (textures), with the texture
-    /// copies its inputs need recorded before it.
+    /// copies its inputs need recorded before it. Entries written for one family alone (the
+    /// dense layer's ten-unit texture-fed kernels, the transposes, the products) are separate
+    /// functions; the shader is compiled as the chosen family compiles it either way.
     pub fn dispatch(
         self,
         shader: &Shader,
@@ -148,7 +163,8 @@ impl Launch<'_> {
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
         let entry = self.pick(entries.0, entries.1);
-        Ok(Dispatch::new(self.gpu, shader, entry, resources, workgroups)?.with_uploads(self.uploads.into_inner()))
+        let shader = shader.for_family(self.pick(KernelFamily::Buffers, KernelFamily::Textures));
+        Ok(Dispatch::new(self.gpu, &shader, entry, resources, workgroups)?.with_uploads(self.uploads.into_inner()))
     }
 }
 

@@ -1,16 +1,20 @@
 //! Shaders, entry points and recorded dispatches.
 
 use super::{
+    family::KernelFamily,
     texture::{TexelCopy, TEXTURE_WIDTH},
     Gpu,
 };
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
-/// One WGSL file of `shaders/`, compiled into the binary.
+/// One WGSL file of `shaders/`, compiled into the binary, as one kernel family compiles it.
+#[derive(Clone, Copy, Debug)]
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
+    /// The family whose `#if` blocks the text keeps ([`Shader::expanded`]).
+    pub family: KernelFamily,
 }
 
 /// The files a shader may take with a line `#include "NAME"`, embedded like the shaders.
@@ -27,12 +31,63 @@ fn generated_constants() -> String {
 }
 
 impl Shader {
+    /// The same file as `family` compiles it.
+    pub fn for_family(self, family: KernelFamily) -> Shader {
+        Shader { family, ..self }
+    }
+
+    /// Whether the file has `#if` blocks, so that each family compiles its own module.
+    pub fn has_family_blocks(&self) -> bool {
+        self.source.lines().any(|l| l.trim_start().starts_with("#if "))
+    }
+
+    /// What identifies its compiled module: the file, and the family where the text differs
+    /// between families.
+    pub fn module_key(&self) -> (&'static str, KernelFamily) {
+        (self.name, if self.has_family_blocks() { self.family } else { KernelFamily::Buffers })
+    }
+
     /// The WGSL text that is compiled: the source with each line `#include "NAME"` (alone on
     /// its line, whitespace around it allowed) replaced by that file's text; `common.wgsl`
     /// comes with the constants generated from Rust. Included text is not searched for
-    /// further includes, and a file may be included once. Every other line is kept byte for
-    /// byte.
+    /// further includes, and a file may be included once. Then the family blocks:
+    /// lines between `#if buffers` (or `#if textures`) and `#endif` are kept for that family
+    /// only, as blank lines for the other, so that one kernel body serves both families
+    /// (common.wgsl's `Value` and `LANES`). Every other line is kept byte for byte.
     pub fn expanded(&self) -> Result<String> {
+        let included = self.with_includes()?;
+        let mut out = String::with_capacity(included.len());
+        let mut block: Option<(usize, bool)> = None;
+        let at = |number: usize| format!("shader {}.wgsl, line {} after #include expansion", self.name, number + 1);
+        for (number, line) in included.split_inclusive('\n').enumerate() {
+            let directive = line.trim();
+            if let Some(family) = directive.strip_prefix("#if ") {
+                let keep = match family.trim() {
+                    "buffers" => self.family == KernelFamily::Buffers,
+                    "textures" => self.family == KernelFamily::Textures,
+                    other => bail!("{}: unknown family `{other}` (#if buffers or #if textures)", at(number)),
+                };
+                if let Some((opened, _)) = block {
+                    bail!("{}: #if inside the #if of line {}", at(number), opened + 1);
+                }
+                block = Some((number, keep));
+            } else if directive == "#endif" {
+                if block.take().is_none() {
+                    bail!("{}: #endif without #if", at(number));
+                }
+            } else if block.is_none_or(|(_, keep)| keep) {
+                out.push_str(line);
+                continue;
+            }
+            out.push('\n');
+        }
+        if let Some((opened, _)) = block {
+            bail!("{}: #if without #endif", at(opened));
+        }
+        Ok(out)
+    }
+
+    fn with_includes(&self) -> Result<String> {
         let mut out = String::with_capacity(self.source.len() + 4096);
         let mut included: Vec<&str> = Vec::new();
         for (number, line) in self.source.split_inclusive('\n').enumerate() {
@@ -74,6 +129,7 @@ macro_rules! shader {
         $crate::gpu::Shader {
             name: $name,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            family: $crate::gpu::KernelFamily::Buffers,
         }
     };
 }
@@ -100,9 +156,9 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
-    /// The shader and entry point, and what each binding is, for exporting the plan as data.
-    pub shader: &'static str,
-    pub shader_source: &'static str,
+    /// The shader (as its family compiles it) and entry point, and what each binding is, for
+    /// exporting the plan as data.
+    pub shader: Shader,
     pub entry: &'static str,
     pub bindings: Vec<Bound>,
     /// Texture copies of its operands, recorded just before the pass that runs it.
@@ -119,7 +175,11 @@ impl Dispatch {
         resources: &[wgpu::BindingResource<'_>],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
-        let kernel = format!("{}::{entry}", shader.name);
+        // One body for both families: the texture-fed compilation is named as such.
+        let kernel = match shader.module_key().1 {
+            KernelFamily::Textures => format!("{}::{entry} (textures)", shader.name),
+            KernelFamily::Buffers => format!("{}::{entry}", shader.name),
+        };
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             bail!(
@@ -168,8 +228,7 @@ impl Dispatch {
             pipeline,
             bind_group,
             workgroups,
-            shader: shader.name,
-            shader_source: shader.source,
+            shader: *shader,
             entry,
             bindings,
             uploads: Vec::new(),
@@ -269,7 +328,21 @@ mod tests {
     use super::*;
 
     fn shader(source: &'static str) -> Shader {
-        Shader { name: "probe", source }
+        Shader { name: "probe", source, family: KernelFamily::Buffers }
+    }
+
+    #[test]
+    fn family_blocks_keep_one_familys_lines_and_the_line_count() {
+        let source = "a\n#if buffers\nb\n#endif\n#if textures\nt\n#endif\nz\n";
+        assert_eq!(shader(source).expanded().unwrap(), "a\n\nb\n\n\n\n\nz\n");
+        let textures = shader(source).for_family(KernelFamily::Textures);
+        assert_eq!(textures.expanded().unwrap(), "a\n\n\n\n\nt\n\nz\n");
+        assert!(shader(source).has_family_blocks() && !shader("a\n").has_family_blocks());
+        let err = |s: &'static str| shader(s).expanded().unwrap_err().to_string();
+        assert!(err("#if gpus\n#endif\n").contains("line 1 after #include expansion: unknown family `gpus`"));
+        assert!(err("#if buffers\n#if textures\n").contains("line 2 after #include expansion: #if inside"));
+        assert!(err("x\n#endif\n").contains("line 2 after #include expansion: #endif without #if"));
+        assert!(err("#if textures\nx\n").contains("line 1 after #include expansion: #if without #endif"));
     }
 
     #[test]
@@ -309,7 +382,7 @@ mod tests {
             }
             let source: &'static str = std::fs::read_to_string(&path).unwrap().leak();
             let stem: &'static str = stem.to_string().leak();
-            let text = Shader { name: stem, source }.expanded().unwrap();
+            let text = Shader { name: stem, source, family: KernelFamily::Buffers }.expanded().unwrap();
             assert!(!text.lines().any(|l| l.trim_start().starts_with("#include")), "{name}: #include left in\n{text}");
             let includes_common = source.lines().any(|l| l.trim() == "#include \"common.wgsl\"");
             assert_eq!(text.matches(&width).count(), usize::from(includes_common), "{name}: {width} written out");

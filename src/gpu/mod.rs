@@ -89,6 +89,9 @@ impl MatmulVariant {
     }
 }
 
+/// A compiled shader module: the file, and the family it was compiled for.
+type ModuleKey = (&'static str, KernelFamily);
+
 /// One device and its queue, plus the pipelines compiled for it.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -97,8 +100,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub matmul: MatmulVariant,
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
-    pipelines: Mutex<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    modules: Mutex<HashMap<ModuleKey, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<(ModuleKey, &'static str), Arc<wgpu::ComputePipeline>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
@@ -186,7 +189,8 @@ impl Gpu {
 
     /// The compute pipeline for one entry point, compiled on first use and cached.
     pub fn pipeline(&self, shader: &Shader, entry: &'static str) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.pipelines.lock().unwrap().get(&(shader.name, entry)) {
+        let key = (shader.module_key(), entry);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
         let module = self.module(shader)?;
@@ -203,15 +207,17 @@ impl Gpu {
             bail!("kernel {}::{entry}: pipeline creation failed: {e}", shader.name);
         }
         let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert((shader.name, entry), pipeline.clone());
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     fn module(&self, shader: &Shader) -> Result<Arc<wgpu::ShaderModule>> {
-        if let Some(m) = self.modules.lock().unwrap().get(shader.name) {
+        let key = shader.module_key();
+        if let Some(m) = self.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
-        let wgsl = shader.expanded()?;
+        // A file without family blocks is one module for both families.
+        let wgsl = shader.for_family(key.1).expanded()?;
         let lines_note =
             if wgsl != shader.source { " (lines counted in its text after #include expansion)" } else { "" };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -222,7 +228,7 @@ impl Gpu {
             bail!("shader {}.wgsl failed to compile{lines_note}: {e}", shader.name);
         }
         let module = Arc::new(module);
-        self.modules.lock().unwrap().insert(shader.name, module.clone());
+        self.modules.lock().unwrap().insert(key, module.clone());
         Ok(module)
     }
 

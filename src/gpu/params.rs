@@ -93,7 +93,7 @@ macro_rules! wgsl_struct {
 #[cfg(test)]
 pub(crate) mod check {
     use super::{Field, FieldType, WgslLayout};
-    use crate::gpu::Shader;
+    use crate::gpu::{KernelFamily, Shader};
     use wgpu::naga;
 
     /// Which struct of a shader a Rust type mirrors.
@@ -209,13 +209,17 @@ pub(crate) mod check {
         }
     }
 
-    /// Compares the Rust mirror `T` with `target` in the shader's text as compiled; the error
-    /// lists every difference, each naming the shader, the field and both sides.
+    /// Compares the Rust mirror `T` with `target` in the shader's text as each kernel family
+    /// compiles it; the error lists every difference, each naming the shader, the field and
+    /// both sides.
     pub fn check<T: WgslLayout>(shader: &Shader, target: Target) -> Result<(), String> {
         let rust_name = std::any::type_name::<T>();
-        let at = format!("{}.wgsl vs {rust_name}", shader.name);
-        let text = shader.expanded().map_err(|e| format!("{at}: {e}"))?;
-        compare::<T>(&at, &text, target)
+        for family in [KernelFamily::Buffers, KernelFamily::Textures] {
+            let at = format!("{}.wgsl ({family:?}) vs {rust_name}", shader.name);
+            let text = shader.for_family(family).expanded().map_err(|e| format!("{at}: {e}"))?;
+            compare::<T>(&at, &text, target)?;
+        }
+        Ok(())
     }
 
     /// [`check`] on WGSL text; `at` names the pair in messages.

@@ -27,7 +27,7 @@ pub fn leaky_relu_backward(gpu: &Gpu, slope: f32, y: &Tensor, dy: &Tensor, dx: &
     let (yin, dyin) = (launch.input(y, len)?, launch.input(dy, len)?);
     let res = [u.as_entire_binding(), yin.binding(), dyin.binding(), dx.binding()];
     let grid = launch.grid(len, 256);
-    launch.dispatch(&shader!("leaky_relu"), ("leaky_relu_backward", "leaky_relu_backward_texture"), &res, grid)
+    launch.dispatch_body(&shader!("leaky_relu"), "leaky_relu_backward", &res, grid)
 }
 
 pub mod reference {

@@ -58,7 +58,7 @@ pub fn step(
         vec![u.as_entire_binding(), state.binding(), weights.binding(), g.binding(), m.binding(), v.binding()];
     res.extend(copies.iter().map(|c| c.binding()));
     let grid = launch.grid(len, 256);
-    launch.dispatch(&shader!("adam"), ("adam", "adam_texture"), &res, grid)
+    launch.dispatch_body(&shader!("adam"), "adam", &res, grid)
 }
 
 pub mod reference {

@@ -105,7 +105,7 @@ pub fn im2col(gpu: &Gpu, s: &ConvShape, x: &Tensor, cols: &Tensor) -> Result<Dis
     let xin = launch.input(x, s.input_len())?;
     let res = [u.as_entire_binding(), xin.binding(), cols.binding()];
     let grid = launch.grid(s.m() * s.k(), 256);
-    launch.dispatch(&shader!("conv2d"), ("im2col", "im2col_texture"), &res, grid)
+    launch.dispatch_body(&shader!("conv2d"), "im2col", &res, grid)
 }
 
 pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<Dispatch> {
@@ -114,7 +114,7 @@ pub fn col2im(gpu: &Gpu, s: &ConvShape, dcols: &Tensor, dx: &Tensor) -> Result<D
     let din = launch.input(dcols, s.m() * s.k())?;
     let res = [u.as_entire_binding(), din.binding(), dx.binding()];
     let grid = launch.grid(s.input_len(), 256);
-    launch.dispatch(&shader!("conv2d"), ("col2im", "col2im_texture"), &res, grid)
+    launch.dispatch_body(&shader!("conv2d"), "col2im", &res, grid)
 }
 
 /// The im2col matrix of a layer's input as its products read it.

@@ -81,7 +81,7 @@ pub fn forward(gpu: &Gpu, s: &PoolShape, x: &Tensor, y: &Tensor, argmax: &Tensor
     let xin = launch.input(x, s.input_len())?;
     let res = [u.as_entire_binding(), xin.binding(), y.binding(), argmax.binding()];
     let grid = launch.grid(s.output_len(), 256);
-    launch.dispatch(&shader!("maxpool"), ("maxpool_forward", "maxpool_forward_texture"), &res, grid)
+    launch.dispatch_body(&shader!("maxpool"), "maxpool_forward", &res, grid)
 }
 
 /// A LeakyReLU right before the pool, whose backward pass the pool's runs too.
@@ -110,7 +110,7 @@ pub fn backward(
     let pool_in = pool_in.as_ref().unwrap_or(&dyin);
     let res = [u.as_entire_binding(), dyin.binding(), winners.binding(), dx.binding(), pool_in.binding()];
     let grid = launch.grid(s.input_len(), 256);
-    launch.dispatch(&shader!("maxpool"), ("maxpool_backward", "maxpool_backward_texture"), &res, grid)
+    launch.dispatch_body(&shader!("maxpool"), "maxpool_backward", &res, grid)
 }
 
 pub mod reference {

@@ -49,8 +49,7 @@ pub fn column_sum(
     let xin = launch.input(x, rows * cols)?;
     let res = [uniform.as_entire_binding(), xin.binding(), scratch.binding()];
     let grid = launch.grid(parts * cols, 256);
-    let partial =
-        launch.dispatch(&shader!("reduce"), ("column_sum_partial", "column_sum_partial_texture"), &res, grid)?;
+    let partial = launch.dispatch_body(&shader!("reduce"), "column_sum_partial", &res, grid)?;
     Ok(vec![partial, sum_parts(gpu, scratch, parts, cols, None, out)?])
 }
 
