@@ -1,5 +1,5 @@
-// LeakyReLU: y = x for x > 0, slope * x otherwise (Keras: negative_slope).
-// The backward pass reads the activation's output y (y > 0 exactly when x > 0 for slope > 0),
+// LeakyReLU: y = x for x > 0, slope * x otherwise (Keras: negative_slope); ReLU is slope 0.
+// The backward pass reads the activation's output y (y > 0 exactly when x > 0 for slope >= 0),
 // so the pre-activation need not be kept; at x = 0 the gradient is slope, as in TensorFlow.
 
 #include "common.wgsl"
