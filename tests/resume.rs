@@ -182,6 +182,26 @@ fn the_seeds_distiller_resumes_with_its_teachers_adam_state() {
     }
 }
 
+/// Networks with Dropout (read from a Keras file) draw their masks from Adam's t, which the
+/// state keeps: killed in the teacher's second epoch or in the students', a resumed run draws
+/// the same masks and ends with the same bytes.
+#[test]
+fn dropout_draws_the_same_masks_after_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let keras_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keras-small.json");
+    let args: Vec<String> = format!(
+        "--offline --train-limit 320 --test-limit 160 --teacher-epochs 2 --student-epochs 2 --sync-points 3 \
+         --seed 11 --teacher-layers {keras_file} --student-layers {keras_file}"
+    )
+    .split_whitespace()
+    .map(String::from)
+    .collect();
+    let expected = baseline(dir.path(), &args);
+    for (name, point) in [("dropout-teacher", "teacher:step:12"), ("dropout-students", "students run 1:step:13")] {
+        killed_and_resumed(dir.path(), &args, name, &[point]).assert_same_as(&expected, name);
+    }
+}
+
 /// Starts the run with checkpoints, sends `signal` once `marker` is in its output, checks
 /// that it exits with 130 after printing the command that resumes it, runs that command as a
 /// user would paste it, and compares the result with the uninterrupted run.
