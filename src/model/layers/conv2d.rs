@@ -1,7 +1,7 @@
 //! Conv2D: "same" padding, square kernel and stride, with bias; products over im2col
 //! (`ops::conv2d`), an activation after it run in the forward product's epilogue.
 
-use super::{At, Gradients, Kind, ParamShape, Planned, Reference, ReferenceGradients, Route};
+use super::{At, Gradients, Kind, Names, ParamShape, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::Dims;
 use crate::ops::conv2d::{self, Cols, ConvShape};
@@ -32,14 +32,8 @@ impl Conv2D {
 }
 
 impl Kind for Conv2D {
-    fn keras_class(&self) -> &'static str {
-        "Conv2D"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "conv2d"
-    }
-    fn stem(&self) -> &'static str {
-        "conv"
+    fn names(&self) -> Names {
+        Names { keras_class: "Conv2D", keras_stem: "conv2d", stem: "conv" }
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,6 @@
 //! Dense: y = x W + b over a flattened input, anywhere after a Flatten (`ops::dense`).
 
-use super::{At, Gradients, Kind, ParamShape, Planned, Reference, ReferenceGradients, Route};
+use super::{At, Gradients, Kind, Names, ParamShape, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::Dispatch;
 use crate::model::Dims;
 use crate::ops::dense::{self, DenseGrads, DenseShape};
@@ -19,14 +19,8 @@ impl Dense {
 }
 
 impl Kind for Dense {
-    fn keras_class(&self) -> &'static str {
-        "Dense"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "dense"
-    }
-    fn stem(&self) -> &'static str {
-        "dense"
+    fn names(&self) -> Names {
+        Names { keras_class: "Dense", keras_stem: "dense", stem: "dense" }
     }
 
     fn describe(&self) -> String {

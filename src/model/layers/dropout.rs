@@ -4,7 +4,7 @@
 //! (`ops::dropout`), so the backward pass draws it again instead of keeping it, a resumed run
 //! draws the same masks, and the CPU reference draws them too.
 
-use super::{Gradients, Kind, Mode, Planned, Reference, ReferenceGradients, Route};
+use super::{Gradients, Kind, Mode, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::Dispatch;
 use crate::model::Dims;
 use crate::ops::dropout;
@@ -16,14 +16,8 @@ pub struct Dropout {
 }
 
 impl Kind for Dropout {
-    fn keras_class(&self) -> &'static str {
-        "Dropout"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "dropout"
-    }
-    fn stem(&self) -> &'static str {
-        "dropout"
+    fn names(&self) -> Names {
+        Names { keras_class: "Dropout", keras_stem: "dropout", stem: "dropout" }
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,6 @@
 //! Flatten: NHWC is already the order Keras flattens in, so it is a no-op in memory.
 
-use super::{Gradients, Kind, Mode, Planned, Reference, ReferenceGradients, Route};
+use super::{Gradients, Kind, Mode, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::Dispatch;
 use crate::model::Dims;
 use anyhow::Result;
@@ -9,14 +9,8 @@ use anyhow::Result;
 pub struct Flatten;
 
 impl Kind for Flatten {
-    fn keras_class(&self) -> &'static str {
-        "Flatten"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "flatten"
-    }
-    fn stem(&self) -> &'static str {
-        "flatten"
+    fn names(&self) -> Names {
+        Names { keras_class: "Flatten", keras_stem: "flatten", stem: "flatten" }
     }
 
     fn output(&self, input: Dims) -> Result<Dims, String> {

@@ -1,6 +1,6 @@
 //! LeakyReLU (Keras's `negative_slope`): an elementwise activation (`ops::activation`).
 
-use super::{Gradients, Kind, Planned, Reference, ReferenceGradients, Route};
+use super::{Gradients, Kind, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::Dispatch;
 use crate::model::Dims;
 use anyhow::Result;
@@ -11,14 +11,8 @@ pub struct LeakyReLU {
 }
 
 impl Kind for LeakyReLU {
-    fn keras_class(&self) -> &'static str {
-        "LeakyReLU"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "leaky_re_lu"
-    }
-    fn stem(&self) -> &'static str {
-        "leaky"
+    fn names(&self) -> Names {
+        Names { keras_class: "LeakyReLU", keras_stem: "leaky_re_lu", stem: "leaky" }
     }
 
     fn describe(&self) -> String {

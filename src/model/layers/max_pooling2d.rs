@@ -1,7 +1,7 @@
 //! MaxPooling2D, "same" padding (`ops::maxpool`). It keeps each window's winner for its
 //! backward pass, which goes on through an activation right before it (one pass less).
 
-use super::{At, Gradients, Kind, Planned, Reference, ReferenceGradients, Route};
+use super::{At, Gradients, Kind, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::{Dispatch, Gpu};
 use crate::model::Dims;
 use crate::ops::maxpool::{self, LeakyBefore, PoolShape};
@@ -22,14 +22,8 @@ impl MaxPooling2D {
 }
 
 impl Kind for MaxPooling2D {
-    fn keras_class(&self) -> &'static str {
-        "MaxPooling2D"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "max_pooling2d"
-    }
-    fn stem(&self) -> &'static str {
-        "pool"
+    fn names(&self) -> Names {
+        Names { keras_class: "MaxPooling2D", keras_stem: "max_pooling2d", stem: "pool" }
     }
 
     fn describe(&self) -> String {

@@ -88,6 +88,17 @@ pub struct At {
     pub output: Dims,
 }
 
+/// What a kind is called.
+pub struct Names {
+    /// Keras's class name: `Conv2D`.
+    pub keras_class: &'static str,
+    /// The stem of Keras's default layer names: `conv2d`, then `conv2d_1`, ..
+    pub keras_stem: &'static str,
+    /// The stem of our names for it, in parameter names and reports: `conv` gives conv1,
+    /// conv2, ..; the others are numbered from their second: dense, dense2.
+    pub stem: &'static str,
+}
+
 /// One parameter tensor of a kind: its name within the layer, Keras shape, and glorot
 /// fan-in + fan-out (None for biases, initialised to zero).
 pub struct ParamShape {
@@ -162,13 +173,17 @@ pub struct ReferenceGradients {
 
 /// Everything about one kind of layer.
 pub trait Kind {
-    /// Keras's class name (`Conv2D`) and the stem of its default layer names (`conv2d`,
-    /// then `conv2d_1`, ..).
-    fn keras_class(&self) -> &'static str;
-    fn keras_stem(&self) -> &'static str;
-    /// The stem of our names for it, in parameter names and reports (`conv` gives conv1,
-    /// conv2, ..; the others are numbered from their second: dense, dense2).
-    fn stem(&self) -> &'static str;
+    /// Its names: Keras's and ours.
+    fn names(&self) -> Names;
+    fn keras_class(&self) -> &'static str {
+        self.names().keras_class
+    }
+    fn keras_stem(&self) -> &'static str {
+        self.names().keras_stem
+    }
+    fn stem(&self) -> &'static str {
+        self.names().stem
+    }
     /// Its options as Keras's `get_config()` names them (the rest at Keras's defaults), for
     /// the Keras model file a checkpoint carries.
     fn keras_config(&self) -> serde_json::Value {

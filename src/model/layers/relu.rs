@@ -1,7 +1,7 @@
 //! ReLU: the activation of slope 0 (Keras's ReLU() with its defaults, or activation="relu"),
 //! run by the same kernels, epilogue and fused pool backward as LeakyReLU.
 
-use super::{Gradients, Kind, Planned, Reference, ReferenceGradients, Route};
+use super::{Gradients, Kind, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::Dispatch;
 use crate::model::Dims;
 use anyhow::Result;
@@ -10,14 +10,8 @@ use anyhow::Result;
 pub struct ReLU;
 
 impl Kind for ReLU {
-    fn keras_class(&self) -> &'static str {
-        "ReLU"
-    }
-    fn keras_stem(&self) -> &'static str {
-        "re_lu"
-    }
-    fn stem(&self) -> &'static str {
-        "relu"
+    fn names(&self) -> Names {
+        Names { keras_class: "ReLU", keras_stem: "re_lu", stem: "relu" }
     }
 
     fn output(&self, input: Dims) -> Result<Dims, String> {
