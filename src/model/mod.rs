@@ -141,8 +141,9 @@ impl Architecture {
         let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
         for (i, layer) in layers.iter().enumerate() {
             let at = || format!("{name}: layer {} ({})", i + 1, layer.kind().describe());
-            dims = layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
+            let output = layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
             let params: usize = layer.kind().params(dims).iter().map(|p| p.shape.iter().product::<usize>()).sum();
+            dims = output;
             ensure!(
                 dims.len() <= MAX_SAMPLE_LEN && params <= MAX_SAMPLE_LEN,
                 "{}: {} values a sample and {params} parameters; at most {MAX_SAMPLE_LEN} each",
@@ -415,6 +416,12 @@ mod tests {
         let huge = |filters| Architecture::seed("m", [filters, 4]).unwrap_err().to_string();
         assert!(huge(usize::MAX).contains("filters 18446744073709551615 is more than"), "{}", huge(usize::MAX));
         assert!(huge(1 << 20).contains("values a sample"), "{}", huge(1 << 20));
+        // Parameters count from the layer's input: 784 x 20,000 (+ bias) fit, 20,000 x 20,000 would not.
+        let wide = Layer::Dense(Dense { units: 20_000 });
+        assert!(Architecture::new("wide", vec![Layer::Flatten, wide, dense]).is_ok());
+        let wider = Architecture::new("wider", vec![Layer::Flatten, Layer::Dense(Dense { units: 30_000 }), dense]);
+        let why = wider.unwrap_err().to_string();
+        assert!(why.contains("23550000 parameters"), "{why}");
         let window = Layer::MaxPooling2D(MaxPooling2D { size: 1000, stride: 1 });
         assert!(err(vec![window, Layer::Flatten, dense]).contains("pool size 1000 is more than the 64"));
         // A new layer of a known kind is one more entry in the list.
