@@ -5,7 +5,7 @@
 
 pub use super::layers::Route;
 use super::layers::{Draw, Mode, Reference};
-use super::{Architecture, PlacedLayer};
+use super::{Architecture, ParamSpec, PlacedLayer};
 use crate::data::NUM_CLASSES;
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::loss::{self, Loss};
@@ -33,22 +33,26 @@ impl Run {
     pub const EVALUATE: Run = Run { mode: Mode::Evaluate, seed: 0, step: 0 };
 }
 
+/// Where layer `layer`'s parameters lie in the flat layout, in its kind's order.
+fn param_ranges(specs: &[ParamSpec], layer: &PlacedLayer) -> Vec<std::ops::Range<usize>> {
+    let prefix = format!("{}.", layer.name);
+    specs.iter().filter(|p| p.name.starts_with(&prefix)).map(ParamSpec::range).collect()
+}
+
 /// Layer `i`'s reference view: sizes, mode, Dropout draw and parameters.
 fn layer_view<'a>(
-    arch: &Architecture,
+    specs: &[ParamSpec],
     flat: &'a [f32],
     batch: &Batch,
     run: Run,
     (i, layer): (usize, &PlacedLayer),
 ) -> Reference<'a> {
-    let prefix = format!("{}.", layer.name);
-    let params = arch.params().into_iter().filter(|p| p.name.starts_with(&prefix)).map(|p| &flat[p.range()]).collect();
     Reference {
         at: layer.at(batch.rows),
         mode: run.mode,
         draw: Draw { seed: run.seed, layer: i as u32 },
         step: run.step,
-        params,
+        params: param_ranges(specs, layer).into_iter().map(|r| &flat[r]).collect(),
     }
 }
 
@@ -76,9 +80,9 @@ impl Forward {
 }
 
 pub fn forward(arch: &Architecture, flat: &[f32], batch: &Batch, run: Run) -> Forward {
-    let mut fwd = Forward { outputs: Vec::new(), routes: Vec::new() };
+    let (mut fwd, specs) = (Forward { outputs: Vec::new(), routes: Vec::new() }, arch.params());
     for (i, layer) in arch.walk().iter().enumerate() {
-        let r = layer_view(arch, flat, batch, run, (i, layer));
+        let r = layer_view(&specs, flat, batch, run, (i, layer));
         let (output, route) = layer.kind().reference_forward(&r, fwd.input(batch, i));
         fwd.outputs.push(output);
         fwd.routes.push(route);
@@ -110,17 +114,14 @@ pub fn backward(
     routes: &[Route],
     dlogits: &[f32],
 ) -> Vec<f32> {
-    let mut grads = vec![0f32; arch.flat_len()];
-    let walk = arch.walk();
+    let (mut grads, specs, walk) = (vec![0f32; arch.flat_len()], arch.params(), arch.walk());
     let Some(first) = walk.iter().position(|l| l.has_params()) else { return grads };
     let mut dy = dlogits.to_vec();
     for i in (first..walk.len()).rev() {
         let layer = &walk[i];
-        let r = layer_view(arch, flat, batch, run, (i, layer));
+        let r = layer_view(&specs, flat, batch, run, (i, layer));
         let g = layer.kind().reference_backward(&r, fwd.input(batch, i), &routes[i], &dy, i > first);
-        let specs = layer.kind().params(layer.input);
-        for (spec, values) in specs.iter().zip(&g.params) {
-            let range = arch.param(&format!("{}.{}", layer.name, spec.suffix)).expect("a tensor of the walk").range();
+        for (range, values) in param_ranges(&specs, layer).into_iter().zip(&g.params) {
             grads[range].copy_from_slice(values);
         }
         match g.dx {

@@ -9,7 +9,7 @@
 //! gradient buffer in the layout of the weights, so that Adam updates the whole model in one
 //! dispatch.
 
-use super::lower::{lower, BackwardStage, ForwardStage};
+use super::lower::{lower, BackwardStage, ForwardStage, Lowered};
 use super::{DeviceData, DeviceSplit, Loss, Model};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
@@ -43,8 +43,9 @@ struct LayerBuffers {
 /// Forward-pass buffers of one model at one batch size.
 struct Activations {
     batch: usize,
-    /// Training or evaluation: which layers have stages and buffers of their own.
-    mode: Mode,
+    /// The model's stages in the plan's mode (training or evaluation), which decide the
+    /// layers that have buffers of their own.
+    stages: Lowered,
     x: Tensor,
     labels: Tensor,
     teacher_logits: Tensor,
@@ -100,9 +101,9 @@ impl Activations {
             None => (t("input", b * IMAGE_SIDE * IMAGE_SIDE)?, t("labels", b)?),
         };
         let walk = arch.walk();
-        let shares_input = lower(&walk, mode).shares_input;
+        let stages = lower(&walk, mode);
         let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
-        for (layer, shares) in walk.iter().zip(shares_input) {
+        for (layer, &shares) in walk.iter().zip(&stages.shares_input) {
             let output = match (shares, layers.last()) {
                 (true, Some(before)) => before.output.clone(),
                 (true, None) => x.clone(),
@@ -116,7 +117,7 @@ impl Activations {
         }
         Ok(Activations {
             batch: b,
-            mode,
+            stages,
             x,
             labels,
             teacher_logits: t("teacher logits", b * NUM_CLASSES)?,
@@ -226,7 +227,7 @@ impl Plan {
         let act = &self.models[which].activations;
         let walk = model.arch.walk();
         let mut dispatches = Vec::new();
-        for ForwardStage { layer: i, epilogue } in lower(&walk, act.mode).forward {
+        for &ForwardStage { layer: i, epilogue } in &act.stages.forward {
             let params = model.layer_params(&model.weights, &walk[i])?;
             // A fused activation's output is this buffer too: the stage writes the activation's.
             let y = &act.layers[epilogue.map_or(i, |(e, _)| e)].output;
@@ -253,7 +254,6 @@ impl Plan {
             gpu,
             at: layer.at(act.batch),
             label: format!("{} {}", model.arch.name(), layer.name),
-            mode: act.mode,
             draw: Draw { seed: model.seed, layer: i as u32 },
             state: &self.state,
             x: act.input(i),
@@ -307,12 +307,11 @@ impl Plan {
     /// Every backward stage's dispatches, the list in reverse, from `dlogits` into `grads`.
     fn backward(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, grads: &Tensor) -> Result<()> {
         let walk = model.arch.walk();
-        let mode = self.models[which].activations.mode;
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
         let mut dispatches = Vec::new();
-        for stage in lower(&walk, mode).backward {
-            let BackwardStage { layer: i, through, needs_dx } = stage;
+        for stage in &self.models[which].activations.stages.backward {
+            let BackwardStage { layer: i, through, needs_dx } = *stage;
             let (layer, reaches) = (&walk[i], &walk[stage.lowest()]);
             let dx = match needs_dx {
                 true => {

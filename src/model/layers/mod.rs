@@ -113,7 +113,6 @@ pub struct Planned<'a> {
     pub at: At,
     /// For buffer labels: the model's and the layer's names ("teacher conv2").
     pub label: String,
-    pub mode: Mode,
     pub draw: Draw,
     /// The step state (`common.wgsl`, StepState): Dropout draws its masks from Adam's t.
     pub state: &'a Tensor,
