@@ -276,9 +276,9 @@ pub struct Evaluation {
 
 /// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
 /// must be that one), reports its test loss and accuracy, and with `logits_out` writes its
-/// The frozen teacher's logits for the training images (`export-web`'s table), computed on the configured kernel
-/// family (the fastest here): the teacher from `files.teacher`, or trained as the program
-/// trains it (and evaluated, as it does).
+/// The frozen teacher's logits for the training images (`export-web`'s table), computed on
+/// the configured kernel family (the fastest here): the teacher from `files.teacher`, or
+/// trained as the program trains it (and evaluated, as it does).
 pub fn frozen_teacher_logits(
     cfg: &Config,
     files: &WeightFiles,
