@@ -2,11 +2,11 @@
 //! and a CPU matrix product of the teacher's main shape on the same machine for scale.
 
 use crate::data::{Split, IMAGE_SIDE, NUM_CLASSES};
-use crate::gpu::{self, timing, Gpu, KernelFamily, Tensor};
+use crate::gpu::{self, timing, tune::TuneSummary, Force, Gpu, Tensor};
 use crate::model::{Architecture, Layer};
 use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
-use crate::ops::{matmul::Entry, KernelBias};
+use crate::ops::KernelBias;
 use crate::train::{DeviceData, Feed, Loss, Model, Plan};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -54,6 +54,8 @@ pub struct BenchReport {
     /// The teacher's largest convolution's products in every entry of the device's family.
     pub products: Vec<ProductTime>,
     pub steps: Vec<StepTime>,
+    /// What the tuner chose for the plans above, with each candidate's time when it was tuned.
+    pub tuning: TuneSummary,
     /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
     pub cpu_matmul_gflops: f64,
     /// From process start until the first `warmup_steps` teacher steps are done.
@@ -118,13 +120,20 @@ pub fn run(
         let infer = Plan::logits(gpu, "inference", &model, &feed, &table, batch)?;
         infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         let stats = infer.run_epoch(gpu, &order, 1, |_, _, _| {})?;
-        step_times.push(step_time(
-            arch,
-            "forward step",
-            batch,
-            stats.seconds / stats.steps as f64,
-            arch.forward_flops(batch),
-        ));
+        let seconds = stats.seconds / stats.steps as f64;
+        step_times.push(step_time(arch, "forward step", batch, seconds, arch.forward_flops(batch)));
+        // The same steps with every op in its built-in default, for the tuning's gain.
+        if gpu.tuner().mode() != gpu::TuneMode::Off {
+            gpu.tuner().force(Some(Force::Default));
+            let untuned =
+                Plan::train(gpu, arch.name(), &model, Loss::CrossEntropy, &feed, batch, &AdamConfig::default());
+            gpu.tuner().force(None);
+            let untuned = untuned?;
+            untuned.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+            let stats = untuned.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+            let seconds = stats.seconds / stats.steps as f64;
+            step_times.push(step_time(arch, "train step, untuned", batch, seconds, arch.train_flops(batch)));
+        }
     }
     let products = match archs.first() {
         Some(arch) => product_entries(gpu, arch, batch, reps)?,
@@ -137,6 +146,7 @@ pub fn run(
         kernels,
         products,
         steps: step_times,
+        tuning: gpu.tuner().summary(),
         cpu_matmul_gflops: cpu_matmul_gflops(),
         startup_seconds,
         warmup_steps: steps.max(1),
@@ -144,7 +154,7 @@ pub fn run(
 }
 
 /// The three products of `arch`'s largest convolution (forward, input and kernel gradients),
-/// each in every entry of the device's kernel family that can run it, reading the im2col
+/// each in every entry the tuner may choose for it, reading the im2col
 /// matrix written out or gathering it: the figures that set the tile rule of `ops::matmul` and
 /// `conv2d::gathers_im2col`. Operands are zeros: the time does not depend on the values.
 fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) -> Result<Vec<ProductTime>> {
@@ -168,18 +178,10 @@ fn product_entries(gpu: &Gpu, arch: &Architecture, batch: usize, reps: usize) ->
         products.push(("kernel gradient", how, planned, conv2d::kernel_product(&s, &x, im2col, &y, &dw, &scratch)));
     }
     products.push(("input gradient", "", true, conv2d::input_product(&s, &y, &w, &dcols)));
-    // The entries of the device's kernel family (the others would run there, slowly).
-    let entries = match gpu.family() {
-        KernelFamily::Buffers => [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide].as_slice(),
-        KernelFamily::Textures => [Entry::Texture, Entry::Subgroup].as_slice(),
-    };
     let mut times = Vec::new();
     for (what, how, planned, product) in &products {
-        let chosen = product.entry(gpu);
-        for &entry in entries {
-            if product.misfit(gpu, entry).is_some() {
-                continue;
-            }
+        let chosen = product.entry(gpu)?;
+        for entry in product.candidates(gpu) {
             let d = product.dispatch_as(gpu, entry)?;
             let seconds = timing::median_seconds(gpu, &d.iter().collect::<Vec<_>>(), reps)?;
             times.push(ProductTime {
@@ -274,10 +276,34 @@ impl BenchReport {
                 p.gflops
             );
         }
+        let tuning = &self.tuning;
+        s += &format!(
+            "\nTuning ({}; {} op(s) timed by this process in {:.1} s; cache {}):\n",
+            tuning.mode,
+            tuning.timed,
+            tuning.seconds,
+            tuning.file.as_ref().map_or("none".into(), |f| f.display().to_string())
+        );
+        s += &format!("{:<60} {:<14} {:>9} {:<14} {:>9} {:>6}\n", "op", "default", "ms", "tuned", "ms", "gain");
+        for c in &tuning.choices {
+            let ms = |entry: &str| c.seconds_of(entry).map_or("-".into(), |s| format!("{:.3}", 1e3 * s));
+            let gain = match (c.seconds_of(&c.default), c.seconds_of(&c.chosen)) {
+                (Some(d), Some(t)) if t > 0.0 => format!("{:.2}x", d / t),
+                _ => "-".into(),
+            };
+            let op = c.op.split(" [").next().unwrap_or(&c.op);
+            s += &format!(
+                "{op:<60} {:<14} {:>9} {:<14} {:>9} {gain:>6}\n",
+                c.default,
+                ms(&c.default),
+                c.chosen,
+                ms(&c.chosen)
+            );
+        }
         s += "\n";
         for t in &self.steps {
             s += &format!(
-                "{:<8} {:<13} batch {:<4} {:>9.2} ms {:>9.0} samples/s {:>8.1} GFLOP/s\n",
+                "{:<8} {:<20} batch {:<4} {:>9.2} ms {:>9.0} samples/s {:>8.1} GFLOP/s\n",
                 t.model,
                 t.what,
                 t.batch,

@@ -4,7 +4,7 @@ use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::resume::{self, Interrupted};
 use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, WeightFiles};
-use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant};
+use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant, TuneMode};
 use kd_wgpu::model::{keras, Architecture, Channels};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +93,12 @@ struct DeviceArgs {
     /// CPU drivers such as lavapipe, `tiled` (buffer-fed kernels) on GPUs.
     #[arg(long, value_enum, default_value = "auto", global = true)]
     matmul: MatmulVariant,
+    /// Where a kernel has several entries that give the same bits (the matrix product's tiles),
+    /// time them on this device and run the fastest: `cached` times what the cache in
+    /// $XDG_CACHE_HOME/kd-wgpu (~/.cache/kd-wgpu) lacks, `full` times everything again, `off`
+    /// runs the built-in defaults.
+    #[arg(long, value_enum, default_value = "cached", global = true)]
+    tune: TuneMode,
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +208,7 @@ impl RunArgs {
         Ok(Config {
             backend: device.backend,
             matmul: device.matmul,
+            tune: device.tune,
             data: LoadOptions {
                 data_dir: self.data_dir.clone(),
                 offline: self.offline,
@@ -291,7 +298,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 checkpoint::check_writable("--json", path)?;
             }
             let archs = [cfg.teacher()?, cfg.student()?];
-            let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?;
+            let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?.tuned(cli.device.tune);
             let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, started)?;
             print!("{}", report.render());
             if let Some(path) = json {

@@ -1,22 +1,29 @@
-//! `kd-wgpu bench` runs end to end and writes its JSON (a smoke test: no timing assertions).
+//! `kd-wgpu bench` runs end to end and writes its JSON (a smoke test: no timing assertions),
+//! and tunes the kernels once: a second run takes every choice from the cache.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The bench on narrower models than the seed's (quick, and it takes the channel flags), with
+/// the tuning cache under `cache` (XDG_CACHE_HOME: the platform's cache directory on Linux).
+fn bench(cache: &Path, json: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["bench", "--reps", "1", "--steps", "1", "--teacher-channels", "24,44", "--student-channels", "3,5"])
+        .arg("--json")
+        .arg(json)
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn bench_runs_and_writes_json() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    // Narrower models than the seed's keep the smoke test quick, and check that the bench
-    // takes the channel flags.
-    let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
-        .args(["bench", "--reps", "1", "--steps", "1", "--teacher-channels", "24,44", "--student-channels", "3,5"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let (json, cache) = (dir.path().join("bench.json"), dir.path().join("cache"));
+    let out = bench(&cache, &json);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    for expect in ["conv2 forward", "train step", "CPU f32 matrix product"] {
+    for expect in ["conv2 forward", "train step", "train step, untuned", "CPU f32 matrix product", "Tuning ("] {
         assert!(stdout.contains(expect), "bench output lacks `{expect}`:\n{stdout}");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -36,5 +43,31 @@ fn bench_runs_and_writes_json() {
         assert!(rows.len() >= 2, "{what}: two entries of the family at least: {rows:?}");
         assert_eq!(rows.iter().filter(|p| p["chosen"] == true).count(), 1, "{what}: {rows:?}");
         assert!(rows.iter().all(|p| p["gflops"].as_f64().is_some_and(|g| g > 0.0)), "{rows:?}");
+    }
+
+    // The first run timed every product with a choice and cached it (Linux: under
+    // XDG_CACHE_HOME); the second times nothing and makes the same choices.
+    #[cfg(target_os = "linux")]
+    {
+        let tuning = &report["tuning"];
+        let choices = tuning["choices"].as_array().unwrap();
+        assert!(tuning["timed"].as_u64().unwrap() > 0 && tuning["timed"].as_u64().unwrap() as usize == choices.len());
+        assert!(stdout.contains("Tuning: timing"), "{stdout}");
+        let files: Vec<_> = std::fs::read_dir(cache.join("kd-wgpu")).unwrap().collect();
+        assert_eq!(files.len(), 1, "one cache file per device: {files:?}");
+        let out = bench(&cache, &json);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Tuning: timing"), "the second run tuned again");
+        let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(again["tuning"]["timed"], 0);
+        assert_eq!(&again["tuning"]["choices"], &report["tuning"]["choices"]);
+
+        // A corrupt cache costs one warning and is rewritten.
+        let file = files[0].as_ref().unwrap().path();
+        std::fs::write(&file, "not json").unwrap();
+        let out = bench(&cache, &json);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.matches("warning: ignoring the tuning cache").count() == 1, "{stderr}");
+        assert!(std::fs::read_to_string(&file).unwrap().starts_with('{'), "the cache was rewritten");
     }
 }

@@ -329,6 +329,7 @@ fn evaluate_subcommand_reports_and_writes_logits() {
     save(&weights, &student(), &student().init_glorot(1), "{}").unwrap();
     let npy = dir.path().join("logits.npy");
     let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off"])
         .args(["evaluate", "--model", "student", "--test-limit", "64", "--offline", "--weights"])
         .arg(&weights)
         .arg("--logits-out")
@@ -356,6 +357,7 @@ fn evaluate_subcommand_reports_and_writes_logits() {
 
     // A teacher file given as a student is refused, plainly and without a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off"])
         .args(["evaluate", "--model", "teacher", "--offline", "--weights"])
         .arg(&weights)
         .output()
@@ -373,6 +375,7 @@ fn tiny_config() -> experiment::Config {
         train_limit: Some(32),
         test_limit: Some(32),
         sync_points: 1,
+        tune: kd_wgpu::gpu::TuneMode::Off,
         ..Default::default()
     }
 }
@@ -409,6 +412,7 @@ fn the_experiment_starts_from_and_saves_weight_files() {
         &["--teacher-init"],
     );
     let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off"])
         .args(["--offline", "--teacher-init"])
         .arg(&student_file)
         .output()
@@ -464,6 +468,7 @@ fn evaluate_reads_the_network_from_the_file() {
 
     let evaluate = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+            .args(["--tune", "off"])
             .args(["evaluate", "--test-limit", "40", "--offline", "--weights"])
             .arg(&weights)
             .args(extra)

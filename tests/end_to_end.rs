@@ -4,7 +4,7 @@
 use kd_wgpu::checkpoint;
 use kd_wgpu::data::{self, LoadOptions, NUM_CLASSES};
 use kd_wgpu::experiment::{self, Config, DistillTeacher, Report, WeightFiles};
-use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant};
+use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant, TuneMode};
 use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::loss::{self as loss_ops, Loss};
@@ -22,6 +22,8 @@ fn config() -> Config {
         sync_points: 3,
         teacher_channels: [24, 44],
         student_channels: [8, 12],
+        // Tuning never changes a bit (tests/tuning.rs); off, the runs compile fewer kernels.
+        tune: TuneMode::Off,
         ..Config::default()
     }
 }
@@ -198,13 +200,13 @@ fn the_command_line_refuses_bad_flags_with_a_message_and_no_panic() {
         (vec!["--batch-size", "0"], "--batch-size"),
         (vec!["--backend", "vulkan", "--batch-size", "abc"], "invalid value"),
     ] {
-        let out = Command::new(exe).args(&args).arg("--offline").output().unwrap();
+        let out = Command::new(exe).args(["--tune", "off"]).args(&args).arg("--offline").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} must fail");
         assert!(stderr.contains(expect), "{args:?}: stderr `{stderr}` should mention `{expect}`");
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     }
-    let out = Command::new(exe).arg("--list-adapters").output().unwrap();
+    let out = Command::new(exe).args(["--tune", "off"]).arg("--list-adapters").output().unwrap();
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "at least one adapter is listed");
 }
@@ -225,7 +227,7 @@ fn unwritable_outputs_are_refused_before_any_work() {
         (vec!["evaluate", "--weights", "missing.safetensors", "--logits-out", "/proc/l.npy"], "--logits-out"),
         (vec!["bench", "--json", "/proc/b.json"], "--json /proc/b.json"),
     ] {
-        let out = Command::new(exe).args(&args).arg("--offline").output().unwrap();
+        let out = Command::new(exe).args(["--tune", "off"]).args(&args).arg("--offline").output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!out.status.success(), "{args:?} must fail");
         assert!(stderr.contains(expect), "{args:?}: stderr `{stderr}` should mention `{expect}`");
@@ -244,6 +246,7 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     let metrics = dir.path().join("metrics.json");
     let limits = ["--offline", "--train-limit", "960", "--test-limit", "160"];
     let out = Command::new(exe)
+        .args(["--tune", "off"])
         .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
         .args(["--student-epochs", "3", "--save-dir"])
         .arg(dir.path())
@@ -262,7 +265,14 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     assert!(scratch_accuracy > 0.4, "the scratch student learned: {scratch_accuracy}");
 
     let weights = dir.path().join("scratch.safetensors");
-    let out = Command::new(exe).arg("evaluate").arg("--weights").arg(&weights).args(limits).output().unwrap();
+    let out = Command::new(exe)
+        .args(["--tune", "off"])
+        .arg("evaluate")
+        .arg("--weights")
+        .arg(&weights)
+        .args(limits)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let expected = format!("accuracy: {scratch_accuracy:.4} on 160 images");
@@ -272,7 +282,8 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     let bad = dir.path().join("bad.json");
     let text = std::fs::read_to_string(keras_file).unwrap().replace("\"Dropout\"", "\"GaussianNoise\"");
     std::fs::write(&bad, text).unwrap();
-    let out = Command::new(exe).arg("--student-layers").arg(&bad).args(limits).output().unwrap();
+    let out =
+        Command::new(exe).args(["--tune", "off"]).arg("--student-layers").arg(&bad).args(limits).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("layer 6 `dropout` (GaussianNoise): GaussianNoise is not a supported layer"), "{stderr}");

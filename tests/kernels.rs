@@ -37,19 +37,19 @@ fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
     ]
 }
 
-/// The entries a device runs: on the buffer family every one a shape allows (each is compared
-/// with the reference and, bit for bit, with `Tiled`); on CPU drivers the family's own pick.
+/// The entries a device may run for a shape: every candidate the tuner may choose (each is
+/// compared with the reference and, bit for bit, with the first).
 fn entries(gpu: &Gpu, mm: &Matmul) -> Vec<Entry> {
-    if gpu.family() == KernelFamily::Textures {
-        return vec![mm.entry(gpu)];
-    }
-    [Entry::Tiled, Entry::Vec4, Entry::Vec4Wide].into_iter().filter(|&e| mm.misfit(gpu, e).is_none()).collect()
+    let candidates = mm.candidates(gpu);
+    assert!(candidates.contains(&mm.default_entry(gpu)), "the default is among the candidates");
+    candidates
 }
 
 #[test]
 fn matmul_matches_reference() {
     let mut r = rng("matmul");
-    // (m, n, k): tiles are 64x64 and 128x128 (buffers), 64x32 (texture) and 32x32 (strided);
+    // (m, n, k): tiles are 64x64 and 128x128 (buffers), 64x32, 32x32 and 32x64 (texture) and
+    // 32x32 (strided);
     // most of these shapes are no multiple of them. N and K multiples of 4 (and M for
     // transposed A) take the four-wide entries, other shapes the scalar ones. The last five
     // split K (a small C, a long K): the teacher's first kernel gradient among them.
@@ -660,8 +660,8 @@ fn the_family_chooses_the_entry_from_the_shape() {
             (pool(17), "maxpool::maxpool_forward", "maxpool::maxpool_forward"),
             (dense(10), "dense::dense_forward_texture", "dense::dense_forward_partial"),
             (dense(12), "dense::dense_forward_partial", "dense::dense_forward_partial"),
-            (product(33, 20, 12), "matmul_texture::matmul_texture", "matmul::matmul_vec4"),
-            (product(1536, 1024, 12), "matmul_texture::matmul_texture", "matmul::matmul_vec4_wide"),
+            (product(33, 20, 12), "matmul_texture::matmul_texture_64x32", "matmul::matmul_vec4"),
+            (product(1536, 1024, 12), "matmul_texture::matmul_texture_64x32", "matmul::matmul_vec4_wide"),
             (product(33, 20, 13), "matmul_subgroup::matmul_subgroup_strided", "matmul::matmul_tiled"),
             (product(33, 17, 12), "matmul::matmul_tiled", "matmul::matmul_tiled"),
         ];

@@ -24,7 +24,8 @@ fn run_args(mode: &str, train_limit: usize) -> Vec<String> {
 
 fn command(args: &[String], extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args).args(extra);
+    // Tuning never changes a bit (tests/tuning.rs); off, the runs compile fewer kernels.
+    c.args(args).args(extra).args(["--tune", "off"]);
     c
 }
 

@@ -2,7 +2,7 @@
 
 use crate::checkpoint;
 use crate::data::LoadOptions;
-use crate::gpu::{BackendChoice, MatmulVariant};
+use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
 use crate::model::{Architecture, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ pub enum DistillTeacher {
 pub struct Config {
     pub backend: BackendChoice,
     pub matmul: MatmulVariant,
+    pub tune: TuneMode,
     #[serde(skip)]
     pub data: LoadOptions,
     pub teacher_epochs: usize,
@@ -61,6 +62,7 @@ impl Default for Config {
         Config {
             backend: BackendChoice::Auto,
             matmul: MatmulVariant::Auto,
+            tune: TuneMode::Cached,
             data: LoadOptions::default(),
             teacher_epochs: 5,
             student_epochs: 3,

@@ -95,6 +95,11 @@ impl Checkpointing {
     }
 }
 
+/// The device the settings name, tuned as they say.
+fn open_gpu(cfg: &Config) -> Result<Gpu> {
+    Ok(Gpu::new(cfg.backend, cfg.matmul)?.tuned(cfg.tune))
+}
+
 /// [`run_with`], keeping the run's state in `checkpointing`'s directory as it goes (see
 /// [`resume`]); with `resume`, going on from the state found there. A signal ends the run with
 /// [`resume::Interrupted`] once the state is written.
@@ -105,7 +110,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
     let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
     let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
-    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    let gpu = open_gpu(cfg)?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
     println!("Kernel family: {:?}", gpu.family());
     for arch in [&teacher_arch, &student_arch] {
@@ -286,7 +291,7 @@ pub fn frozen_teacher_logits(
     ds: &Dataset,
 ) -> Result<Vec<f32>> {
     let teacher_arch = cfg.teacher()?;
-    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    let gpu = open_gpu(cfg)?;
     println!("Teacher on: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
@@ -312,7 +317,7 @@ pub fn evaluate_file(
         None => checkpoint::read_architecture(weights)?,
     };
     let flat = checkpoint::load(weights, &arch)?;
-    let gpu = Gpu::new(cfg.backend, cfg.matmul)?;
+    let gpu = open_gpu(cfg)?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &arch, cfg.batch_size)?;
     let mut ds = load_data(cfg)?;

@@ -82,8 +82,9 @@ pub fn pause_point(name: impl FnOnce() -> String) {
 }
 
 /// Settings of [`Config`] that cannot change a bit of the results: the adapter and the kernel
-/// family, which the fingerprint records as such, and how often metrics are read back.
-const NOT_IN_RESULTS: [&str; 3] = ["backend", "matmul", "sync_points"];
+/// family, which the fingerprint records as such, the tuning (every candidate an op may run
+/// gives the same bits), and how often metrics are read back.
+const NOT_IN_RESULTS: [&str; 4] = ["backend", "matmul", "tune", "sync_points"];
 
 /// The settings a run's results depend on, by flag, each as text; two runs with equal
 /// fingerprints compute the same bits.

@@ -9,10 +9,12 @@ pub mod params;
 mod tensor;
 pub mod texture;
 pub mod timing;
+pub mod tune;
 
 pub use family::{KernelFamily, TexelFit};
 pub use kernel::{grid_1d, tag, Bound, Dispatch, Shader};
 pub use tensor::{read_buffer, read_staging, Tensor};
+pub use tune::{Force, TuneMode, Tuner};
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -103,6 +105,8 @@ pub struct Gpu {
     modules: Mutex<HashMap<ModuleKey, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<(ModuleKey, &'static str), Arc<wgpu::ComputePipeline>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Which entry an op with several equivalent ones runs (off until [`Gpu::tuned`]).
+    tuner: Tuner,
 }
 
 fn instance(backend: BackendChoice) -> wgpu::Instance {
@@ -176,7 +180,30 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            tuner: Tuner::off(),
         })
+    }
+
+    /// The same device with autotuning in `mode`, cached in the platform's cache directory.
+    pub fn tuned(mut self, mode: TuneMode) -> Gpu {
+        let info = &self.info;
+        let device = format!(
+            "{} | {:?} | {:?} | vendor {:#06x} device {:#06x} | driver {} {} | family {:?}",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.vendor,
+            info.device,
+            info.driver,
+            info.driver_info,
+            self.family()
+        );
+        self.tuner = Tuner::new(mode, device, None);
+        self
+    }
+
+    pub fn tuner(&self) -> &Tuner {
+        &self.tuner
     }
 
     pub fn has_subgroups(&self) -> bool {

@@ -13,6 +13,12 @@ pub fn median_seconds(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Resul
     Ok(times[times.len() / 2])
 }
 
+/// Seconds of one run of `dispatches` as in training (the first run of a pipeline includes
+/// its compilation).
+pub fn seconds_once(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
+    one_run(gpu, dispatches)
+}
+
 fn one_run(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
     if !gpu.has_timestamps() {
         let t = Instant::now();

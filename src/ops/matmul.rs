@@ -3,11 +3,14 @@
 //!
 //! The buffer family's entries: `matmul_vec4_wide` (128x128 tiles) and `matmul_vec4` (64x64)
 //! where N and A's unit-stride length are multiples of 4, `matmul_tiled` for every other shape.
-//! All three add the products over k in the same order, so the choice never changes a bit.
+//! The texture family's: `matmul_texture_RxC` in three tiles where the operands fit in texels,
+//! else `matmul_subgroup_strided` or `matmul_tiled`. Every entry adds the products over k in
+//! the same order, so the choice never changes a bit: where a shape has more than one, the
+//! device's tuner times them ([`crate::gpu::tune`]) and [`Matmul::entry`] runs the fastest.
 
 use super::common::Conv;
 use super::reduce;
-use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
+use crate::gpu::{timing, Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
 use anyhow::{bail, Result};
 use bytemuck::Zeroable;
@@ -30,10 +33,22 @@ crate::wgsl_struct! {
     }
 }
 
-/// Tile of C per 8-lane workgroup of `matmul_texture.wgsl` (T_ROWS x 32 T_VECS in
-/// scripts/gen_matmul_lavapipe.py).
-pub const TEXTURE_TILE_ROWS: usize = 64;
-pub const TEXTURE_TILE_COLS: usize = 32;
+/// A tile of C per 8-lane workgroup of `matmul_texture.wgsl`, and its two entry points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureTile {
+    pub rows: usize,
+    pub cols: usize,
+    /// For A row-major, and A transposed.
+    entries: (&'static str, &'static str),
+}
+
+/// The tiles `matmul_texture.wgsl` holds (TILES in scripts/gen_matmul_lavapipe.py). The first
+/// is the default: 64x32 was the fastest to compile among the fast ones on the AMD EPYCs.
+pub const TEXTURE_TILES: [TextureTile; 3] = [
+    TextureTile { rows: 64, cols: 32, entries: ("matmul_texture_64x32", "matmul_texture_at_64x32") },
+    TextureTile { rows: 32, cols: 32, entries: ("matmul_texture_32x32", "matmul_texture_at_32x32") },
+    TextureTile { rows: 32, cols: 64, entries: ("matmul_texture_32x64", "matmul_texture_at_32x64") },
+];
 
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
 pub const SUBGROUP_TILE_ROWS: usize = 32;
@@ -58,7 +73,7 @@ pub enum Entry {
     /// Buffers, four-wide operands: 128x128 tiles, 8x8 per invocation.
     Vec4Wide,
     /// CPU drivers: A and B from texture copies, A shared across a subgroup.
-    Texture,
+    Texture(TextureTile),
     /// CPU drivers: A from its buffer, shared across a subgroup; N a multiple of 4.
     Subgroup,
 }
@@ -69,8 +84,19 @@ impl Entry {
         match self {
             Entry::Tiled | Entry::Vec4 => (64, 64),
             Entry::Vec4Wide => (128, 128),
-            Entry::Texture => (TEXTURE_TILE_ROWS, TEXTURE_TILE_COLS),
+            Entry::Texture(t) => (t.rows, t.cols),
             Entry::Subgroup => (SUBGROUP_TILE_ROWS, SUBGROUP_TILE_COLS),
+        }
+    }
+
+    /// The entry's name in tuning caches and reports.
+    pub fn name(self) -> String {
+        match self {
+            Entry::Tiled => "tiled".into(),
+            Entry::Vec4 => "vec4 64x64".into(),
+            Entry::Vec4Wide => "vec4 128x128".into(),
+            Entry::Texture(t) => format!("texture {}x{}", t.rows, t.cols),
+            Entry::Subgroup => "subgroup".into(),
         }
     }
 }
@@ -180,15 +206,15 @@ impl Matmul<'_> {
         }
     }
 
-    /// The entry the device's kernel family runs for this shape. On CPU drivers: A and B from
-    /// textures where the shape allows, else A from its buffer shared by subgroup broadcast.
-    /// On GPUs: the four-wide entries, the 128x128 tile where the adapter's workgroup memory
-    /// holds it and the product has enough such tiles. `Tiled`, every family's fallback, for
-    /// the rest.
-    pub fn entry(&self, gpu: &Gpu) -> Entry {
+    /// The entry the device's kernel family runs for this shape without tuning. On CPU
+    /// drivers: A and B from textures in the 64x32 tile where the shape allows, else A from its
+    /// buffer shared by subgroup broadcast. On GPUs: the four-wide entries, the 128x128 tile
+    /// where the adapter's workgroup memory holds it and the product has enough such tiles.
+    /// `Tiled`, every family's fallback, for the rest.
+    pub fn default_entry(&self, gpu: &Gpu) -> Entry {
         let fits = |fit: TexelFit| fit.misfit().is_none();
         match gpu.family() {
-            KernelFamily::Textures if fits(self.texture_fit()) => Entry::Texture,
+            KernelFamily::Textures if fits(self.texture_fit()) => Entry::Texture(TEXTURE_TILES[0]),
             KernelFamily::Textures if fits(self.strided_fit()) => Entry::Subgroup,
             KernelFamily::Buffers if fits(self.vec4_fit()) => {
                 let wide_tiles = self.m.div_ceil(128) * self.n.div_ceil(128) * self.parts();
@@ -202,12 +228,71 @@ impl Matmul<'_> {
         }
     }
 
+    /// The entries the tuner times for this shape, the default among them: on CPU drivers
+    /// the texture tiles where the operands fit in texels (the buffer-fed ones run 4x slower
+    /// there), else the subgroup and tiled entries; on GPUs the buffer entries that fit.
+    pub fn candidates(&self, gpu: &Gpu) -> Vec<Entry> {
+        let all: Vec<Entry> = match gpu.family() {
+            KernelFamily::Textures if self.texture_fit().misfit().is_none() => {
+                TEXTURE_TILES.iter().map(|&t| Entry::Texture(t)).collect()
+            }
+            KernelFamily::Textures => vec![Entry::Subgroup, Entry::Tiled],
+            KernelFamily::Buffers => vec![Entry::Tiled, Entry::Vec4, Entry::Vec4Wide],
+        };
+        all.into_iter().filter(|&e| self.misfit(gpu, e).is_none()).collect()
+    }
+
+    /// The entry this product runs: the default, or the tuner's pick among the candidates,
+    /// timed on operands of the same sizes (never this product's own, which may hold data).
+    pub fn entry(&self, gpu: &Gpu) -> Result<Entry> {
+        let default = self.default_entry(gpu);
+        let candidates = self.candidates(gpu);
+        let Some(default_index) = candidates.iter().position(|&e| e == default) else {
+            return Ok(default);
+        };
+        let names: Vec<String> = candidates.iter().map(|e| e.name()).collect();
+        let mut timed = None;
+        let i = gpu.tuner().choose(&self.tuning_key(), &names, default_index, |i| {
+            let twins = match &mut timed {
+                Some(twins) => twins,
+                None => timed.insert(self.timing_twins(gpu, &candidates)?),
+            };
+            timing::seconds_once(gpu, &twins[i].iter().collect::<Vec<_>>())
+        })?;
+        Ok(candidates[i])
+    }
+
+    /// What sets a product's speed: its sizes, A's layout, the split and the epilogue.
+    fn tuning_key(&self) -> String {
+        format!(
+            "matmul {}x{}x{} {:?} parts {} bias {} leaky {}",
+            self.m,
+            self.n,
+            self.k,
+            self.a_layout,
+            self.parts(),
+            self.bias.is_some(),
+            self.leaky_slope.is_some()
+        )
+    }
+
+    /// This product's dispatches in each of `entries`, on fresh operands of the same sizes
+    /// (the dispatches keep them alive).
+    fn timing_twins(&self, gpu: &Gpu, entries: &[Entry]) -> Result<Vec<Vec<Dispatch>>> {
+        let zeros = |t: &Tensor, what: &str| Tensor::zeros(gpu, what, &[t.len()]);
+        let (a, b, c) = (zeros(self.a, "tuning A")?, zeros(self.b, "tuning B")?, zeros(self.c, "tuning C")?);
+        let bias = self.bias.map(|t| zeros(t, "tuning bias")).transpose()?;
+        let scratch = self.split_scratch.map(|t| zeros(t, "tuning scratch")).transpose()?;
+        let twin = Matmul { a: &a, b: &b, c: &c, bias: bias.as_ref(), split_scratch: scratch.as_ref(), ..*self };
+        entries.iter().map(|&e| twin.dispatch_as(gpu, e)).collect()
+    }
+
     /// Why `entry` cannot run this product on `gpu`; None when it can.
     pub fn misfit(&self, gpu: &Gpu, entry: Entry) -> Option<String> {
         let textures = gpu.family() == KernelFamily::Textures;
         let implicit = self.a_layout.implicit().is_some();
         match entry {
-            Entry::Tiled | Entry::Texture | Entry::Subgroup if implicit => {
+            Entry::Tiled | Entry::Texture(_) | Entry::Subgroup if implicit => {
                 Some("an implicit im2col matrix is read by the four-wide entries only".into())
             }
             Entry::Tiled => None,
@@ -217,8 +302,8 @@ impl Matmul<'_> {
                 gpu.limits.max_compute_workgroup_storage_size
             )),
             Entry::Vec4Wide => self.vec4_fit().misfit(),
-            Entry::Texture | Entry::Subgroup if !textures => Some("a CPU-driver entry (--matmul subgroup)".into()),
-            Entry::Texture => self.texture_fit().misfit(),
+            Entry::Texture(_) | Entry::Subgroup if !textures => Some("a CPU-driver entry (--matmul subgroup)".into()),
+            Entry::Texture(_) => self.texture_fit().misfit(),
             Entry::Subgroup => self.strided_fit().misfit(),
         }
     }
@@ -226,7 +311,7 @@ impl Matmul<'_> {
     /// The product's dispatches in the entry [`Matmul::entry`] picks: the product, then, with
     /// split K, the sum of its parts.
     pub fn dispatch(&self, gpu: &Gpu) -> Result<Vec<Dispatch>> {
-        self.dispatch_as(gpu, self.entry(gpu))
+        self.dispatch_as(gpu, self.entry(gpu)?)
     }
 
     /// The same in a given entry (the benchmark compares them); refused where it cannot run.
@@ -297,11 +382,11 @@ impl Matmul<'_> {
             Entry::Vec4 => (shader!("matmul"), "matmul_vec4"),
             Entry::Vec4Wide => (shader!("matmul"), "matmul_vec4_wide"),
             Entry::Subgroup => (shader!("matmul_subgroup"), "matmul_subgroup_strided"),
-            Entry::Texture => {
+            Entry::Texture(tile) => {
                 let launch = gpu.family().launch(gpu, &self.texture_fit());
                 let (a, b) = (launch.input(self.a, m * k)?, launch.input(self.b, k * n)?);
                 let resources = [uniform.as_entire_binding(), a.binding(), b.binding(), bias.binding(), out.binding()];
-                let name = if self.a_layout.along_k() { "matmul_texture" } else { "matmul_texture_at" };
+                let name = if self.a_layout.along_k() { tile.entries.0 } else { tile.entries.1 };
                 return launch.dispatch(&shader!("matmul_texture"), (name, name), &resources, groups);
             }
         };
