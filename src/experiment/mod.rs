@@ -154,6 +154,13 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let statistics = (pairs.len() > 1).then(|| Statistics::of(&pairs));
     let sweep = phases.sweep(&student_arch, &distill_from, &starting, &saver)?;
 
+    let tuning = gpu.tuner().summary();
+    if tuning.timed > 0 {
+        println!(
+            "Tuning: {} kernel shapes timed on this device in {:.1}s, kept for later runs",
+            tuning.timed, tuning.seconds
+        );
+    }
     if let Some(c) = &checkpoints {
         let (writes, largest, seconds) = c.cost();
         println!(
@@ -199,8 +206,8 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
                 });
             }
             let t = Instant::now();
-            let train = phases.logits_table(teacher, &data.train)?;
-            let test = phases.logits_table(teacher, &data.test)?;
+            let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
+            let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
             let (n, m, secs) = (data.train.samples, data.test.samples, t.elapsed().as_secs_f64());
             println!("Teacher logits for {n} + {m} images in {secs:.1}s");
             if let Some(c) = phases.checkpoints {

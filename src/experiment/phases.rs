@@ -11,7 +11,7 @@ use crate::data::NUM_CLASSES;
 use crate::gpu::{Gpu, Tensor};
 use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
-use crate::progress::{self, EpochProgress};
+use crate::progress::{self, EpochProgress, PhaseProgress};
 use crate::train::{
     run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan, PlanPosition,
 };
@@ -237,8 +237,17 @@ impl Phases<'_> {
         let line = metric.map(|m| EpochProgress::new(None, plan.steps, m));
         let order = identity(self.data.test.samples);
         let run = Epoch { plans: &[&plan], orders: &[&order], resume: None, sync_points: 1 };
-        let stats = run_epochs(self.gpu, &run, |_, _| {}, |_| self.stop_if_asked())
+        // Without Keras's line, progress still shows where the phase is long.
+        let quiet = line.is_none().then(|| PhaseProgress::new(format!("{name}: evaluation"), plan.steps));
+        let update = |done: usize, m: &[(f64, f64)]| {
+            line.iter().for_each(|l| l.update(done, m[0].0, m[0].1));
+            quiet.iter().for_each(|q| q.update(done));
+        };
+        let stats = run_epochs(self.gpu, &run, update, |_| self.stop_if_asked())
             .with_context(|| format!("evaluating {name}"))?[0];
+        if let Some(q) = quiet {
+            q.finish();
+        }
         if let Some(line) = line {
             line.finish(stats.loss, stats.accuracy);
         }
@@ -247,13 +256,16 @@ impl Phases<'_> {
         Ok(Tested { stats, classes, logits })
     }
 
-    /// The model's logits for every image of `split`, as a samples x 10 table on the device.
-    pub fn logits_table(&self, model: &Model, split: &DeviceSplit) -> Result<Tensor> {
+    /// The model's logits for every image of `split`, as a samples x 10 table on the device;
+    /// `what` names the phase in progress lines.
+    pub fn logits_table(&self, what: &str, model: &Model, split: &DeviceSplit) -> Result<Tensor> {
         let table = Tensor::zeros(self.gpu, "logits table", &[split.samples, NUM_CLASSES])?;
         let plan = Plan::logits(self.gpu, "logits", model, &self.feed(split, None), &table, self.cfg.batch_size)?;
         let order = identity(split.samples);
         let run = Epoch { plans: &[&plan], orders: &[&order], resume: None, sync_points: 1 };
-        run_epochs(self.gpu, &run, |_, _| {}, |_| self.stop_if_asked())?;
+        let progress = PhaseProgress::new(what, plan.steps);
+        run_epochs(self.gpu, &run, |done, _| progress.update(done), |_| self.stop_if_asked())?;
+        progress.finish();
         Ok(table)
     }
 }

@@ -114,6 +114,10 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+/// The longest a run goes between two metric readbacks, at the pace of its steps so far (a
+/// readback waits for the device: progress reports and NaN checks happen there).
+const PACE_SECONDS: f64 = 10.0;
+
 /// One epoch of several plans run side by side (see [`run_epochs`]).
 pub struct Epoch<'a> {
     pub plans: &'a [&'a Plan],
@@ -129,7 +133,8 @@ pub struct Epoch<'a> {
 /// dispatches into one compute pass and one submission, so that small models (students of a
 /// sweep or of several runs) share the device instead of taking turns. The plans must have the
 /// same number of steps; `orders[i]` is plan i's sample order. `progress(done, means)` gets each
-/// plan's running (loss, accuracy) at the sync points; `at_step(done)` runs after every step
+/// plan's running (loss, accuracy) at the sync points (`sync_points` evenly spaced, and at
+/// least one every [`PACE_SECONDS`]); `at_step(done)` runs after every step
 /// is submitted (a checkpoint may be written there; an error stops the epoch). Each plan's
 /// statistics carry the shared wall time.
 pub fn run_epochs(
@@ -162,13 +167,19 @@ pub fn run_epochs(
     let refs: Vec<&Dispatch> = plans.iter().flat_map(|p| p.dispatches.iter()).collect();
     let mut checked = first;
     let mut totals = vec![(0.0, 0.0); plans.len()];
+    // Besides the evenly spaced sync points, one at least every PACE_SECONDS at the pace
+    // measured so far (the first step sets it), so that progress never goes quiet for long.
+    let (mut synced_at, mut next_paced) = (Instant::now(), first + 1);
     for step in first..steps {
         gpu.submit(&refs).with_context(|| format!("{}: step {}", plans[0].name, step + 1))?;
         let done = step + 1;
-        if done % every == 0 || done == steps {
+        if done.is_multiple_of(every) || done == steps || done >= next_paced {
             for (plan, total) in plans.iter().zip(&mut totals) {
                 *total = plan.sync(gpu, done, checked)?;
             }
+            let per_step = synced_at.elapsed().as_secs_f64() / (done - checked) as f64;
+            next_paced = done + ((PACE_SECONDS / per_step) as usize).max(1);
+            synced_at = Instant::now();
             checked = done;
             let means: Vec<(f64, f64)> = plans
                 .iter()
