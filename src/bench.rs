@@ -45,6 +45,16 @@ pub struct StepTime {
     pub gflops: f64,
 }
 
+/// A whole training step timed as one submission, against its kernels timed one by one.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepParts {
+    pub model: String,
+    /// The kernels' times from the table, summed (each with its own texture copies).
+    pub kernels_one_by_one_seconds: f64,
+    #[serde(flatten)]
+    pub step: timing::StepBreakdown,
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchReport {
     pub adapter: String,
@@ -54,6 +64,8 @@ pub struct BenchReport {
     /// The teacher's largest convolution's products in every entry of the device's family.
     pub products: Vec<ProductTime>,
     pub steps: Vec<StepTime>,
+    /// Where a training step's time goes (device timestamps only).
+    pub step_parts: Vec<StepParts>,
     /// What the tuner chose for the plans above, with each candidate's time when it was tuned.
     pub tuning: TuneSummary,
     /// CPU f32 matrix product at the teacher's conv2 shape (1568 x 512 x 2304), all cores.
@@ -87,6 +99,7 @@ pub fn run(
     let data = DeviceData::upload(gpu, &synthetic(samples, 1), &synthetic(samples, 2))?;
     let mut kernels = Vec::new();
     let mut step_times = Vec::new();
+    let mut step_parts = Vec::new();
     let feed = Feed { data: &data, split: &data.train, teacher_logits: None };
     for arch in archs {
         let model = Model::new(gpu, arch, &arch.init_glorot(3))?;
@@ -107,6 +120,12 @@ pub fn run(
                 gflops: d.flops / s / 1e9,
                 gbytes_per_second: d.bytes / s / 1e9,
             });
+        }
+        let first_kernel = kernels.len() - plan.dispatches().len();
+        let one_by_one = kernels[first_kernel..].iter().map(|k| k.seconds).sum();
+        let all: Vec<&gpu::Dispatch> = plan.dispatches().iter().collect();
+        if let Some(step) = timing::step_breakdown(gpu, &all, reps)? {
+            step_parts.push(StepParts { model: arch.name().into(), kernels_one_by_one_seconds: one_by_one, step });
         }
         let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         step_times.push(step_time(
@@ -146,6 +165,7 @@ pub fn run(
         kernels,
         products,
         steps: step_times,
+        step_parts,
         tuning: gpu.tuner().summary(),
         cpu_matmul_gflops: cpu_matmul_gflops(),
         startup_seconds,
@@ -310,6 +330,23 @@ impl BenchReport {
                 1e3 * t.seconds,
                 t.samples_per_second,
                 t.gflops
+            );
+        }
+        for p in &self.step_parts {
+            let ms = |s: f64| 1e3 * s;
+            let b = &p.step;
+            s += &format!(
+                "{} step as one submission: {:.1} ms from recording to done; recording and submitting {:.1} ms; \
+                 on the device {:.1} ms = {:.1} ms in {} compute passes + {:.1} ms between them (texture copies); \
+                 its kernels timed one by one: {:.1} ms\n",
+                p.model,
+                ms(b.wall_seconds),
+                ms(b.recording_seconds),
+                ms(b.device_seconds),
+                ms(b.in_passes_seconds),
+                b.passes,
+                ms(b.between_passes_seconds),
+                ms(p.kernels_one_by_one_seconds)
             );
         }
         s += &format!(

@@ -260,38 +260,66 @@ impl Dispatch {
     }
 }
 
-/// Records `dispatches` in order into as few compute passes as their texture copies allow
-/// (copies happen between passes). With `timestamps`, query 0 is written before the first
-/// copy or dispatch and query 1 when the last pass ends.
-pub fn record_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch], timestamps: Option<&wgpu::QuerySet>) {
+/// Where [`record_all`] writes timestamps.
+#[derive(Clone, Copy)]
+pub enum Timestamps<'a> {
+    None,
+    /// Query 0 before the first copy or dispatch, query 1 when the last pass ends.
+    Span(&'a wgpu::QuerySet),
+    /// Queries 2i and 2i + 1 at the beginning and end of pass i; with copies before the first
+    /// dispatch, pass 0 is an empty one before them.
+    EveryPass(&'a wgpu::QuerySet),
+}
+
+/// The compute passes `dispatches` take: a new one wherever texture copies come first.
+pub fn pass_starts(dispatches: &[&Dispatch]) -> Vec<usize> {
     let mut starts = vec![0];
     starts.extend((1..dispatches.len()).filter(|&i| !dispatches[i].uploads.is_empty()));
+    starts
+}
+
+/// Passes (and so pairs of queries) [`Timestamps::EveryPass`] writes for `dispatches`.
+pub fn timed_passes(dispatches: &[&Dispatch]) -> usize {
     let uploads_first = dispatches.first().is_some_and(|d| !d.uploads.is_empty());
-    if let (Some(query_set), true) = (timestamps, uploads_first) {
-        // An empty pass marks the start, so that the first copies are timed too.
-        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: None,
-            }),
-        });
+    pass_starts(dispatches).len() + uploads_first as usize
+}
+
+/// Records `dispatches` in order into as few compute passes as their texture copies allow
+/// (copies happen between passes), writing `timestamps`.
+pub fn record_all(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch], timestamps: Timestamps) {
+    let starts = pass_starts(dispatches);
+    let uploads_first = dispatches.first().is_some_and(|d| !d.uploads.is_empty());
+    let writes = |query_set, begin: Option<u32>, end: Option<u32>| {
+        (begin.is_some() || end.is_some()).then_some(wgpu::ComputePassTimestampWrites {
+            query_set,
+            beginning_of_pass_write_index: begin,
+            end_of_pass_write_index: end,
+        })
+    };
+    // An empty pass marks the start, so that the first copies are timed too.
+    let marker = match timestamps {
+        Timestamps::Span(q) if uploads_first => Some(writes(q, Some(0), None)),
+        Timestamps::EveryPass(q) if uploads_first => Some(writes(q, Some(0), Some(1))),
+        _ => None,
+    };
+    if let Some(timestamp_writes) = marker {
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
     }
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(dispatches.len());
         for upload in dispatches.get(start).map_or(&[][..], |d| &d.uploads[..]) {
             upload.record(encoder);
         }
-        let begin = (i == 0 && !uploads_first).then_some(0);
-        let finish = (i + 1 == starts.len()).then_some(1);
-        let timestamp_writes = timestamps.filter(|_| begin.is_some() || finish.is_some()).map(|query_set| {
-            wgpu::ComputePassTimestampWrites {
-                query_set,
-                beginning_of_pass_write_index: begin,
-                end_of_pass_write_index: finish,
+        let timestamp_writes = match timestamps {
+            Timestamps::None => None,
+            Timestamps::Span(q) => {
+                writes(q, (i == 0 && !uploads_first).then_some(0), (i + 1 == starts.len()).then_some(1))
             }
-        });
+            Timestamps::EveryPass(q) => {
+                let pass = (i + uploads_first as usize) as u32;
+                writes(q, Some(2 * pass), Some(2 * pass + 1))
+            }
+        };
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
         for d in &dispatches[start..end] {
             d.record(&mut pass);

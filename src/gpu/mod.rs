@@ -282,7 +282,7 @@ impl Gpu {
     /// and submits once.
     pub fn submit(&self, dispatches: &[&Dispatch]) -> Result<wgpu::SubmissionIndex> {
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        kernel::record_all(&mut encoder, dispatches, None);
+        kernel::record_all(&mut encoder, dispatches, kernel::Timestamps::None);
         let index = self.queue.submit([encoder.finish()]);
         self.check("submit")?;
         Ok(index)
