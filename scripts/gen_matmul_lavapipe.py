@@ -32,7 +32,11 @@ OUT = parser.parse_args().out
 
 # The texture kernel's tiles: a workgroup computes ROWS rows x 32 VECS columns of C (8 lanes,
 # ROWS / 8 rows and VECS vec4 columns each), ROWS a multiple of 32.
-TILES = [(64, 1), (32, 1), (32, 2)]
+# Two tiles: on a 2-core AMD EPYC with AVX2 (2026-11-29) 64x32, 32x32 and 32x64 came within
+# 10-20% of each other, in an order that changed with the shape and the run, and each tile adds
+# two entries for llvmpipe to compile (about 3 s each for 64 accumulators, 1.5 s for 32): the
+# third did not pay its compile time within the first tuning's budget.
+TILES = [(64, 1), (32, 1)]
 # Texel steps (four steps of k each) per loop iteration. Measured on lavapipe (2-core EPYC),
 # teacher conv2 products: tiles of 64x64, 128x32 and 64x32 rows x columns ran at 17-23
 # GFLOP/s, 32x32 at 14-19; unrolling 4 (fewer mask blends per FMA) gained about 10%, within

@@ -3,13 +3,15 @@
 `kd-wgpu bench` on the same machine.
 
 Usage:
-    python3 scripts/keras_step_time.py [--steps 50] [--fits 3] [--json PATH]
+    python3 scripts/keras_step_time.py [--steps 50] [--fits 3] [--predict N] [--json PATH]
 
 Builds both models as the seed program does (Adam, sparse cross-entropy from logits, the
 accuracy metric, batch 32), runs one `fit` as a warm-up (graph tracing), then times `fit`
 over `--steps` batches `--fits` times and prints the best and every fit's ms/step: Keras's
-step time varies by 1.5x from one fit to the next on a shared machine. Random images stand in
-for Fashion-MNIST (the time does not depend on the values). Needs keras with TensorFlow.
+step time varies by 1.5x from one fit to the next on a shared machine. With --predict N, also
+times the teacher's `predict` over N images at batch 32 (the frozen teacher's logits phase:
+70,000 images in the seed program), after a warm-up predict. Random images stand in for
+Fashion-MNIST (the time does not depend on the values). Needs keras with TensorFlow.
 """
 import argparse
 import json
@@ -49,10 +51,21 @@ def step_times(model, steps, fits, batch=32):
     return times
 
 
+def predict_seconds(model, images, batch=32):
+    rng = np.random.default_rng(2)
+    x = rng.random((images, 28, 28, 1), dtype=np.float32)
+    model.predict(x[: 20 * batch], batch_size=batch, verbose=0)  # warm-up: tracing
+    start = time.perf_counter()
+    model.predict(x, batch_size=batch, verbose=0)
+    return time.perf_counter() - start
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--fits", type=int, default=3)
+    parser.add_argument("--predict", type=int, default=0, metavar="N",
+                        help="also time the teacher's predict over N images")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     report = {"keras": keras.__version__, "steps": args.steps}
@@ -61,6 +74,10 @@ def main():
         report[name] = {"best_ms": min(times), "fits_ms": times}
         print(f"{name} train step, batch 32: best {min(times):.1f} ms "
               f"(fits: {', '.join(f'{t:.1f}' for t in times)} ms)")
+    if args.predict:
+        seconds = predict_seconds(seed_model("teacher"), args.predict)
+        report["teacher_predict"] = {"images": args.predict, "seconds": seconds}
+        print(f"teacher predict, {args.predict} images at batch 32: {seconds:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -48,8 +48,8 @@ fn entries(gpu: &Gpu, mm: &Matmul) -> Vec<Entry> {
 #[test]
 fn matmul_matches_reference() {
     let mut r = rng("matmul");
-    // (m, n, k): tiles are 64x64 and 128x128 (buffers), 64x32, 32x32 and 32x64 (texture) and
-    // 32x32 (strided);
+    // (m, n, k): tiles are 64x64 and 128x128 (buffers), 64x32 and 32x32 (texture) and 32x32
+    // (strided);
     // most of these shapes are no multiple of them. N and K multiples of 4 (and M for
     // transposed A) take the four-wide entries, other shapes the scalar ones. The last five
     // split K (a small C, a long K): the teacher's first kernel gradient among them.

@@ -2,7 +2,7 @@
 //! candidate entries in turn give the same weights and losses, in each kernel family.
 
 use kd_wgpu::data::Split;
-use kd_wgpu::gpu::{BackendChoice, Force, Gpu, MatmulVariant, TuneMode};
+use kd_wgpu::gpu::{BackendChoice, Force, Gpu, MatmulVariant, Tensor, TuneMode};
 use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::train::{DeviceData, Feed, Loss, Model, Plan};
@@ -69,4 +69,37 @@ fn every_candidate_entry_trains_to_the_same_bytes() {
         }
     }
     assert!(families > 0, "no device to run on (install mesa-vulkan-drivers)");
+}
+
+/// The frozen teacher's logits phase runs at a tuned batch: every image's logits must be the
+/// same bits at every batch, the last batch partly filled or not.
+#[test]
+fn logits_are_the_same_bits_at_every_batch() {
+    let mut rng = ChaCha8Rng::seed_from_u64(rand::random());
+    let samples = 300;
+    let split = Split {
+        images: (0..samples * 784).map(|_| rng.random()).collect(),
+        labels: (0..samples).map(|_| rng.random_range(0..10)).collect(),
+    };
+    let order: Vec<u32> = (0..samples as u32).collect();
+    let arch = Architecture::seed("teacher", [8, 12]).unwrap();
+    let init = arch.init_glorot(rng.random());
+    for variant in [MatmulVariant::Tiled, MatmulVariant::Subgroup] {
+        let Ok(gpu) = Gpu::new(BackendChoice::Auto, variant) else { continue };
+        let data = DeviceData::upload(&gpu, &split, &split).unwrap();
+        let model = Model::new(&gpu, &arch, &init).unwrap();
+        let feed = Feed { data: &data, split: &data.train, teacher_logits: None };
+        let logits = |batch: usize| {
+            let table = Tensor::zeros(&gpu, "logits", &[samples, 10]).unwrap();
+            table.poison(&gpu);
+            let plan = Plan::logits(&gpu, "logits", &model, &feed, &table, batch).unwrap();
+            plan.run_epoch(&gpu, &order, 1, |_, _, _| {}).unwrap();
+            table.read_f32(&gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let at_32 = logits(32);
+        assert!(at_32.iter().all(|&b| f32::from_bits(b).is_finite()), "every row written");
+        for batch in [64, 128, 256] {
+            assert!(logits(batch) == at_32, "{:?}: logits at batch {batch} differ from batch 32", gpu.family());
+        }
+    }
 }

@@ -49,13 +49,15 @@ impl TexelCopy {
                 source.label
             );
         }
+        // Every texture is a full TEXTURE_WIDTH wide and a power of two high where the device
+        // allows: llvmpipe compiles a kernel anew for each combination of power-of-two and
+        // other sizes among the textures it reads (part of its shader variant key), about 3 s
+        // for a product's entry, so uniform shapes spare those compilations. The texels past
+        // the tensor are never read.
+        let height = Some(rows.next_power_of_two()).filter(|&h| h <= max).unwrap_or(rows);
         let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(&label),
-            size: wgpu::Extent3d {
-                width: texels.min(TEXTURE_WIDTH) as u32,
-                height: rows as u32,
-                depth_or_array_layers: 1,
-            },
+            size: wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: height as u32, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,

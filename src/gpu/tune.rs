@@ -29,8 +29,10 @@ pub enum TuneMode {
     Full,
 }
 
-/// Timed runs of each candidate, interleaved.
+/// Timed runs of each candidate, interleaved: at most ROUNDS, fewer once a candidate's runs
+/// add up to ENOUGH_SECONDS (a long run is its own average; a short one needs repeats).
 const ROUNDS: usize = 3;
+const ENOUGH_SECONDS: f64 = 0.5;
 
 /// How much faster than the default a candidate must be to replace it: smaller differences
 /// are within what a busy machine's timings wander by.
@@ -49,6 +51,8 @@ pub struct Choice {
     pub default: String,
     /// Seconds per candidate (the fastest of its timed runs), in the op's order.
     pub seconds: Vec<(String, f64)>,
+    /// What choosing took, pipeline compilation included.
+    pub tuning_seconds: f64,
 }
 
 impl Choice {
@@ -175,25 +179,34 @@ impl Tuner {
             let kept = self.file.as_ref().map_or("for this run only".into(), |f| format!("kept in {}", f.display()));
             println!("Tuning: timing the kernels' equivalent entries on this device ({kept})");
         }
+        // Timing may build plans whose ops ask the tuner in turn: the lock is not held.
+        drop(state);
         let start = Instant::now();
-        // One untimed run each (it compiles the pipeline), then rounds over all candidates in
+        // One untimed run each (it compiles the pipeline), then rounds over the candidates in
         // turn, keeping each one's fastest: the machine's own noise (other processes, clock
         // changes) only ever adds time, and interleaving spreads it over the candidates.
         for i in 0..candidates.len() {
             time(i)?;
         }
         let mut best_seconds = vec![f64::INFINITY; candidates.len()];
+        let mut spent = vec![0.0; candidates.len()];
         for _ in 0..ROUNDS {
             for (i, best) in best_seconds.iter_mut().enumerate() {
-                *best = best.min(time(i)?);
+                if spent[i] < ENOUGH_SECONDS {
+                    let t = time(i)?;
+                    *best = best.min(t);
+                    spent[i] += t;
+                }
             }
         }
         let seconds: Vec<(String, f64)> = candidates.iter().cloned().zip(best_seconds).collect();
         let fastest = (0..candidates.len()).min_by(|&a, &b| seconds[a].1.total_cmp(&seconds[b].1)).unwrap_or(default);
         let best = if seconds[fastest].1 * MIN_GAIN < seconds[default].1 { fastest } else { default };
-        let choice =
-            Choice { op: key.clone(), chosen: candidates[best].clone(), default: candidates[default].clone(), seconds };
-        state.seconds += start.elapsed().as_secs_f64();
+        let tuning_seconds = start.elapsed().as_secs_f64();
+        let (chosen, default) = (candidates[best].clone(), candidates[default].clone());
+        let choice = Choice { op: key.clone(), chosen, default, seconds, tuning_seconds };
+        let mut state = self.state.lock().unwrap();
+        state.seconds += tuning_seconds;
         state.timed.insert(key.clone());
         state.choices.insert(key, choice);
         self.write_file(&mut state);

@@ -3,7 +3,7 @@
 //!
 //! The buffer family's entries: `matmul_vec4_wide` (128x128 tiles) and `matmul_vec4` (64x64)
 //! where N and A's unit-stride length are multiples of 4, `matmul_tiled` for every other shape.
-//! The texture family's: `matmul_texture_RxC` in three tiles where the operands fit in texels,
+//! The texture family's: `matmul_texture_RxC` in two tiles where the operands fit in texels,
 //! else `matmul_subgroup_strided` or `matmul_tiled`. Every entry adds the products over k in
 //! the same order, so the choice never changes a bit: where a shape has more than one, the
 //! device's tuner times them ([`crate::gpu::tune`]) and [`Matmul::entry`] runs the fastest.
@@ -44,10 +44,9 @@ pub struct TextureTile {
 
 /// The tiles `matmul_texture.wgsl` holds (TILES in scripts/gen_matmul_lavapipe.py). The first
 /// is the default: 64x32 was the fastest to compile among the fast ones on the AMD EPYCs.
-pub const TEXTURE_TILES: [TextureTile; 3] = [
+pub const TEXTURE_TILES: [TextureTile; 2] = [
     TextureTile { rows: 64, cols: 32, entries: ("matmul_texture_64x32", "matmul_texture_at_64x32") },
     TextureTile { rows: 32, cols: 32, entries: ("matmul_texture_32x32", "matmul_texture_at_32x32") },
-    TextureTile { rows: 32, cols: 64, entries: ("matmul_texture_32x64", "matmul_texture_at_32x64") },
 ];
 
 /// Tile of C per 8-lane workgroup of `matmul_subgroup.wgsl`.
@@ -229,14 +228,16 @@ impl Matmul<'_> {
     }
 
     /// The entries the tuner times for this shape, the default among them: on CPU drivers
-    /// the texture tiles where the operands fit in texels (the buffer-fed ones run 4x slower
-    /// there), else the subgroup and tiled entries; on GPUs the buffer entries that fit.
+    /// the texture tiles where the operands fit in texels, else the default alone (on lavapipe
+    /// the subgroup entry runs 4x slower than the texture tiles, and `Tiled` 7 to 40 times
+    /// slower than the subgroup entry: timing them would only cost time); on GPUs the buffer
+    /// entries that fit.
     pub fn candidates(&self, gpu: &Gpu) -> Vec<Entry> {
         let all: Vec<Entry> = match gpu.family() {
             KernelFamily::Textures if self.texture_fit().misfit().is_none() => {
                 TEXTURE_TILES.iter().map(|&t| Entry::Texture(t)).collect()
             }
-            KernelFamily::Textures => vec![Entry::Subgroup, Entry::Tiled],
+            KernelFamily::Textures => vec![self.default_entry(gpu)],
             KernelFamily::Buffers => vec![Entry::Tiled, Entry::Vec4, Entry::Vec4Wide],
         };
         all.into_iter().filter(|&e| self.misfit(gpu, e).is_none()).collect()
