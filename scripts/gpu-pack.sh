@@ -12,14 +12,14 @@ mkdir -p "$pack/tests" "$pack/data"
 
 cargo build --release --quiet
 strip -o "$pack/kd-wgpu" target/release/kd-wgpu
-# The executables of the tests that run kernels and whole steps on the device.
+# The executables of the tests that run kernels, whole steps and every tuned entry on the device.
 cargo test --release --no-run --message-format=json --quiet 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"] \
-            and m["target"]["name"] in ("kernels", "whole_step"):
+            and m["target"]["name"] in ("kernels", "whole_step", "tuning"):
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do strip -o "$pack/tests/$name" "$exe"; done
 
