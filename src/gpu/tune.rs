@@ -356,7 +356,8 @@ mod tests {
             });
             assert_eq!(i.unwrap(), 1);
             assert!(timed, "a bad cache must not be trusted: {bad:.40}");
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), good, "the cache was not rewritten");
+            let rewritten = tuner.parse_file().expect("the cache was rewritten");
+            assert_eq!(rewritten.values().map(|c| c.chosen.as_str()).collect::<Vec<_>>(), ["entry 1"]);
         }
     }
 
