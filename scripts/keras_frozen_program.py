@@ -4,11 +4,12 @@ Distiller is built, otherwise unchanged), timed phase by phase: the Keras side o
 default program (`--distill-teacher frozen`), to set the whole program's time beside it.
 
 Usage:
-    python3 scripts/keras_frozen_program.py [--json PATH]
+    python3 scripts/keras_frozen_program.py [--train-limit N] [--test-limit N] [--json PATH]
 
 Reads Fashion-MNIST through keras.datasets (copy the four IDX .gz files to
 ~/.keras/datasets/fashion-mnist/ to run offline). Takes about as long as the seed program:
-18 to 50 minutes on two CPU cores. Needs keras with TensorFlow.
+18 to 50 minutes on two CPU cores; the limits take the first N images, as kd-wgpu's flags of
+the same names do, for a run at a fraction of the scale. Needs keras with TensorFlow.
 """
 import argparse
 import json
@@ -58,6 +59,8 @@ def seed_model(name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images only")
+    parser.add_argument("--test-limit", type=int, metavar="N", help="evaluate on the first N test images only")
     parser.add_argument("--json", help="also write the phase times here")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -75,6 +78,8 @@ def main():
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
     x_train = (x_train.astype("float32") / 255.0).reshape(-1, 28, 28, 1)
     x_test = (x_test.astype("float32") / 255.0).reshape(-1, 28, 28, 1)
+    x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
+    x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     teacher.compile(optimizer=keras.optimizers.Adam(), loss=loss,
                     metrics=[keras.metrics.SparseCategoricalAccuracy()])
