@@ -1,12 +1,13 @@
 //! Autotuning: where an op has more than one entry point that gives the same bits (the matrix
-//! product's tiles), the candidates are timed on the device at first use and the fastest is
-//! kept, as cuDNN's benchmark mode and Burn's autotune do. What was chosen is cached per
-//! adapter, driver and kernel family in the platform's cache directory
-//! (`$XDG_CACHE_HOME/kd-wgpu`, `~/.cache/kd-wgpu`, ...), so a device is tuned once.
+//! product's tiles, the frozen teacher's logits batch), the candidates are timed on the device
+//! at first use and the fastest is kept, as cuDNN's benchmark mode and Burn's autotune do.
+//! What was chosen is cached per adapter, driver and kernel family in the platform's cache
+//! directory (`$XDG_CACHE_HOME/kd-wgpu`, `~/.cache/kd-wgpu`, ...), so a device is tuned once.
 //!
 //! Only choices that cannot change a bit are tuned: an op offers as candidates the entries
 //! that add in the same order. What would change bits (how many parts a product's K is split
-//! into, the batch of a training step) is fixed by the shape and the settings, never timed.
+//! into, the batch of a training step or an evaluation) is fixed by the shape and the
+//! settings, never timed.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,7 @@ pub struct Choice {
     /// Seconds per candidate (the fastest of its timed runs), in the op's order.
     pub seconds: Vec<(String, f64)>,
     /// What choosing took, pipeline compilation included.
+    #[serde(default)]
     pub tuning_seconds: f64,
 }
 
