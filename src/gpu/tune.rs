@@ -35,8 +35,8 @@ pub enum TuneMode {
 const ROUNDS: usize = 3;
 const ENOUGH_SECONDS: f64 = 0.5;
 
-/// How much faster than the default a candidate must be to replace it: smaller differences
-/// are within what a busy machine's timings wander by.
+/// How much faster than the default a candidate must be, in every round, to replace it:
+/// smaller differences are within what a busy machine's timings wander by.
 const MIN_GAIN: f64 = 1.05;
 
 /// Bumped when the file's layout or the meaning of its keys changes.
@@ -190,20 +190,24 @@ impl Tuner {
         for i in 0..candidates.len() {
             time(i)?;
         }
-        let mut best_seconds = vec![f64::INFINITY; candidates.len()];
+        // rounds[r][i]: candidate i's time in round r, None once its runs were enough.
+        let mut rounds: Vec<Vec<Option<f64>>> = Vec::new();
         let mut spent = vec![0.0; candidates.len()];
         for _ in 0..ROUNDS {
-            for (i, best) in best_seconds.iter_mut().enumerate() {
+            let mut round = vec![None; candidates.len()];
+            for (i, slot) in round.iter_mut().enumerate() {
                 if spent[i] < ENOUGH_SECONDS {
                     let t = time(i)?;
-                    *best = best.min(t);
+                    *slot = Some(t);
                     spent[i] += t;
                 }
             }
+            rounds.push(round);
         }
+        let best_seconds =
+            (0..candidates.len()).map(|i| rounds.iter().filter_map(|r| r[i]).fold(f64::INFINITY, f64::min));
         let seconds: Vec<(String, f64)> = candidates.iter().cloned().zip(best_seconds).collect();
-        let fastest = (0..candidates.len()).min_by(|&a, &b| seconds[a].1.total_cmp(&seconds[b].1)).unwrap_or(default);
-        let best = if seconds[fastest].1 * MIN_GAIN < seconds[default].1 { fastest } else { default };
+        let best = paired_winner(&rounds, default);
         let tuning_seconds = start.elapsed().as_secs_f64();
         let (chosen, default) = (candidates[best].clone(), candidates[default].clone());
         let choice = Choice { op: key.clone(), chosen, default, seconds, tuning_seconds };
@@ -284,6 +288,23 @@ impl Tuner {
     }
 }
 
+/// The candidate that beat `default` by MIN_GAIN in every round where both ran, by the most
+/// in its worst such round; `default` if none did. Each round times the candidates back to
+/// back, so a slow spell of the machine weighs on both sides of a comparison.
+fn paired_winner(rounds: &[Vec<Option<f64>>], default: usize) -> usize {
+    let worst_gain = |i: usize| {
+        let gains = rounds.iter().filter_map(|r| Some(r[default]? / r[i]?));
+        gains.fold(None, |worst: Option<f64>, g| Some(worst.map_or(g, |w| w.min(g))))
+    };
+    let count = rounds.first().map_or(0, Vec::len);
+    (0..count)
+        .filter(|&i| i != default)
+        .filter_map(|i| worst_gain(i).map(|g| (i, g)))
+        .filter(|&(_, g)| g >= MIN_GAIN)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(default, |(i, _)| i)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use anyhow::Context;
     let dir = path.parent().context("the cache path has no directory")?;
@@ -325,6 +346,24 @@ mod tests {
         assert_eq!(full.choose("op", &names(3), 0, |_| panic!("timed twice")).unwrap(), 0);
         let off = Tuner::new(TuneMode::Off, "device A".into(), Some(dir.path().into()));
         assert_eq!(off.choose("op", &names(3), 2, |_| panic!("timed with tuning off")).unwrap(), 2);
+    }
+
+    /// A candidate that is faster at its best but not in every round keeps the default.
+    #[test]
+    fn a_candidate_must_win_every_round() {
+        let tuner = Tuner::new(TuneMode::Cached, "device".into(), None);
+        let mut runs = [0; 2];
+        // Warm-up, then three rounds: candidate 1 wins twice by far, loses once.
+        let times = [[9.0, 0.10, 0.10, 0.10], [9.0, 0.05, 0.12, 0.05]];
+        let mut time = |i: usize| {
+            runs[i] += 1;
+            Ok(times[i][runs[i] - 1])
+        };
+        assert_eq!(tuner.choose("op", &names(2), 0, &mut time).unwrap(), 0);
+        let c = &tuner.summary().choices[0];
+        assert_eq!((c.seconds_of("entry 0"), c.seconds_of("entry 1")), (Some(0.10), Some(0.05)));
+        assert_eq!(paired_winner(&[vec![Some(1.0), Some(0.9)], vec![Some(1.2), Some(1.1)]], 0), 1);
+        assert_eq!(paired_winner(&[vec![Some(1.0), Some(0.9)], vec![Some(1.0), None]], 0), 1);
     }
 
     #[test]
