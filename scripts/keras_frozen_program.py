@@ -9,52 +9,21 @@ Usage:
 Reads Fashion-MNIST through keras.datasets (copy the four IDX .gz files to
 ~/.keras/datasets/fashion-mnist/ to run offline). Takes about as long as the seed program:
 18 to 50 minutes on two CPU cores; the limits take the first N images, as kd-wgpu's flags of
-the same names do, for a run at a fraction of the scale. Needs keras with TensorFlow.
+the same names do, for a run at a fraction of the scale. Needs keras with TensorFlow (and safetensors, which keras_distill_epoch.py imports).
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
-from keras import ops  # noqa: E402
 
-MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models")
-
-
-class Distiller(keras.Model):
-    """The seed's distiller, as it is."""
-
-    def __init__(self, student, teacher):
-        super().__init__()
-        self.teacher = teacher
-        self.student = student
-
-    def compile(self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha=0.1, temperature=3):
-        super().compile(optimizer=optimizer, metrics=metrics)
-        self.student_loss_fn = student_loss_fn
-        self.distillation_loss_fn = distillation_loss_fn
-        self.alpha = alpha
-        self.temperature = temperature
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, allow_empty=False):
-        teacher_pred = self.teacher(x, training=False)
-        student_loss = self.student_loss_fn(y, y_pred)
-        distillation_loss = self.distillation_loss_fn(
-            ops.softmax(teacher_pred / self.temperature, axis=1),
-            ops.softmax(y_pred / self.temperature, axis=1),
-        ) * (self.temperature**2)
-        return self.alpha * student_loss + (1 - self.alpha) * distillation_loss
-
-    def call(self, x):
-        return self.student(x)
-
-
-def seed_model(name):
-    with open(os.path.join(MODELS, f"seed-{name}.json")) as f:
-        return keras.models.model_from_json(f.read())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from keras_distill_epoch import Distiller  # noqa: E402  (the seed's, unchanged)
+from keras_step_time import seed_model  # noqa: E402
 
 
 def main():

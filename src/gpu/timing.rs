@@ -9,7 +9,7 @@ use std::time::Instant;
 /// Median seconds of `reps` runs of `dispatches` recorded as in training, after one warm-up run.
 pub fn median_seconds(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
     gpu.run(dispatches)?; // warm-up: pipeline creation and first-use costs stay out
-    let mut times: Vec<f64> = (0..reps.max(1)).map(|_| one_run(gpu, dispatches)).collect::<Result<_>>()?;
+    let mut times: Vec<f64> = (0..reps.max(1)).map(|_| seconds_once(gpu, dispatches)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
@@ -17,10 +17,6 @@ pub fn median_seconds(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Resul
 /// Seconds of one run of `dispatches` as in training (the first run of a pipeline includes
 /// its compilation).
 pub fn seconds_once(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
-    one_run(gpu, dispatches)
-}
-
-fn one_run(gpu: &Gpu, dispatches: &[&Dispatch]) -> Result<f64> {
     if !gpu.has_timestamps() {
         let t = Instant::now();
         gpu.run(dispatches)?;
