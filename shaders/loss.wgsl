@@ -6,18 +6,28 @@
 //
 // cross_entropy: sparse softmax cross-entropy. loss = logsumexp(z) - z[y];
 //                dz = (softmax(z) - onehot(y)) / valid.
-// distillation:  alpha * CE(y, s) + (1 - alpha) * T^2 * KL(clip(p_t) || clip(p_s)), with
-//                p = softmax(logits / T) and Keras's clip of both distributions to [1e-7, 1].
+// distillation:  keras.distillation.Distiller's loss on the logits,
+//                alpha * CE(y, s) + (1 - alpha) * (w_kl * T^2 * KL + w_mse * MSE), where
+//                KL = KL(clip(p_t) || clip(p_s)), p = softmax(logits / T), with Keras's clip of
+//                both distributions to [1e-7, 1], and MSE = mean_j (t_j / T - s_j / T)^2
+//                (LogitsDistillation with another loss: on the scaled logits, no T^2).
 //                Where p_s is clipped its gradient is zero (TensorFlow's clip gradient), so
-//                ds_j = [alpha (q_j - onehot_j) + (1 - alpha) T (p_s,j S - p_t,j mask_j)] / valid
+//                ds_j = [alpha (q_j - onehot_j) + (1 - alpha) (w_kl T (p_s,j S - p_t,j mask_j)
+//                        + w_mse 2 (s_j - t_j) / (T^2 C))] / valid
 //                with q = softmax(s), mask_j = (p_s,j >= 1e-7), S = sum_c p_t,c mask_c
 //                (S = 1 without clipping, giving the textbook (1 - alpha) T (p_s - p_t)).
+//                A label with the UNLABELLED bit set (--labelled) takes no part in the hard
+//                term: CE is the mean over the batch's labelled rows (zero if it has none), so
+//                a labelled row's CE counts valid / labelled times in the row mean.
 // distillation_teacher_grad: the same, and the gradient with respect to the teacher's logits
-//                (the seed's Distiller trains the teacher too). Only the KL term depends on
+//                (the seed's Distiller trains the teacher too). Only the soft terms depend on
 //                them; where p_t is clipped its gradient is zero, so with
 //                g_j = (ln clip(p_t,j) - ln clip(p_s,j) + 1) mask_t,j and G = sum_c p_t,c g_c,
-//                dt_j = (1 - alpha) T p_t,j (g_j - G) / valid, mask_t,j = (p_t,j >= 1e-7).
-// All record per-row loss and whether argmax(z) == y (first maximum wins, as tf.argmax).
+//                dt_j = (1 - alpha) [w_kl T p_t,j (g_j - G) + w_mse 2 (t_j - s_j) / (T^2 C)]
+//                / valid, mask_t,j = (p_t,j >= 1e-7).
+// All record per-row loss and whether argmax(z) == y (first maximum wins, as tf.argmax); the
+// distillation entries also record each term's row value (CE as counted in the row mean,
+// T^2 KL, MSE) for the per-term figures.
 
 #include "common.wgsl"
 
@@ -26,6 +36,8 @@ struct Params {
     classes: u32,
     alpha: f32,
     temperature: f32,
+    kl_weight: f32,
+    mse_weight: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,9 +48,15 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(6) var<storage, read_write> row_correct: array<f32>;
 @group(0) @binding(7) var<storage, read> teacher_logits: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dteacher: array<f32>;
+@group(0) @binding(8) var<storage, read_write> row_terms: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dteacher: array<f32>;
 
 const CLIP: f32 = 1e-7;
+// Set in a label whose image keeps no label (--labelled); the low bits still hold the class,
+// for the training accuracy.
+const UNLABELLED: u32 = 0x10000u;
+// Columns of row_terms: CE, T^2 KL, MSE.
+const TERMS: u32 = 3u;
 
 fn valid_rows() -> u32 {
     let start = state.step * state.batch;
@@ -46,6 +64,18 @@ fn valid_rows() -> u32 {
         return 0u;
     }
     return min(p.rows, state.samples - start);
+}
+
+fn class_of(r: u32) -> u32 {
+    return labels[r] & (UNLABELLED - 1u);
+}
+
+fn labelled_rows(valid: u32) -> u32 {
+    var n = 0u;
+    for (var r = 0u; r < valid; r++) {
+        n += select(0u, 1u, labels[r] < UNLABELLED);
+    }
+    return n;
 }
 
 fn row_max(base: u32, scale: f32) -> f32 {
@@ -126,10 +156,16 @@ fn softened(base: u32) -> Softened {
     return Softened(s_top, t_top, s_sum, t_sum);
 }
 
-// The distillation loss of row r and its gradient with respect to the student's logits.
+fn zero_terms(r: u32) {
+    for (var k = 0u; k < TERMS; k++) {
+        row_terms[r * TERMS + k] = 0.0;
+    }
+}
+
+// The distillation loss of row r, its terms and its gradient with respect to the student's logits.
 fn distillation_row(r: u32, valid: u32) {
     let base = r * p.classes;
-    let label = labels[r];
+    let label = class_of(r);
     let t = p.temperature;
 
     // Plain softmax of the student (the hard-label term).
@@ -145,6 +181,7 @@ fn distillation_row(r: u32, valid: u32) {
     let s_sum = soft.s_sum;
     let t_sum = soft.t_sum;
     var kl = 0.0;
+    var mse = 0.0;
     var kept = 0.0; // S: teacher mass over the classes where p_s is not clipped
     for (var j = 0u; j < p.classes; j++) {
         let ps = exp(logits[base + j] / t - s_top) / s_sum;
@@ -153,19 +190,33 @@ fn distillation_row(r: u32, valid: u32) {
         if (ps >= CLIP) {
             kept += pt;
         }
+        let d = teacher_logits[base + j] / t - logits[base + j] / t;
+        mse += d * d;
     }
+    mse /= f32(p.classes);
+    // The hard term's weight in this row: valid / labelled for a labelled row, else 0.
+    let labelled = labels[r] < UNLABELLED;
+    let hard_share = select(0.0, f32(valid) / f32(max(labelled_rows(valid), 1u)), labelled);
     let inv = 1.0 / f32(valid);
+    let mse_scale = 2.0 / (t * t * f32(p.classes));
     for (var j = 0u; j < p.classes; j++) {
         let q = exp(logits[base + j] - top) / sum;
         let ps = exp(logits[base + j] / t - s_top) / s_sum;
         let pt = clamp(exp(teacher_logits[base + j] / t - t_top) / t_sum, CLIP, 1.0);
-        let soft = ps * kept - select(0.0, pt, ps >= CLIP);
-        let hard = q - select(0.0, 1.0, j == label);
-        dlogits[base + j] = (p.alpha * hard + (1.0 - p.alpha) * t * soft) * inv;
+        let soft = p.kl_weight * (ps * kept - select(0.0, pt, ps >= CLIP));
+        let mse_grad = mse_scale * (logits[base + j] - teacher_logits[base + j]);
+        let hard = (q - select(0.0, 1.0, j == label)) * hard_share;
+        // Grouped as before the MSE term existed, so that the seed's loss keeps its bits.
+        let g = p.alpha * hard + (1.0 - p.alpha) * t * soft + (1.0 - p.alpha) * p.mse_weight * mse_grad;
+        dlogits[base + j] = g * inv;
     }
-    let ce = log(sum) + top - logits[base + label];
-    row_loss[r] = p.alpha * ce + (1.0 - p.alpha) * kl * t * t;
+    let ce = (log(sum) + top - logits[base + label]) * hard_share;
+    let soft_loss = (1.0 - p.alpha) * (p.kl_weight * kl) * t * t + (1.0 - p.alpha) * p.mse_weight * mse;
+    row_loss[r] = p.alpha * ce + soft_loss;
     row_correct[r] = argmax_is(base, label);
+    row_terms[r * TERMS] = ce;
+    row_terms[r * TERMS + 1u] = kl * t * t;
+    row_terms[r * TERMS + 2u] = mse;
 }
 
 @compute @workgroup_size(64)
@@ -177,6 +228,7 @@ fn distillation(@builtin(global_invocation_id) id: vec3<u32>) {
     let valid = valid_rows();
     if (r >= valid) {
         zero_row(r);
+        zero_terms(r);
         return;
     }
     distillation_row(r, valid);
@@ -192,6 +244,7 @@ fn distillation_teacher_grad(@builtin(global_invocation_id) id: vec3<u32>) {
     let base = r * p.classes;
     if (r >= valid) {
         zero_row(r);
+        zero_terms(r);
         for (var j = 0u; j < p.classes; j++) {
             dteacher[base + j] = 0.0;
         }
@@ -204,10 +257,14 @@ fn distillation_teacher_grad(@builtin(global_invocation_id) id: vec3<u32>) {
         let term = teacher_term(base + j, soft);
         total += term.x * term.y;
     }
-    let scale = (1.0 - p.alpha) * p.temperature / f32(valid);
+    let t = p.temperature;
+    let mse_scale = 2.0 / (t * t * f32(p.classes));
+    let scale = (1.0 - p.alpha) * t / f32(valid);
+    let mse_share = (1.0 - p.alpha) * p.mse_weight / f32(valid);
     for (var j = 0u; j < p.classes; j++) {
         let term = teacher_term(base + j, soft);
-        dteacher[base + j] = scale * term.x * (term.y - total);
+        let mse_grad = mse_scale * (teacher_logits[base + j] - logits[base + j]);
+        dteacher[base + j] = scale * (p.kl_weight * term.x) * (term.y - total) + mse_share * mse_grad;
     }
 }
 

@@ -1,6 +1,7 @@
-// Per-step metrics kept on the device so that an epoch needs no readback per step:
-// metrics[2 * step] = sum of the batch's row losses, metrics[2 * step + 1] = correct count,
-// summed in row order by one invocation (deterministic). The host adds the steps in f64.
+// Per-step metrics kept on the device so that an epoch needs no readback per step: per step,
+// `width` values: the sum of the batch's row losses, the correct count, and for a
+// distillation loss the sums of its terms' row values (`loss.wgsl`'s row_terms), summed in
+// row order by one invocation (deterministic). The host adds the steps in f64.
 
 #include "common.wgsl"
 
@@ -8,6 +9,10 @@
 @group(0) @binding(1) var<storage, read> row_loss: array<f32>;
 @group(0) @binding(2) var<storage, read> row_correct: array<f32>;
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(4) var<storage, read> row_terms: array<f32>;
+
+// Columns of row_terms (CE, T^2 KL, MSE), as loss.wgsl writes them.
+const TERMS: u32 = 3u;
 
 @compute @workgroup_size(1)
 fn record_metrics() {
@@ -20,4 +25,25 @@ fn record_metrics() {
     }
     metrics[2u * state.step] = loss;
     metrics[2u * state.step + 1u] = correct;
+}
+
+@compute @workgroup_size(1)
+fn record_metrics_terms() {
+    let rows = arrayLength(&row_loss);
+    let at = (2u + TERMS) * state.step;
+    var loss = 0.0;
+    var correct = 0.0;
+    for (var r = 0u; r < rows; r++) {
+        loss += row_loss[r];
+        correct += row_correct[r];
+    }
+    metrics[at] = loss;
+    metrics[at + 1u] = correct;
+    for (var k = 0u; k < TERMS; k++) {
+        var sum = 0.0;
+        for (var r = 0u; r < rows; r++) {
+            sum += row_terms[r * TERMS + k];
+        }
+        metrics[at + 2u + k] = sum;
+    }
 }

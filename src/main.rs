@@ -3,7 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::resume::{self, Interrupted};
-use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, WeightFiles};
+use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, DistillTerm, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant, TuneMode};
 use kd_wgpu::model::{keras, Architecture, Channels};
 use std::path::PathBuf;
@@ -141,6 +141,19 @@ struct RunArgs {
     /// student by one Adam (each distilled student gets its own copy of the teacher).
     #[arg(long, value_enum, default_value_t = DEFAULTS.distill_teacher)]
     distill_teacher: DistillTeacher,
+    /// A distillation loss, as keras.distillation composes them (repeat for several):
+    /// `logits` (KL of the softened distributions times T^2) or `logits:mse` (MSE of the
+    /// logits divided by T).
+    #[arg(long = "distill", value_name = "SPEC", default_value = "logits", global = true)]
+    distill: Vec<DistillTerm>,
+    /// Weights of the --distill losses, in order (keras's distillation_loss_weights; default 1 each).
+    #[arg(long, value_name = "W,W,..", value_delimiter = ',', allow_negative_numbers = true, global = true)]
+    distill_weights: Vec<f32>,
+    /// Only N training images, a seeded class-balanced subset, keep their labels: the distilled
+    /// student's cross-entropy covers those, its distillation terms every image, and the
+    /// scratch student trains on the N alone for as many steps. The teacher keeps all labels.
+    #[arg(long, value_name = "N", global = true)]
+    labelled: Option<usize>,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = DEFAULTS.seed, global = true)]
     seed: u64,
@@ -234,6 +247,9 @@ impl RunArgs {
             teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
             student_layers: layers("--student-layers", &self.student_layers)?,
             distill_teacher: self.distill_teacher,
+            distill: self.distill.clone(),
+            distill_weights: self.distill_weights.clone(),
+            labelled: self.labelled,
         })
     }
 

@@ -71,8 +71,10 @@ pub struct PlanInfo {
     pub state: Range,
     /// u32 per sample: the epoch's order, written before its first step.
     pub order: Range,
-    /// f32 x 2 per step: the sum of the batch's losses and its number of correct predictions.
+    /// f32 x `metrics_width` per step: the sum of the batch's losses, its number of correct
+    /// predictions, then a distillation loss's terms' sums.
     pub metrics: Range,
+    pub metrics_width: usize,
     /// The student's weights (f32, the layout of its parameters).
     pub weights: Range,
     /// Per epoch, `samples` u32 in `buffers.bin` from this offset (an evaluation: one epoch,
@@ -119,6 +121,7 @@ pub struct Export {
 pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export> {
     let cfg = Config { distill_teacher: DistillTeacher::Frozen, ..cfg.clone() };
     cfg.validate()?;
+    anyhow::ensure!(cfg.labelled.is_none(), "export-web trains on every label: --labelled is for the experiment itself");
     checkpoint::check_writable_dir("export-web", dir)?;
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
     let files = WeightFiles { teacher: teacher.map(PathBuf::from), ..WeightFiles::default() };
@@ -143,7 +146,7 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
     let scratch = student(seeds.scratch_init, seeds.scratch_order)?;
     let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
     let feed = |split, table| Feed { data: &data, split, teacher_logits: table };
-    let distill = Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature };
+    let distill = Loss::Distillation(cfg.distill_loss(cfg.alpha, cfg.temperature));
     let b = cfg.batch_size;
     let plans = vec![
         Plan::train(&gpu, "distilled student", &distilled, distill, &feed(&data.train, Some(&train_table)), b, &adam)?,
@@ -274,6 +277,7 @@ impl Writer {
             state,
             order,
             metrics,
+            metrics_width: plan.metrics_width(),
             weights,
             orders: [start, orders.len() as u64],
             dispatches,

@@ -7,7 +7,7 @@ use kd_wgpu::experiment::{self, Config, DistillTeacher, Report, WeightFiles};
 use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant, TuneMode};
 use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::Architecture;
-use kd_wgpu::ops::loss::{self as loss_ops, Loss};
+use kd_wgpu::ops::loss::{self as loss_ops, Distill, Loss};
 use std::process::Command;
 
 /// The seed's settings on a slice, with a smaller teacher (widths that are multiples of no
@@ -131,7 +131,7 @@ fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
     let (combined, _) = reference::loss_gradient(
         &logits(&student, &student_flat),
         &batch,
-        Loss::Distillation { alpha: 0.1, temperature: 10.0 },
+        Loss::Distillation(Distill::kl(0.1, 10.0)),
     );
     assert!(
         (report.distilled.test_loss - combined).abs() < 1e-4 * combined,

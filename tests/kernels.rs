@@ -10,7 +10,7 @@ use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::dropout::{self, Draw};
-use kd_wgpu::ops::loss::{self, LossInputs, LossOutputs, Objective};
+use kd_wgpu::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, UNLABELLED};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
 use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
@@ -416,29 +416,39 @@ fn softmax_matches_reference() {
     }
 }
 
-/// Runs a loss kernel and returns (dlogits, row loss, row correct).
-fn run_loss(
-    gpu: &Gpu,
-    objective: &Objective,
-    logits: &[f32],
-    labels: &[u32],
-    classes: usize,
-    valid: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// A loss kernel's outputs, read back.
+struct LossRows {
+    dlogits: Vec<f32>,
+    loss: Vec<f32>,
+    correct: Vec<f32>,
+    /// Rows x 3 for a distillation loss, else empty.
+    terms: Vec<f32>,
+}
+
+/// Runs a loss kernel on poisoned outputs and reads them back.
+fn run_loss(gpu: &Gpu, objective: &Objective, logits: &[f32], labels: &[u32], classes: usize, valid: usize) -> LossRows {
     let rows = labels.len();
     let state =
         StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
     let tl = upload(gpu, "logits", logits);
     let tlab = Tensor::from_u32(gpu, "labels", &[rows], labels).unwrap();
+    let terms = matches!(objective, Objective::Distillation { .. })
+        .then(|| poisoned(gpu, "row_terms", rows * loss::TERMS.len()));
     let out = LossOutputs {
         dlogits: &poisoned(gpu, "dlogits", rows * classes),
         row_loss: &poisoned(gpu, "row_loss", rows),
         row_correct: &poisoned(gpu, "row_correct", rows),
+        row_terms: terms.as_ref(),
     };
     let input = LossInputs { state: &state, logits: &tl, labels: &tlab };
     let d = loss::loss(gpu, objective, (rows, classes), &input, &out).unwrap();
     gpu.run(&[&d]).unwrap();
-    (out.dlogits.read_f32(gpu).unwrap(), out.row_loss.read_f32(gpu).unwrap(), out.row_correct.read_f32(gpu).unwrap())
+    LossRows {
+        dlogits: out.dlogits.read_f32(gpu).unwrap(),
+        loss: out.row_loss.read_f32(gpu).unwrap(),
+        correct: out.row_correct.read_f32(gpu).unwrap(),
+        terms: terms.map(|t| t.read_f32(gpu).unwrap()).unwrap_or_default(),
+    }
 }
 
 fn as_f32(v: &[f64]) -> Vec<f32> {
@@ -453,13 +463,13 @@ fn cross_entropy_matches_reference() {
     for (rows, classes, valid) in [(32, 10, 32), (32, 10, 16), (1, 10, 1), (70, 3, 69)] {
         let logits = uniform(&mut r, rows * classes, -8.0, 8.0);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
-        let (dl, loss_rows, correct) = run_loss(gpu, &Objective::CrossEntropy, &logits, &labels, classes, valid);
+        let got = run_loss(gpu, &Objective::CrossEntropy, &logits, &labels, classes, valid);
         let want = loss::reference::cross_entropy(&logits, &labels, classes, valid);
         let name = format!("cross_entropy {rows}x{classes} valid {valid}");
-        check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), F32_BOUND);
-        check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
+        check(&format!("{name} grad"), &got.dlogits, &as_f32(&want.dlogits), F32_BOUND);
+        check(&format!("{name} loss"), &got.loss, &as_f32(&want.loss), F32_BOUND);
         let want_correct: Vec<f32> = want.correct.iter().map(|&c| c as u8 as f32).collect();
-        assert_eq!(correct, want_correct, "{name} correct");
+        assert_eq!(got.correct, want_correct, "{name} correct");
     }
 }
 
@@ -467,36 +477,46 @@ fn cross_entropy_matches_reference() {
 fn distillation_matches_reference() {
     let mut r = rng("distillation");
     let gpu = gpu();
-    // The last case has confident teachers and students at T=1, so probabilities fall below
-    // Keras's 1e-7 clip and the clipped branch of the gradient is exercised.
-    for (rows, classes, valid, alpha, t, spread) in [
-        (32, 10, 32, 0.1, 10.0, 8.0),
-        (32, 10, 21, 0.5, 4.0, 8.0),
-        (1, 10, 1, 0.9, 1.0, 3.0),
-        (40, 10, 40, 0.1, 1.0, 30.0),
+    // The fourth case has confident teachers and students at T=1, so probabilities fall below
+    // Keras's 1e-7 clip and the clipped branch of the gradient is exercised. Then
+    // keras.distillation's MSE term beside (or instead of) the KL one, and --labelled's rows
+    // without a label: some, nearly all, and all of a batch's.
+    for (rows, classes, valid, (alpha, t, kl, mse), spread, unlabelled) in [
+        (32, 10, 32, (0.1, 10.0, 1.0, 0.0), 8.0, 0.0),
+        (32, 10, 21, (0.5, 4.0, 1.0, 0.0), 8.0, 0.0),
+        (1, 10, 1, (0.9, 1.0, 1.0, 0.0), 3.0, 0.0),
+        (40, 10, 40, (0.1, 1.0, 1.0, 0.0), 30.0, 0.0),
+        (37, 10, 30, (0.5, 3.0, 0.7, 0.4), 8.0, 0.0),
+        (33, 10, 33, (0.3, 2.0, 0.0, 1.0), 8.0, 0.5),
+        (32, 10, 25, (0.5, 3.0, 1.0, 0.0), 8.0, 0.97),
+        (20, 10, 20, (0.5, 3.0, 1.0, 0.5), 8.0, 1.0),
     ] {
         let logits = uniform(&mut r, rows * classes, -spread, spread);
         let teacher = uniform(&mut r, rows * classes, -spread, spread);
-        let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+        let mut labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
+        for l in labels.iter_mut().filter(|_| r.random_bool(unlabelled)) {
+            *l |= UNLABELLED;
+        }
         let tt = upload(gpu, "teacher", &teacher);
-        let want =
-            loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, alpha as f64, t as f64);
+        let distill = Distill { alpha, temperature: t, kl, mse };
+        let want = loss::reference::distillation(&logits, Some(&teacher), &labels, classes, valid, &distill);
         let want_correct: Vec<f32> = want.correct.iter().map(|&c| c as u8 as f32).collect();
         // Both entries: the frozen teacher's, and the one that also gives the teacher's gradient.
         let dteacher = poisoned(gpu, "dteacher", rows * classes);
         for teacher_grad in [None, Some(&dteacher)] {
-            let objective = Objective::Distillation { teacher_logits: &tt, alpha, temperature: t, teacher_grad };
-            let (dl, loss_rows, correct) = run_loss(gpu, &objective, &logits, &labels, classes, valid);
+            let objective = Objective::Distillation { teacher_logits: &tt, distill, teacher_grad };
+            let got = run_loss(gpu, &objective, &logits, &labels, classes, valid);
             let with = if teacher_grad.is_some() { " (teacher gradient)" } else { "" };
-            let name = format!("distillation{with} {rows}x{classes} valid {valid} alpha {alpha} T {t}");
+            let name = format!("distillation{with} {rows}x{classes} valid {valid} {distill:?} unlabelled {unlabelled}");
             // The soft term subtracts nearly equal probabilities (p_s - p_t); at T=10 they agree
             // to ~1e-2, so f32 exp/divide rounding (~1e-7 relative to p) shows up magnified.
-            check(&format!("{name} grad"), &dl, &as_f32(&want.dlogits), 2e-4);
-            check(&format!("{name} loss"), &loss_rows, &as_f32(&want.loss), F32_BOUND);
-            assert_eq!(correct, want_correct, "{name} correct");
+            check(&format!("{name} grad"), &got.dlogits, &as_f32(&want.dlogits), 2e-4);
+            check(&format!("{name} loss"), &got.loss, &as_f32(&want.loss), F32_BOUND);
+            check(&format!("{name} terms"), &got.terms, &as_f32(&want.terms), F32_BOUND);
+            assert_eq!(got.correct, want_correct, "{name} correct");
         }
         // The teacher's gradient has the same subtraction (g_j - G), and ln p near the clip.
-        let name = format!("distillation teacher grad {rows}x{classes} valid {valid} alpha {alpha} T {t}");
+        let name = format!("distillation teacher grad {rows}x{classes} valid {valid} {distill:?}");
         check(&name, &dteacher.read_f32(gpu).unwrap(), &as_f32(&want.dteacher), 2e-4);
     }
 }
@@ -555,21 +575,28 @@ fn batch_gather_and_metrics_follow_the_step_state() {
     let row_loss = poisoned(gpu, "row_loss", batch);
     let row_correct = poisoned(gpu, "row_correct", batch);
     let metrics_buf = poisoned(gpu, "metrics", 2 * 3);
+    // A distillation loss's record: its terms' sums after the pair.
+    let terms = loss::TERMS.len();
+    let row_terms = poisoned(gpu, "row_terms", batch * terms);
+    let terms_buf = poisoned(gpu, "metrics with terms", (2 + terms) * 3);
     let src = ImageSource { images: &t_images, labels: &t_labels, scale: &t_scale, pixels };
     let gather = batch::gather_images(gpu, batch, &state, &t_perm, &src, &x, &y).unwrap();
     let gather_rows = batch::gather_rows(gpu, batch, width, &state, &t_perm, &t_table, &rows).unwrap();
     let store = batch::store_rows(gpu, batch, width, &state, &rows, &copy).unwrap();
-    let record = metrics::record(gpu, &state, &row_loss, &row_correct, &metrics_buf).unwrap();
+    let record = metrics::record(gpu, &state, &row_loss, &row_correct, None, &metrics_buf).unwrap();
+    let record_terms = metrics::record(gpu, &state, &row_loss, &row_correct, Some(&row_terms), &terms_buf).unwrap();
     let advance = batch::advance(gpu, &state).unwrap();
 
-    let mut want_metrics = vec![];
+    let (mut want_metrics, mut want_terms) = (vec![], vec![]);
     for step in 0..3 {
         let valid = batch.min(samples - step * batch);
         let losses = uniform(&mut r, batch, 0.0, 2.0);
         let correct: Vec<f32> = (0..batch).map(|_| r.random_range(0..2) as f32).collect();
+        let term_rows = uniform(&mut r, batch * terms, 0.0, 3.0);
         row_loss.write_f32(gpu, &losses);
         row_correct.write_f32(gpu, &correct);
-        gpu.run(&[&gather, &gather_rows, &store, &record, &advance]).unwrap();
+        row_terms.write_f32(gpu, &term_rows);
+        gpu.run(&[&gather, &gather_rows, &store, &record, &record_terms, &advance]).unwrap();
         let (gx, gy, grows) = (x.read_f32(gpu).unwrap(), y.read_u32(gpu).unwrap(), rows.read_f32(gpu).unwrap());
         for i in 0..batch {
             let real = i < valid;
@@ -586,11 +613,16 @@ fn batch_gather_and_metrics_follow_the_step_state() {
         }
         want_metrics.push(losses.iter().map(|&v| v as f64).sum::<f64>() as f32);
         want_metrics.push(correct.iter().sum());
+        want_terms.extend_from_slice(&want_metrics[want_metrics.len() - 2..]);
+        for k in 0..terms {
+            want_terms.push((0..batch).map(|i| term_rows[i * terms + k] as f64).sum::<f64>() as f32);
+        }
     }
     // store_rows wrote each step's gathered rows back in order: the table permuted.
     let want_copy: Vec<f32> = (0..samples).flat_map(|i| table[perm[i] as usize * width..][..width].to_vec()).collect();
     assert_eq!(copy.read_f32(gpu).unwrap(), want_copy);
     check("metrics per step", &metrics_buf.read_f32(gpu).unwrap(), &want_metrics, 1e-6);
+    check("metrics with terms per step", &terms_buf.read_f32(gpu).unwrap(), &want_terms, 1e-6);
     assert_eq!(scale[255], 1.0);
     assert_eq!(scale[51], 51f32 / 255f32);
 }

@@ -14,6 +14,7 @@ use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::softmax::reference::softmax;
+use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::ops::{activation, loss};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -199,21 +200,22 @@ fn clear_of_clip(logits: &[f32], classes: usize, t: f64, margin: f64) -> bool {
 }
 
 /// One loss check: 6 rows of 10 logits drawn in [-spread, spread], the first `valid` real;
-/// with a teacher, the distillation loss at `alpha` and temperature `t`.
+/// with a teacher, that distillation loss; the first `unlabelled` rows without a label.
 struct LossCase {
     name: &'static str,
     valid: usize,
     spread: f32,
-    teacher: Option<(f64, f64)>,
+    teacher: Option<Distill>,
+    unlabelled: usize,
 }
 
 impl LossCase {
     fn cross_entropy(name: &'static str, valid: usize, spread: f32) -> LossCase {
-        LossCase { name, valid, spread, teacher: None }
+        LossCase { name, valid, spread, teacher: None, unlabelled: 0 }
     }
 
-    fn distillation(name: &'static str, valid: usize, spread: f32, alpha: f64, t: f64) -> LossCase {
-        LossCase { name, valid, spread, teacher: Some((alpha, t)) }
+    fn distillation(name: &'static str, valid: usize, spread: f32, alpha: f32, t: f32) -> LossCase {
+        LossCase { name, valid, spread, teacher: Some(Distill::kl(alpha, t)), unlabelled: 0 }
     }
 }
 
@@ -221,7 +223,8 @@ impl LossCase {
 /// against differences of its batch loss; returns how many student probabilities are clipped.
 fn check_loss(case: LossCase, r: &mut ChaCha8Rng) -> usize {
     let (name, valid, spread, rows, classes) = (case.name, case.valid, case.spread, 6, 10);
-    let (alpha, t) = case.teacher.unwrap_or((1.0, 1.0));
+    let d = case.teacher.unwrap_or(Distill { alpha: 1.0, temperature: 1.0, kl: 0.0, mse: 0.0 });
+    let t = d.temperature as f64;
     use loss::reference::{batch_loss, distillation};
     // Redraw the (rare) logits with a probability within 10h of the clip in log space.
     let logits = loop {
@@ -232,9 +235,11 @@ fn check_loss(case: LossCase, r: &mut ChaCha8Rng) -> usize {
     };
     let teacher = uniform(r, rows * classes, -spread, spread);
     let teacher = case.teacher.map(|_| &teacher[..]);
-    let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
-    let f = |l: &[f32]| batch_loss(&distillation(l, teacher, &labels, classes, valid, alpha, t), valid);
-    let analytic = distillation(&logits, teacher, &labels, classes, valid, alpha, t).dlogits;
+    let labels: Vec<u32> = (0..rows)
+        .map(|i| r.random_range(0..classes as u32) | if i < case.unlabelled { UNLABELLED } else { 0 })
+        .collect();
+    let f = |l: &[f32]| batch_loss(&distillation(l, teacher, &labels, classes, valid, &d), valid);
+    let analytic = distillation(&logits, teacher, &labels, classes, valid, &d).dlogits;
     assert!(analytic[valid * classes..].iter().all(|&g| g == 0.0), "{name}: rows past valid have a gradient");
     check(name, &analytic, &numeric_grad(&logits, H_LOSS, f), LOSS_BOUND);
     let p = softmax(&logits[..valid * classes], classes, t as f32);
@@ -266,6 +271,18 @@ fn distillation_dlogits_is_gradient_of_batch_loss() {
     assert!(clipped > 0, "the +-30 case clipped no student probability: it checks nothing about the clip");
     println!("clipped student probabilities in the +-30 case: {clipped}");
     check_loss(LossCase::distillation("distillation a=0.5 T=1 logits +-30 (clipped)", 6, 30.0, 0.5, 1.0), &mut r);
+    // keras.distillation's MSE term, with and beside the KL one, and rows without a label
+    // (--labelled): the hard term is the mean over the labelled rows.
+    let mixed = Distill { alpha: 0.4, temperature: 3.0, kl: 0.7, mse: 0.5 };
+    let mse_only = Distill { alpha: 0.2, temperature: 2.0, kl: 0.0, mse: 1.0 };
+    for (name, teacher, unlabelled) in [
+        ("distillation KL + MSE", mixed, 0),
+        ("distillation MSE alone, 3 of 5 rows unlabelled", mse_only, 3),
+        ("distillation KL + MSE, 4 of 5 rows unlabelled", mixed, 4),
+        ("distillation KL + MSE, no row labelled", mixed, 6),
+    ] {
+        check_loss(LossCase { name, valid: 5, spread: 5.0, teacher: Some(teacher), unlabelled }, &mut r);
+    }
 }
 
 /// The seed's Distiller also trains the teacher: the gradient with respect to the teacher's
@@ -276,11 +293,13 @@ fn distillation_teacher_gradient_is_gradient_of_batch_loss() {
     use loss::reference::{batch_loss, distillation};
     let mut r = rng("distillation teacher gradients");
     let (rows, classes) = (6, 10);
-    for (name, valid, spread, alpha, t) in [
-        ("teacher grad a=0.1 T=10", 6, 5.0, 0.1, 10.0),
-        ("teacher grad a=0.5 T=4 4 of 6 valid", 4, 5.0, 0.5, 4.0),
-        ("teacher grad a=0.1 T=1 logits +-30 (clipped)", 5, 30.0, 0.1, 1.0),
+    for (name, valid, spread, d) in [
+        ("teacher grad a=0.1 T=10", 6, 5.0, Distill::kl(0.1, 10.0)),
+        ("teacher grad a=0.5 T=4 4 of 6 valid", 4, 5.0, Distill::kl(0.5, 4.0)),
+        ("teacher grad a=0.1 T=1 logits +-30 (clipped)", 5, 30.0, Distill::kl(0.1, 1.0)),
+        ("teacher grad KL + MSE", 5, 5.0, Distill { alpha: 0.4, temperature: 3.0, kl: 0.7, mse: 0.5 }),
     ] {
+        let t = d.temperature as f64;
         // Both distributions clear of the clip by 10h in log space, so no step crosses it.
         let draw = |r: &mut ChaCha8Rng| loop {
             let l = uniform(r, rows * classes, -spread, spread);
@@ -290,8 +309,8 @@ fn distillation_teacher_gradient_is_gradient_of_batch_loss() {
         };
         let (student, teacher) = (draw(&mut r), draw(&mut r));
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
-        let f = |tl: &[f32]| batch_loss(&distillation(&student, Some(tl), &labels, classes, valid, alpha, t), valid);
-        let analytic = distillation(&student, Some(&teacher), &labels, classes, valid, alpha, t).dteacher;
+        let f = |tl: &[f32]| batch_loss(&distillation(&student, Some(tl), &labels, classes, valid, &d), valid);
+        let analytic = distillation(&student, Some(&teacher), &labels, classes, valid, &d).dteacher;
         assert!(analytic[valid * classes..].iter().all(|&g| g == 0.0), "{name}: rows past valid have a gradient");
         check(name, &analytic, &numeric_grad(&teacher, H_LOSS, f), LOSS_BOUND);
         let clipped = softmax(&teacher[..valid * classes], classes, t as f32)

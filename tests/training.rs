@@ -7,6 +7,7 @@ use kd_wgpu::data::Split;
 use kd_wgpu::gpu::Tensor;
 use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::adam::AdamConfig;
+use kd_wgpu::ops::loss::Distill;
 use kd_wgpu::train::{run_epochs_together, DeviceData, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -28,7 +29,7 @@ fn students_trained_side_by_side_match_training_alone() {
     let data = synthetic_data(&mut rng, samples);
     let table_values: Vec<f32> = (0..samples * 10).map(|_| rng.random_range(-5.0..5.0)).collect();
     let table = Tensor::from_f32(gpu, "teacher logits", &[samples, 10], &table_values).unwrap();
-    let losses = [Loss::CrossEntropy, Loss::Distillation { alpha: 0.1, temperature: 10.0 }];
+    let losses = [Loss::CrossEntropy, Loss::Distillation(Distill::kl(0.1, 10.0))];
     let student = Architecture::seed("student", [3, 5]).unwrap();
     let inits = [student.init_glorot(rng.random()), student.init_glorot(rng.random())];
     let orders: Vec<Vec<u32>> = (0..2)

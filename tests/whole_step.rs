@@ -21,6 +21,7 @@ use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
 use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
+use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::train::{DeviceData, Distiller, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -49,6 +50,8 @@ struct Case {
     batch: usize,
     /// A teacher trained along with the student, as the seed's Distiller does.
     co_trained: Option<Architecture>,
+    /// Only this many random samples keep their labels (the distillation loss's --labelled).
+    labelled: Option<usize>,
 }
 
 /// Glorot kernels and small non-zero biases, so that every tensor's update shows.
@@ -122,8 +125,16 @@ fn compare(what: &str, arch: &Architecture, got: &[f32], want: &[f32], bound: f6
 }
 
 /// The batch of `step` in `order`: images scaled as the device scales them (a table of
-/// f32(byte) / 255), labels, and the teacher's rows of the logits table.
-fn batch_rows(train: &Split, table: &[f32], order: &[u32], step: usize, b: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+/// f32(byte) / 255), labels (from `labels`, flags included), and the teacher's rows of the
+/// logits table.
+fn batch_rows(
+    train: &Split,
+    labels: &[u32],
+    table: &[f32],
+    order: &[u32],
+    step: usize,
+    b: usize,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
     let rows = b.min(order.len() - step * b);
     let picked = &order[step * b..step * b + rows];
     let pixels = IMAGE_SIDE * IMAGE_SIDE;
@@ -131,7 +142,7 @@ fn batch_rows(train: &Split, table: &[f32], order: &[u32], step: usize, b: usize
         .iter()
         .flat_map(|&s| train.images[s as usize * pixels..][..pixels].iter().map(|&p| p as f32 / 255.0))
         .collect();
-    let labels = picked.iter().map(|&s| train.labels[s as usize] as u32).collect();
+    let labels = picked.iter().map(|&s| labels[s as usize]).collect();
     let teacher = picked.iter().flat_map(|&s| table[s as usize * NUM_CLASSES..][..NUM_CLASSES].to_vec()).collect();
     (images, labels, teacher)
 }
@@ -156,19 +167,33 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
         labels: (0..samples).map(|_| rng.random_range(0..NUM_CLASSES as u8)).collect(),
     };
     let (train, test) = (split(rng), split(rng));
-    let data = DeviceData::upload(gpu, &train, &test).unwrap();
+    let mut data = DeviceData::upload(gpu, &train, &test).unwrap();
+    // The labels the loss reads: all, or the labelled subset's with the others flagged.
+    let mut labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
+    if let Some(n) = case.labelled {
+        let mut subset: Vec<u32> = (0..samples as u32).collect();
+        subset.shuffle(rng);
+        subset.truncate(n);
+        data.keep_labels_of(gpu, &train, &subset).unwrap();
+        for (i, l) in labels.iter_mut().enumerate() {
+            if !subset.contains(&(i as u32)) {
+                *l |= UNLABELLED;
+            }
+        }
+    }
+    let split = data.partly_labelled.as_ref().unwrap_or(&data.train);
     let table: Vec<f32> = (0..samples * NUM_CLASSES).map(|_| rng.random_range(-6.0..6.0)).collect();
     let table_t = Tensor::from_f32(gpu, "teacher logits", &[samples, NUM_CLASSES], &table).unwrap();
     let from_table = matches!(case.loss, Loss::Distillation { .. }) && case.co_trained.is_none();
-    let feed = Feed { data: &data, split: &data.train, teacher_logits: from_table.then_some(&table_t) };
+    let feed = Feed { data: &data, split, teacher_logits: from_table.then_some(&table_t) };
     let adam = AdamConfig::default();
     let mut models = vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random())];
     if let Some(teacher) = &case.co_trained {
         models.push(Model::new(gpu, teacher, &initial_weights(teacher, rng)).unwrap().seeded(rng.random()));
     }
     let plan = match (&case.co_trained, case.loss) {
-        (Some(_), Loss::Distillation { alpha, temperature }) => {
-            let distiller = Distiller { student: &models[0], teacher: &models[1], alpha, temperature };
+        (Some(_), Loss::Distillation(distill)) => {
+            let distiller = Distiller { student: &models[0], teacher: &models[1], distill };
             Plan::distiller(gpu, "whole step", &distiller, &feed, b, &adam).unwrap()
         }
         _ => Plan::train(gpu, "whole step", &models[0], case.loss, &feed, b, &adam).unwrap(),
@@ -179,7 +204,7 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
 
     let mut worst = vec![[0f64; 4]; models.len()];
     for step in 0..samples.div_ceil(b) {
-        let (images, labels, teacher) = batch_rows(&train, &table, &order, step, b);
+        let (images, labels, teacher) = batch_rows(&train, &labels, &table, &order, step, b);
         let rows = labels.len();
         let batch =
             Batch { images: &images, labels: &labels, teacher_logits: from_table.then_some(&teacher[..]), rows };
@@ -191,16 +216,16 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
         let (routes, ties): (Vec<_>, Vec<usize>) =
             states.iter().enumerate().map(|(w, s)| device_routes(gpu, &plan, w, s, &batch)).unzip();
         let outcomes = match (states.as_mut_slice(), case.loss) {
-            ([student, teacher], Loss::Distillation { alpha, temperature }) => {
+            ([student, teacher], Loss::Distillation(distill)) => {
                 let routes = [Some(&routes[0][..]), Some(&routes[1][..])];
-                Vec::from(reference::distiller_step(student, teacher, &batch, (alpha, temperature), &adam, routes))
+                Vec::from(reference::distiller_step(student, teacher, &batch, &distill, &adam, routes))
             }
             ([model], loss) => vec![reference::train_step(model, &batch, loss, &adam, Some(&routes[0]))],
             _ => unreachable!("one model, or a student and its co-trained teacher"),
         };
 
         let metrics = plan.read_metrics(gpu, step + 1).unwrap();
-        let loss = metrics[2 * step] as f64 / rows as f64;
+        let loss = metrics[plan.metrics_width() * step] as f64 / rows as f64;
         let loss_error = (loss - outcomes[0].loss).abs() / outcomes[0].loss.abs();
         assert!(loss_error <= LOSS_BOUND, "step {}: loss {loss} against {}", step + 1, outcomes[0].loss);
         for (w, ((model, state), want)) in models.iter().zip(&states).zip(&outcomes).enumerate() {
@@ -243,12 +268,13 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
 #[test]
 fn three_training_steps_match_the_cpu_reference() {
     let mut rng = common::rng("whole step");
-    let distillation = Loss::Distillation { alpha: 0.1, temperature: 10.0 };
+    let distillation = Loss::Distillation(Distill::kl(0.1, 10.0));
+    let mixed = Loss::Distillation(Distill { alpha: 0.4, temperature: 3.0, kl: 0.7, mse: 0.5 });
     let student = |c: [usize; 2]| Architecture::seed("student", c).unwrap();
     let cases = [
-        Case { arch: Architecture::teacher(), loss: Loss::CrossEntropy, samples: 13, batch: 5, co_trained: None },
-        Case { arch: student([8, 12]), loss: distillation, samples: 70, batch: 32, co_trained: None },
-        Case { arch: student([3, 5]), loss: distillation, samples: 11, batch: 4, co_trained: None },
+        Case { arch: Architecture::teacher(), loss: Loss::CrossEntropy, samples: 13, batch: 5, co_trained: None, labelled: None },
+        Case { arch: student([8, 12]), loss: distillation, samples: 70, batch: 32, co_trained: None, labelled: None },
+        Case { arch: student([3, 5]), loss: distillation, samples: 11, batch: 4, co_trained: None, labelled: None },
         // The seed's Distiller: the teacher learns too (a narrower one keeps the reference quick).
         Case {
             arch: student([8, 12]),
@@ -256,6 +282,18 @@ fn three_training_steps_match_the_cpu_reference() {
             samples: 70,
             batch: 32,
             co_trained: Some(Architecture::seed("teacher", [24, 44]).unwrap()),
+            labelled: None,
+        },
+        // keras.distillation's terms beside the KL one, and few labels: the hard term over a
+        // batch's labelled rows only (--labelled).
+        Case { arch: student([8, 12]), loss: mixed, samples: 70, batch: 32, co_trained: None, labelled: Some(9) },
+        Case {
+            arch: student([3, 5]),
+            loss: mixed,
+            samples: 11,
+            batch: 4,
+            co_trained: Some(Architecture::seed("teacher", [6, 10]).unwrap()),
+            labelled: Some(3),
         },
     ];
     for gpu in common::variants() {
@@ -301,10 +339,10 @@ fn poolless_network() -> Architecture {
 #[test]
 fn three_training_steps_of_other_networks_match_the_cpu_reference() {
     let mut rng = common::rng("whole step, other networks");
-    let distillation = Loss::Distillation { alpha: 0.3, temperature: 4.0 };
+    let distillation = Loss::Distillation(Distill::kl(0.3, 4.0));
     let cases = [
-        Case { arch: dropout_network(), loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None },
-        Case { arch: poolless_network(), loss: distillation, samples: 13, batch: 6, co_trained: None },
+        Case { arch: dropout_network(), loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None, labelled: None },
+        Case { arch: poolless_network(), loss: distillation, samples: 13, batch: 6, co_trained: None, labelled: None },
         // A co-trained teacher with Dropout runs it as the identity (training=False).
         Case {
             arch: poolless_network(),
@@ -312,6 +350,7 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
             samples: 13,
             batch: 6,
             co_trained: Some(dropout_network()),
+            labelled: None,
         },
     ];
     for gpu in common::variants() {

@@ -156,9 +156,13 @@ export class Runner {
     return copy;
   }
 
-  /** Plan `p`'s metrics of the epoch's first `steps` steps: per step, loss sum and correct count. */
+  /**
+   * Plan `p`'s metrics of the epoch's first `steps` steps: per step, loss sum, correct count
+   * and a distillation loss's terms' sums (`metrics_width` values).
+   */
   async metrics(p, steps) {
-    return new Float32Array(await this.read(this.plans[p].info.metrics, steps * 8));
+    const info = this.plans[p].info;
+    return new Float32Array(await this.read(info.metrics, steps * info.metrics_width * 4));
   }
 
   /** The weights plan `p` trains or evaluates. */
@@ -167,11 +171,11 @@ export class Runner {
   }
 }
 
-/** Sums of a metrics array: [loss sum, correct count]. */
-export function totals(metrics) {
+/** Sums of a metrics array of `width` values a step: [loss sum, correct count]. */
+export function totals(metrics, width) {
   let loss = 0;
   let correct = 0;
-  for (let i = 0; i < metrics.length; i += 2) {
+  for (let i = 0; i < metrics.length; i += width) {
     loss += metrics[i];
     correct += metrics[i + 1];
   }

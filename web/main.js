@@ -115,7 +115,7 @@ async function run() {
       if (s % every === 0 || last) {
         for (const p of train) {
           const info = exp.plans[p];
-          const [loss, correct] = totals(await runner.metrics(p, s));
+          const [loss, correct] = totals(await runner.metrics(p, s), info.metrics_width);
           if (!Number.isFinite(loss)) {
             throw new Error(`${info.name}: the loss became ${loss} by step ${s} of epoch ${epoch + 1}; ` +
               'export again with a lower --learning-rate');
@@ -156,7 +156,7 @@ async function run() {
     const info = exp.plans[p];
     runner.beginEpoch(p, 0);
     for (let s = 0; s < info.steps; s++) runner.step([p]);
-    const [loss, correct] = totals(await runner.metrics(p, info.steps));
+    const [loss, correct] = totals(await runner.metrics(p, info.steps), info.metrics_width);
     rows.push({ student: info.student, loss: loss / info.samples, accuracy: correct / info.samples, trainSeconds });
   }
   const diff = rows[0].accuracy - rows[1].accuracy;

@@ -1,9 +1,10 @@
 //! The experiment's settings, their validation, and the weight files it starts from.
 
 use crate::checkpoint;
-use crate::data::LoadOptions;
+use crate::data::{LoadOptions, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
 use crate::model::{Architecture, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
+use crate::ops::loss::Distill;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -16,6 +17,42 @@ pub enum DistillTeacher {
     /// What the seed program computes under Keras 3: its Distiller tracks the teacher, so the
     /// teacher learns from the KL term along with the student, by the distiller's one Adam.
     Trainable,
+}
+
+/// One of keras.distillation's losses (`--distill SPEC`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DistillTerm {
+    /// `logits`: `LogitsDistillation(T, KLDivergence())`, KL of the softened distributions times T^2.
+    Logits,
+    /// `logits:mse`: `LogitsDistillation(T, "mse")`, the MSE of the logits divided by T.
+    LogitsMse,
+}
+
+impl std::str::FromStr for DistillTerm {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<DistillTerm, String> {
+        match spec {
+            "logits" | "logits:kl" => Ok(DistillTerm::Logits),
+            "logits:mse" => Ok(DistillTerm::LogitsMse),
+            _ => Err(format!("unknown distillation loss `{spec}`: give `logits` (KL times T^2) or `logits:mse`")),
+        }
+    }
+}
+
+impl std::fmt::Display for DistillTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            DistillTerm::Logits => "logits",
+            DistillTerm::LogitsMse => "logits:mse",
+        })
+    }
+}
+
+impl serde::Serialize for DistillTerm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Everything the experiment's flags set.
@@ -54,6 +91,13 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student_layers: Option<Vec<Layer>>,
     pub distill_teacher: DistillTeacher,
+    /// keras.distillation's losses (`--distill`), weighed by `distill_weights`
+    /// (`distillation_loss_weights`; empty: 1 each). `alpha` is `student_loss_weight`.
+    pub distill: Vec<DistillTerm>,
+    pub distill_weights: Vec<f32>,
+    /// Only this many training images, a seeded class-balanced subset, keep their labels
+    /// (`--labelled`); the teacher keeps all.
+    pub labelled: Option<usize>,
 }
 
 impl Default for Config {
@@ -83,6 +127,9 @@ impl Default for Config {
             teacher_layers: None,
             student_layers: None,
             distill_teacher: DistillTeacher::Frozen,
+            distill: vec![DistillTerm::Logits],
+            distill_weights: Vec::new(),
+            labelled: None,
         }
     }
 }
@@ -97,6 +144,38 @@ impl Config {
         let temps =
             if self.sweep_temperature.is_empty() { vec![self.temperature] } else { self.sweep_temperature.clone() };
         alphas.iter().flat_map(|&a| temps.iter().map(move |&t| (a, t))).collect()
+    }
+
+    /// The distillation loss at `alpha` and `temperature` with the configured terms.
+    pub fn distill_loss(&self, alpha: f32, temperature: f32) -> Distill {
+        let mut d = Distill { alpha, temperature, kl: 0.0, mse: 0.0 };
+        for (i, term) in self.distill.iter().enumerate() {
+            let weight = self.distill_weights.get(i).copied().unwrap_or(1.0);
+            match term {
+                DistillTerm::Logits => d.kl += weight,
+                DistillTerm::LogitsMse => d.mse += weight,
+            }
+        }
+        d
+    }
+
+    /// The distillation's loss in words: `alpha 0.1, T 10, logits` (weights other than 1
+    /// follow their loss), and the labelled images under `--labelled`.
+    pub fn describe_losses(&self) -> String {
+        let terms: Vec<String> = self
+            .distill
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match self.distill_weights.get(i) {
+                Some(&w) if w != 1.0 => format!("{t} x{w}"),
+                _ => t.to_string(),
+            })
+            .collect();
+        let mut s = format!("alpha {}, T {}, {}", self.alpha, self.temperature, terms.join(" + "));
+        if let Some(n) = self.labelled {
+            s += &format!("; {n} labelled images");
+        }
+        s
     }
 
     pub fn teacher(&self) -> Result<Architecture> {
@@ -141,8 +220,40 @@ impl Config {
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             bail!("--train-limit and --test-limit must be at least 1 when given");
         }
+        if let Some(n) = self.labelled {
+            if n < NUM_CLASSES {
+                bail!("--labelled {n} is below the {NUM_CLASSES} classes: give at least one labelled image per class");
+            }
+            if let Some(limit) = self.train_limit.filter(|&l| n > l) {
+                bail!("--labelled {n} is more than the {limit} training images of --train-limit {limit}");
+            }
+        }
+        self.validate_distill()?;
         self.teacher()?;
         self.student()?;
+        Ok(())
+    }
+
+    fn validate_distill(&self) -> Result<()> {
+        if self.distill.is_empty() {
+            bail!("--distill needs at least one loss (`logits`, `logits:mse`)");
+        }
+        for (i, term) in self.distill.iter().enumerate() {
+            if self.distill[..i].contains(term) {
+                bail!("--distill {term} is given twice: give it once, with its weight in --distill-weights");
+            }
+        }
+        if !self.distill_weights.is_empty() && self.distill_weights.len() != self.distill.len() {
+            bail!(
+                "--distill-weights gives {} weights for {} --distill losses ({}): give one weight per loss, in order",
+                self.distill_weights.len(),
+                self.distill.len(),
+                self.distill.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if let Some(w) = self.distill_weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            bail!("--distill-weights {w} must be a finite number, 0 or more");
+        }
         Ok(())
     }
 }

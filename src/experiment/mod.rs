@@ -16,7 +16,7 @@ pub mod resume;
 pub mod seeds;
 pub mod statistics;
 
-pub use config::{Config, DistillTeacher, WeightFiles};
+pub use config::{Config, DistillTeacher, DistillTerm, WeightFiles};
 pub use report::Report;
 pub use results::{RunResult, StudentPair, SweepPoint};
 pub use statistics::Statistics;
@@ -28,7 +28,7 @@ use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
-use phases::{FitJob, JobTeacher, Phases, Teacher, WeightSaver};
+use phases::{FitJob, JobTeacher, Phases, Teacher, TrainImages, WeightSaver};
 use results::Tested;
 use resume::{Checkpoints, Fingerprint, SavedState};
 use std::path::{Path, PathBuf};
@@ -119,7 +119,16 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 
     let t = Instant::now();
     let ds = load_data(cfg)?;
-    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let mut data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
+    let labelled = cfg.labelled.map(|n| seeds::labelled_subset(&ds.train.labels, n, cfg.seed)).transpose()?;
+    if let Some(subset) = &labelled {
+        data.keep_labels_of(&gpu, &ds.train, subset)?;
+        println!(
+            "Labelled: {} of the {} training images keep their labels (class-balanced, seeded); the teacher keeps all",
+            subset.len(),
+            ds.train.len()
+        );
+    }
     let data_seconds = t.elapsed().as_secs_f64();
     let checkpoints = match checkpointing {
         None => None,
@@ -139,8 +148,14 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         let (state, minutes) = (c.dir.join(resume::STATE_FILE), c.every.as_secs_f64() / 60.0);
         println!("Run state: {} (written at each epoch's end and every {minutes} min)", state.display());
     }
-    let phases =
-        Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: checkpoints.as_ref() };
+    let phases = Phases {
+        gpu: &gpu,
+        cfg,
+        data: &data,
+        test_labels: &ds.test.labels,
+        checkpoints: checkpoints.as_ref(),
+        labelled: labelled.as_deref(),
+    };
 
     let done = checkpoints.as_ref().map(Checkpoints::progress).unwrap_or_default();
     let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
@@ -261,6 +276,7 @@ fn train_teacher(
                 loss: Loss::CrossEntropy,
                 teacher: JobTeacher::None,
                 order_seed: cfg.seed,
+                images: TrainImages::All,
             };
             phases.fit("teacher", job, cfg.teacher_epochs, metric)?
         }
@@ -286,8 +302,6 @@ pub struct Evaluation {
     pub classes: classes::ClassResults,
 }
 
-/// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
-/// must be that one), reports its test loss and accuracy, and with `logits_out` writes its
 /// The frozen teacher's logits for the training images (`export-web`'s table), computed on
 /// the configured kernel family (the fastest here): the teacher from `files.teacher`, or
 /// trained as the program trains it (and evaluated, as it does).
@@ -302,7 +316,7 @@ pub fn frozen_teacher_logits(
     println!("Teacher on: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let saver = WeightSaver { dir: None, config_json: String::new() };
     let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
     let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
@@ -311,6 +325,8 @@ pub fn frozen_teacher_logits(
     train.read_f32(&gpu)
 }
 
+/// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it
+/// must be that one), reports its test loss and accuracy, and with `logits_out` writes its
 /// test logits as a float32 (N, 10) .npy file.
 pub fn evaluate_file(
     cfg: &Config,
@@ -333,7 +349,7 @@ pub fn evaluate_file(
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let model = Model::new(&gpu, &arch, &flat)?;
     println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None };
+    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let Tested { stats: test, classes, logits } =
         phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
     let n = data.test.samples;

@@ -5,7 +5,7 @@ use super::classes::ClassResults;
 use super::config::{Config, StartingWeights};
 use super::results::{RunResult, StudentPair, SweepPoint, Tested};
 use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
-use super::seeds::{sample_orders, StudentSeeds};
+use super::seeds::{sample_orders, subset_orders, StudentSeeds};
 use crate::checkpoint;
 use crate::data::NUM_CLASSES;
 use crate::gpu::{timing, Force, Gpu, Tensor};
@@ -34,6 +34,20 @@ pub struct FitJob<'a> {
     pub teacher: JobTeacher<'a>,
     /// Seed of the model's epoch shuffles.
     pub order_seed: u64,
+    /// Which training images and labels it learns from.
+    pub images: TrainImages<'a>,
+}
+
+/// The training images a job learns from (they differ only under `--labelled`).
+#[derive(Clone, Copy)]
+pub enum TrainImages<'a> {
+    /// Every image, with its label.
+    All,
+    /// Every image, but only the labelled subset's labels (a distilled student).
+    PartlyLabelled,
+    /// The labelled subset alone, passed over again and again for as many steps as `All`
+    /// takes (the scratch student under `--labelled`).
+    Subset(&'a [u32]),
 }
 
 /// A training job's teacher.
@@ -72,6 +86,8 @@ pub struct Phases<'a> {
     pub test_labels: &'a [u8],
     /// With `--checkpoint-dir` or `--resume`: the run's state, written as it goes.
     pub checkpoints: Option<&'a Checkpoints>,
+    /// Under `--labelled`: the training images that keep their labels.
+    pub labelled: Option<&'a [u32]>,
 }
 
 impl Phases<'_> {
@@ -105,7 +121,15 @@ impl Phases<'_> {
             None => None,
         };
         let samples = self.data.train.samples;
-        let mut shuffles: Vec<_> = jobs.iter().map(|j| sample_orders(j.order_seed, samples, cfg.shuffle)).collect();
+        let mut shuffles: Vec<Box<dyn Iterator<Item = Vec<u32>>>> = jobs
+            .iter()
+            .map(|j| match j.images {
+                TrainImages::Subset(subset) => {
+                    Box::new(subset_orders(j.order_seed, subset.to_vec(), samples, cfg.shuffle)) as Box<dyn Iterator<Item = _>>
+                }
+                TrainImages::All | TrainImages::PartlyLabelled => Box::new(sample_orders(j.order_seed, samples, cfg.shuffle)),
+            })
+            .collect();
         let names = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + ");
         let mut stats = vec![Vec::with_capacity(epochs); jobs.len()];
         let mut resume_at = None;
@@ -158,6 +182,12 @@ impl Phases<'_> {
                     jobs.iter().zip(&s).map(|(j, e)| (j.name.as_str(), e.loss, e.accuracy)).collect();
                 bar.finish_group(&rows);
             }
+            for (job, e) in jobs.iter().zip(&s) {
+                if !e.terms.is_empty() {
+                    let terms: Vec<String> = e.terms.iter().map(|(k, v)| format!("{k}: {v:.4}")).collect();
+                    println!("  {} terms (unweighted): {}", job.name, terms.join(" - "));
+                }
+            }
             for (all, e) in stats.iter_mut().zip(s) {
                 all.push(e);
             }
@@ -181,24 +211,25 @@ impl Phases<'_> {
         let (cfg, gpu) = (self.cfg, self.gpu);
         let adam = AdamConfig { learning_rate: cfg.learning_rate, ..AdamConfig::default() };
         jobs.iter()
-            .map(|j| match (j.teacher, j.loss) {
-                (JobTeacher::CoTrained(teacher), Loss::Distillation { alpha, temperature }) => {
-                    let distiller = Distiller { student: j.model, teacher, alpha, temperature };
-                    Plan::distiller(gpu, &j.name, &distiller, &self.feed(&self.data.train, None), cfg.batch_size, &adam)
+            .map(|j| {
+                let split = match j.images {
+                    TrainImages::PartlyLabelled => {
+                        self.data.partly_labelled.as_ref().context("--labelled: the labelled subset is not on the device")?
+                    }
+                    // A subset's images are picked by the sample order alone.
+                    TrainImages::All | TrainImages::Subset(_) => &self.data.train,
+                };
+                match (j.teacher, j.loss) {
+                    (JobTeacher::CoTrained(teacher), Loss::Distillation(distill)) => {
+                        let distiller = Distiller { student: j.model, teacher, distill };
+                        Plan::distiller(gpu, &j.name, &distiller, &self.feed(split, None), cfg.batch_size, &adam)
+                    }
+                    (JobTeacher::Table(table), _) => {
+                        let feed = self.feed(split, Some(table));
+                        Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
+                    }
+                    _ => Plan::train(gpu, &j.name, j.model, j.loss, &self.feed(split, None), cfg.batch_size, &adam),
                 }
-                (JobTeacher::Table(table), _) => {
-                    let feed = self.feed(&self.data.train, Some(table));
-                    Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
-                }
-                _ => Plan::train(
-                    gpu,
-                    &j.name,
-                    j.model,
-                    j.loss,
-                    &self.feed(&self.data.train, None),
-                    cfg.batch_size,
-                    &adam,
-                ),
             })
             .collect()
     }
@@ -246,7 +277,8 @@ impl Phases<'_> {
             quiet.iter().for_each(|q| q.update(done));
         };
         let stats = run_epochs(self.gpu, &run, update, |_| self.stop_if_asked())
-            .with_context(|| format!("evaluating {name}"))?[0];
+            .with_context(|| format!("evaluating {name}"))?
+            .remove(0);
         if let Some(q) = quiet {
             q.finish();
         }
@@ -449,6 +481,11 @@ impl Phases<'_> {
                     _ => JobTeacher::None,
                 },
                 order_seed: s.order_seed,
+                images: match (self.labelled, s.distill) {
+                    (None, _) => TrainImages::All,
+                    (Some(_), Some(_)) => TrainImages::PartlyLabelled,
+                    (Some(subset), None) => TrainImages::Subset(subset),
+                },
             })
             .collect();
         let all_epochs = self.fit_together(group, &jobs, self.cfg.student_epochs, "acc")?;
@@ -549,7 +586,7 @@ impl Phases<'_> {
                 StudentSpec {
                     name: "distilled student".into(),
                     init: distilled_init,
-                    distill: Some(Loss::Distillation { alpha: cfg.alpha, temperature: cfg.temperature }),
+                    distill: Some(Loss::Distillation(cfg.distill_loss(cfg.alpha, cfg.temperature))),
                     order_seed: seeds.distilled_order,
                     save_as: files("student"),
                 },
@@ -602,7 +639,7 @@ impl Phases<'_> {
             .map(|&(alpha, temperature)| StudentSpec {
                 name: format!("distilled (alpha {alpha}, T {temperature})"),
                 init: init.clone(),
-                distill: Some(Loss::Distillation { alpha, temperature }),
+                distill: Some(Loss::Distillation(self.cfg.distill_loss(alpha, temperature))),
                 order_seed: seeds.distilled_order,
                 save_as: None,
             })

@@ -172,7 +172,8 @@ impl Report {
             DistillTeacher::Frozen => "frozen teacher",
             DistillTeacher::Trainable => "the teacher trained along (the seed's Distiller under Keras 3)",
         };
-        let mut s = format!("\nResults on the test set (distillation: {mode})\n{}", table(&header, rows));
+        let losses = self.config.describe_losses();
+        let mut s = format!("\nResults on the test set (distillation: {mode}; {losses})\n{}", table(&header, rows));
         match &self.statistics {
             None => {
                 let diff = self.distilled.test_accuracy - self.scratch.test_accuracy;

@@ -8,7 +8,7 @@ use super::layers::{Draw, Mode, Reference};
 use super::{Architecture, ParamSpec, PlacedLayer};
 use crate::data::NUM_CLASSES;
 use crate::ops::adam::{self, AdamConfig};
-use crate::ops::loss::{self, Loss};
+use crate::ops::loss::{self, Distill, Loss};
 
 /// One batch: `rows` images (28 x 28 x 1, scaled to [0, 1]), their labels and, for
 /// distillation, the teacher's logits for them.
@@ -92,13 +92,11 @@ pub fn forward(arch: &Architecture, flat: &[f32], batch: &Batch, run: Run) -> Fo
 
 /// The batch's mean loss and the gradient of the loss with respect to the logits.
 pub fn loss_gradient(logits: &[f32], batch: &Batch, loss: Loss) -> (f64, Vec<f32>) {
-    let (alpha, temperature) = match loss {
-        Loss::CrossEntropy => (1.0, 1.0),
-        Loss::Distillation { alpha, temperature } => (alpha as f64, temperature as f64),
+    let (distill, teacher) = match loss {
+        Loss::CrossEntropy => (Distill { alpha: 1.0, temperature: 1.0, kl: 0.0, mse: 0.0 }, None),
+        Loss::Distillation(d) => (d, batch.teacher_logits),
     };
-    let teacher = batch.teacher_logits.filter(|_| matches!(loss, Loss::Distillation { .. }));
-    let rows =
-        loss::reference::distillation(logits, teacher, batch.labels, NUM_CLASSES, batch.rows, alpha, temperature);
+    let rows = loss::reference::distillation(logits, teacher, batch.labels, NUM_CLASSES, batch.rows, &distill);
     (loss::reference::batch_loss(&rows, batch.rows), rows.dlogits.iter().map(|&g| g as f32).collect())
 }
 
@@ -192,13 +190,13 @@ pub fn train_step(
 
 /// A step of the seed's Distiller (Keras 3): the teacher's logits from its forward pass (in
 /// evaluation mode, as the Distiller calls it with training=False), the distillation loss, its
-/// gradient into both models (the teacher's through the KL term alone), and an Adam step for
-/// each. Returns the student's outcome, then the teacher's.
+/// gradient into both models (the teacher's through the distillation terms alone), and an Adam
+/// step for each. Returns the student's outcome, then the teacher's.
 pub fn distiller_step(
     student: &mut TrainState,
     teacher: &mut TrainState,
     batch: &Batch,
-    (alpha, temperature): (f32, f32),
+    distill: &Distill,
     adam_cfg: &AdamConfig,
     routes: [Option<&[Route]>; 2],
 ) -> [StepOutcome; 2] {
@@ -210,8 +208,7 @@ pub fn distiller_step(
         batch.labels,
         NUM_CLASSES,
         batch.rows,
-        alpha as f64,
-        temperature as f64,
+        distill,
     );
     let loss = loss::reference::batch_loss(&rows, batch.rows);
     let to_f32 = |v: &[f64]| v.iter().map(|&g| g as f32).collect::<Vec<f32>>();

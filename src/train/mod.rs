@@ -16,7 +16,9 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, PlacedLayer};
 use crate::ops::batch::{self, ImageSource, StepState};
 use crate::ops::metrics;
+use crate::ops::loss::{TERMS, UNLABELLED};
 use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// One split of the data resident on the device: pixels as packed bytes, labels as u32.
@@ -31,6 +33,9 @@ pub struct DeviceData {
     pub train: DeviceSplit,
     pub test: DeviceSplit,
     pub scale: Tensor,
+    /// Under `--labelled`: the training images with only the subset's labels kept (the others
+    /// flagged [`crate::ops::loss::UNLABELLED`]), as the distilled students see them.
+    pub partly_labelled: Option<DeviceSplit>,
 }
 
 impl DeviceData {
@@ -48,7 +53,23 @@ impl DeviceData {
             train: split(train, "train")?,
             test: split(test, "test")?,
             scale: Tensor::from_f32(gpu, "scale table", &[256], &batch::scale_table())?,
+            partly_labelled: None,
         })
+    }
+
+    /// Keeps the labels of the training images in `subset` only, for the distilled students
+    /// (see [`DeviceData::partly_labelled`]); the images themselves are shared.
+    pub fn keep_labels_of(&mut self, gpu: &Gpu, train: &Split, subset: &[u32]) -> Result<()> {
+        let mut labels: Vec<u32> = train.labels.iter().map(|&l| l as u32 | UNLABELLED).collect();
+        for &i in subset {
+            labels[i as usize] &= !UNLABELLED;
+        }
+        self.partly_labelled = Some(DeviceSplit {
+            images: self.train.images.clone(),
+            labels: Tensor::from_u32(gpu, "partly labelled train labels", &[labels.len()], &labels)?,
+            samples: self.train.samples,
+        });
+        Ok(())
     }
 
     fn source<'a>(&'a self, split: &'a DeviceSplit) -> ImageSource<'a> {
@@ -106,12 +127,25 @@ impl Model {
 }
 
 /// Per-epoch results of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     pub loss: f64,
     pub accuracy: f64,
     pub steps: usize,
     pub seconds: f64,
+    /// A distillation loss's terms, each unweighted, as means like `loss` (see
+    /// [`crate::ops::loss::TERMS`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<String, f64>,
+}
+
+impl EpochStats {
+    /// The stats of `samples` rows from a plan's column sums (loss, correct, then the terms').
+    fn from_sums(sums: &[f64], samples: usize, steps: usize, seconds: f64) -> EpochStats {
+        let n = samples as f64;
+        let terms = TERMS.iter().zip(&sums[2..]).map(|(name, sum)| (name.to_string(), sum / n)).collect();
+        EpochStats { loss: sums[0] / n, accuracy: sums[1] / n, steps, seconds, terms }
+    }
 }
 
 /// The longest a run goes between two metric readbacks, at the pace of its steps so far (a
@@ -166,7 +200,7 @@ pub fn run_epochs(
     let every = steps.div_ceil(sync_points.max(1));
     let refs: Vec<&Dispatch> = plans.iter().flat_map(|p| p.dispatches.iter()).collect();
     let mut checked = first;
-    let mut totals = vec![(0.0, 0.0); plans.len()];
+    let mut totals: Vec<Vec<f64>> = plans.iter().map(|p| vec![0.0; p.metrics_width]).collect();
     // Besides the evenly spaced sync points, one at least every PACE_SECONDS at the pace
     // measured so far (the first step sets it), so that progress never goes quiet for long.
     let (mut synced_at, mut next_paced) = (Instant::now(), first + 1);
@@ -186,7 +220,7 @@ pub fn run_epochs(
                 .zip(&totals)
                 .map(|(p, t)| {
                     let seen = (done * p.batch).min(p.samples) as f64;
-                    (t.0 / seen, t.1 / seen)
+                    (t[0] / seen, t[1] / seen)
                 })
                 .collect();
             progress(done, &means);
@@ -199,10 +233,7 @@ pub fn run_epochs(
     Ok(plans
         .iter()
         .zip(&totals)
-        .map(|(p, t)| {
-            let n = p.samples as f64;
-            EpochStats { loss: t.0 / n, accuracy: t.1 / n, steps, seconds }
-        })
+        .map(|(p, t)| EpochStats::from_sums(t, p.samples, steps, seconds))
         .collect())
 }
 
@@ -227,7 +258,8 @@ pub struct PlanPosition {
     pub step: u32,
     /// Adam's step count of the next update.
     pub adam_t: u32,
-    /// Per step done: the sum of its rows' losses and its correct count.
+    /// Per step done: the sum of its rows' losses, its correct count and, for a distillation
+    /// loss, its terms' sums.
     pub metrics: Vec<f32>,
 }
 
@@ -242,8 +274,15 @@ impl Plan {
         sync_points: usize,
         mut progress: impl FnMut(usize, f64, f64),
     ) -> Result<EpochStats> {
-        let stats = run_epochs_together(gpu, &[self], &[order], sync_points, |done, m| progress(done, m[0].0, m[0].1))?;
-        Ok(stats[0])
+        let mut stats =
+            run_epochs_together(gpu, &[self], &[order], sync_points, |done, m| progress(done, m[0].0, m[0].1))?;
+        Ok(stats.remove(0))
+    }
+
+    /// Values per step in the metrics buffer: loss sum, correct count, then for a
+    /// distillation loss its terms' sums.
+    pub fn metrics_width(&self) -> usize {
+        self.metrics_width
     }
 
     /// One step, submitted without waiting (after [`Plan::begin_epoch`]).
@@ -284,7 +323,7 @@ impl Plan {
     /// Puts the plan back where [`Plan::position`] found it, in the epoch of sample order `order`.
     pub fn restore(&self, gpu: &Gpu, order: &[u32], at: &PlanPosition) -> Result<()> {
         ensure!(
-            at.step as usize <= self.steps && at.metrics.len() == 2 * at.step as usize,
+            at.step as usize <= self.steps && at.metrics.len() == self.metrics_width * at.step as usize,
             "{}: a saved position at step {} with {} metric values does not fit an epoch of {} steps",
             self.name,
             at.step,
@@ -302,10 +341,10 @@ impl Plan {
     }
 
     /// Reads the metrics of the first `done` steps; fails on a non-finite loss from step
-    /// `checked` on. Returns the (loss, correct) sums.
-    fn sync(&self, gpu: &Gpu, done: usize, checked: usize) -> Result<(f64, f64)> {
+    /// `checked` on. Returns the column sums (loss, correct, terms).
+    fn sync(&self, gpu: &Gpu, done: usize, checked: usize) -> Result<Vec<f64>> {
         let m = self.read_metrics(gpu, done)?;
-        for (s, pair) in m.chunks(2).enumerate().skip(checked) {
+        for (s, pair) in m.chunks(self.metrics_width).enumerate().skip(checked) {
             if !pair[0].is_finite() {
                 bail!(
                     "{}: the loss became {} at step {} of the epoch (batch of samples {}..{}); \
@@ -318,13 +357,13 @@ impl Plan {
                 );
             }
         }
-        Ok(metrics::total(&m, done))
+        Ok(metrics::total(&m, done, self.metrics_width))
     }
 
-    /// The metrics of the epoch's first `steps` steps: per step, the sum of its rows' losses and
-    /// its number of correct predictions.
+    /// The metrics of the epoch's first `steps` steps: per step, the sum of its rows' losses,
+    /// its number of correct predictions and, for a distillation loss, its terms' sums.
     pub fn read_metrics(&self, gpu: &Gpu, steps: usize) -> Result<Vec<f32>> {
-        let bytes = (steps * 2 * 4) as u64;
+        let bytes = (steps * self.metrics_width * 4) as u64;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(self.metrics.buffer(), self.metrics.offset_bytes(), &self.staging, 0, bytes);
         gpu.queue.submit([encoder.finish()]);

@@ -17,7 +17,7 @@ use crate::model::layers::{Draw, Gradients, Planned};
 use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
-use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
+use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, TERMS};
 use crate::ops::metrics;
 use anyhow::{bail, ensure, Result};
 
@@ -154,13 +154,12 @@ struct PlannedModel {
 }
 
 /// The seed's Distiller as Keras 3 runs it: the student learns from the teacher's logits,
-/// and the teacher from (1 - alpha) * T^2 * KL, both by one Adam (one step count for both,
-/// a moment pair each, fresh when the plan is made).
+/// and the teacher from the distillation terms ((1 - alpha) * T^2 * KL in the seed), both by
+/// one Adam (one step count for both, a moment pair each, fresh when the plan is made).
 pub struct Distiller<'a> {
     pub student: &'a Model,
     pub teacher: &'a Model,
-    pub alpha: f32,
-    pub temperature: f32,
+    pub distill: Distill,
 }
 
 /// A planned step: the dispatch list, its step state, sample order and metrics buffer.
@@ -170,6 +169,9 @@ pub struct Plan {
     pub(super) state: Tensor,
     pub(super) perm: Tensor,
     pub(super) metrics: Tensor,
+    /// Values per step in `metrics` ([`metrics::width`]): loss sum, correct count, and for a
+    /// distillation loss its terms' sums.
+    pub(super) metrics_width: usize,
     pub(super) staging: wgpu::Buffer,
     pub batch: usize,
     pub samples: usize,
@@ -181,13 +183,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn new(gpu: &Gpu, name: &str, arch: &Architecture, batch: usize, samples: usize, mode: Mode) -> Result<Plan> {
+    fn new(gpu: &Gpu, name: &str, arch: &Architecture, (batch, samples): (usize, usize), mode: Mode, loss: Loss) -> Result<Plan> {
         ensure!(batch > 0, "batch size must be at least 1");
         ensure!(samples > 0, "{name}: no samples to run on");
         let steps = samples.div_ceil(batch);
         let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }
             .upload(gpu, &format!("{name} state"))?;
-        let metrics = Tensor::zeros(gpu, &format!("{name} metrics"), &[2 * steps])?;
+        let metrics_width = metrics::width(matches!(loss, Loss::Distillation(_)));
+        let metrics = Tensor::zeros(gpu, &format!("{name} metrics"), &[metrics_width * steps])?;
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("metrics readback"),
             size: metrics.bytes(),
@@ -201,6 +204,7 @@ impl Plan {
             state,
             perm: Tensor::zeros(gpu, &format!("{name} order"), &[samples])?,
             metrics,
+            metrics_width,
             staging,
             batch,
             samples,
@@ -272,21 +276,30 @@ impl Plan {
         let act = &self.models[0].activations;
         let dlogits = t("logit gradient", self.batch * NUM_CLASSES)?;
         let (row_loss, row_correct) = (t("row loss", self.batch)?, t("row correct", self.batch)?);
-        let out = &LossOutputs { dlogits: &dlogits, row_loss: &row_loss, row_correct: &row_correct };
+        let row_terms = match loss {
+            Loss::Distillation(_) => Some(t("row loss terms", self.batch * TERMS.len())?),
+            Loss::CrossEntropy => None,
+        };
+        let out = &LossOutputs {
+            dlogits: &dlogits,
+            row_loss: &row_loss,
+            row_correct: &row_correct,
+            row_terms: row_terms.as_ref(),
+        };
         let objective = match loss {
             Loss::CrossEntropy => Objective::CrossEntropy,
-            Loss::Distillation { alpha, temperature } => {
+            Loss::Distillation(distill) => {
                 // The co-trained teacher's logits come from its forward pass, not from a table.
                 let teacher_logits = match self.models.get(1) {
                     Some(teacher) => teacher.activations.logits(),
                     None => &act.teacher_logits,
                 };
-                Objective::Distillation { teacher_logits, alpha, temperature, teacher_grad }
+                Objective::Distillation { teacher_logits, distill, teacher_grad }
             }
         };
         let input = LossInputs { state: &self.state, logits: act.logits(), labels: &act.labels };
         let l = loss::loss(gpu, &objective, (self.batch, NUM_CLASSES), &input, out)?;
-        let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, &self.metrics)?;
+        let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, out.row_terms, &self.metrics)?;
         self.dispatches.extend(tag("loss", vec![l, m]));
         Ok(dlogits)
     }
@@ -351,7 +364,7 @@ impl Plan {
         adam: &AdamConfig,
     ) -> Result<Plan> {
         check_batch_fits(gpu, &model.arch, batch)?;
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Train)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, (batch, feed.split.samples), Mode::Train, loss)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
@@ -374,7 +387,8 @@ impl Plan {
         ensure!(feed.teacher_logits.is_none(), "{name}: a co-trained teacher computes its logits at every step");
         check_batch_fits(gpu, &student.arch, batch)?;
         check_batch_fits(gpu, &teacher.arch, batch)?;
-        let mut plan = Plan::new(gpu, name, &student.arch, batch, feed.split.samples, Mode::Train)?;
+        let loss = Loss::Distillation(distiller.distill);
+        let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, loss)?;
         // The Distiller calls the teacher with training=False: its Dropout layers keep everything.
         let student_batch = Some(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
@@ -383,7 +397,6 @@ impl Plan {
         plan.forward(gpu, teacher, 1)?;
         plan.forward(gpu, student, 0)?;
         let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
-        let loss = Loss::Distillation { alpha: distiller.alpha, temperature: distiller.temperature };
         let dlogits = plan.loss(gpu, &student.arch, loss, Some(&dteacher))?;
         plan.optimise(gpu, student, 0, dlogits, adam)?;
         plan.optimise(gpu, teacher, 1, dteacher, adam)?;
@@ -394,7 +407,7 @@ impl Plan {
     /// Loss and accuracy over the feed's split without training (Keras's evaluate); the
     /// logits of every sample are kept for [`Plan::read_logits`] (the split in file order).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, (batch, feed.split.samples), Mode::Evaluate, loss)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
@@ -415,7 +428,8 @@ impl Plan {
     /// (samples x 10): the frozen teacher's outputs, computed once for distillation.
     pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
-        let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
+        let split = (batch, feed.split.samples);
+        let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, Loss::CrossEntropy)?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let logits = plan.models[0].activations.logits();
