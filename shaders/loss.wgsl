@@ -55,8 +55,11 @@ const CLIP: f32 = 1e-7;
 // Set in a label whose image keeps no label (--labelled); the low bits still hold the class,
 // for the training accuracy.
 const UNLABELLED: u32 = 0x10000u;
-// Columns of row_terms: CE, T^2 KL, MSE.
-const TERMS: u32 = 3u;
+// row_terms has a column per term: CE, T^2 KL, MSE, then a feature term's, which
+// feature.wgsl writes after this kernel (zero here).
+fn term_columns() -> u32 {
+    return arrayLength(&row_terms) / p.rows;
+}
 
 fn valid_rows() -> u32 {
     let start = state.step * state.batch;
@@ -157,8 +160,9 @@ fn softened(base: u32) -> Softened {
 }
 
 fn zero_terms(r: u32) {
-    for (var k = 0u; k < TERMS; k++) {
-        row_terms[r * TERMS + k] = 0.0;
+    let terms = term_columns();
+    for (var k = 0u; k < terms; k++) {
+        row_terms[r * terms + k] = 0.0;
     }
 }
 
@@ -214,9 +218,11 @@ fn distillation_row(r: u32, valid: u32) {
     let soft_loss = (1.0 - p.alpha) * (p.kl_weight * kl) * t * t + (1.0 - p.alpha) * p.mse_weight * mse;
     row_loss[r] = p.alpha * ce + soft_loss;
     row_correct[r] = argmax_is(base, label);
-    row_terms[r * TERMS] = ce;
-    row_terms[r * TERMS + 1u] = kl * t * t;
-    row_terms[r * TERMS + 2u] = mse;
+    zero_terms(r);
+    let terms = term_columns();
+    row_terms[r * terms] = ce;
+    row_terms[r * terms + 1u] = kl * t * t;
+    row_terms[r * terms + 2u] = mse;
 }
 
 @compute @workgroup_size(64)

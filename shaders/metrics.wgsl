@@ -11,9 +11,6 @@
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read> row_terms: array<f32>;
 
-// Columns of row_terms (CE, T^2 KL, MSE), as loss.wgsl writes them.
-const TERMS: u32 = 3u;
-
 @compute @workgroup_size(1)
 fn record_metrics() {
     let rows = arrayLength(&row_loss);
@@ -30,7 +27,9 @@ fn record_metrics() {
 @compute @workgroup_size(1)
 fn record_metrics_terms() {
     let rows = arrayLength(&row_loss);
-    let at = (2u + TERMS) * state.step;
+    // A column per term (loss.wgsl's, then a feature term's).
+    let terms = arrayLength(&row_terms) / rows;
+    let at = (2u + terms) * state.step;
     var loss = 0.0;
     var correct = 0.0;
     for (var r = 0u; r < rows; r++) {
@@ -39,10 +38,10 @@ fn record_metrics_terms() {
     }
     metrics[at] = loss;
     metrics[at + 1u] = correct;
-    for (var k = 0u; k < TERMS; k++) {
+    for (var k = 0u; k < terms; k++) {
         var sum = 0.0;
         for (var r = 0u; r < rows; r++) {
-            sum += row_terms[r * TERMS + k];
+            sum += row_terms[r * terms + k];
         }
         metrics[at + 2u + k] = sum;
     }

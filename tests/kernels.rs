@@ -10,6 +10,7 @@ use kd_wgpu::ops::batch::{self, ImageSource, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::dropout::{self, Draw};
+use kd_wgpu::ops::feature::{self, FeatureBuffers, FeatureTerm};
 use kd_wgpu::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, UNLABELLED};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
@@ -702,4 +703,60 @@ fn the_family_chooses_the_entry_from_the_shape() {
             assert_eq!(got, want, "{:?} family", gpu.family());
         }
     }
+}
+
+#[test]
+fn feature_mse_matches_reference() {
+    let mut r = rng("feature mse");
+    let gpu = gpu();
+    // (rows, valid, features): a short batch, features not a multiple of the workgroup's 64,
+    // and a row longer than many strides.
+    for (rows, valid, features) in [(5, 4, 101), (3, 3, 64), (2, 1, 1000)] {
+        let student = uniform(&mut r, rows * features, -2.0, 2.0);
+        let teacher = uniform(&mut r, rows * features, -2.0, 2.0);
+        let (columns, column, scale) = (4, 3, 0.35);
+        let (ts, tt) = (upload(gpu, "student", &student), upload(gpu, "teacher", &teacher));
+        let state =
+            StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
+        let (want_rows, want_grad) = feature::reference::mse(&student, &teacher, features, valid, scale);
+        for accumulate in [false, true] {
+            // Accumulating adds to what is there; writing must cover every row, poison included.
+            let before = uniform(&mut r, rows * features, -1.0, 1.0);
+            let grad = if accumulate { upload(gpu, "grad", &before) } else { poisoned(gpu, "grad", rows * features) };
+            let base_loss = uniform(&mut r, rows, 0.0, 1.0);
+            let row_loss = upload(gpu, "row loss", &base_loss);
+            let row_terms = upload(gpu, "row terms", &vec![0.0; rows * columns]);
+            let term = FeatureTerm { scale: scale as f32, column, accumulate };
+            let b = FeatureBuffers {
+                state: &state,
+                student: &ts,
+                teacher: &tt,
+                grad: &grad,
+                row_loss: &row_loss,
+                row_terms: &row_terms,
+            };
+            gpu.run(&[&feature::mse(gpu, (rows, features), term, &b).unwrap()]).unwrap();
+            let name = format!("feature mse {rows}x{features} valid {valid} accumulate {accumulate}");
+            let want: Vec<f32> = (0..rows * features)
+                .map(|i| want_grad[i] as f32 + if accumulate { before[i] } else { 0.0 })
+                .collect();
+            check(&format!("{name} grad"), &grad.read_f32(gpu).unwrap(), &want, F32_BOUND);
+            let terms = row_terms.read_f32(gpu).unwrap();
+            let losses = row_loss.read_f32(gpu).unwrap();
+            for row in 0..rows {
+                let mse = want_rows.get(row).copied().unwrap_or(0.0);
+                let got = terms[row * columns + column] as f64;
+                assert!((got - mse).abs() <= 1e-5 * mse.max(1.0), "{name} row {row}: mse {got} against {mse}");
+                let loss = base_loss[row] as f64 + scale * mse;
+                assert!((losses[row] as f64 - loss).abs() <= 1e-5 * loss.max(1.0), "{name} row {row} loss");
+            }
+            assert!(terms.iter().enumerate().all(|(i, &v)| i % columns == column || v == 0.0), "{name}: other columns");
+        }
+    }
+    // The projection's input gradient joins the student's.
+    let (x, y) = (uniform(&mut r, 1001, -1.0, 1.0), uniform(&mut r, 1001, -1.0, 1.0));
+    let (tx, ty) = (upload(gpu, "addend", &x), upload(gpu, "total", &y));
+    gpu.run(&[&feature::accumulate(gpu, &tx, &ty).unwrap()]).unwrap();
+    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+    assert_eq!(ty.read_f32(gpu).unwrap(), want, "accumulate");
 }

@@ -18,11 +18,11 @@ mod common;
 use common::max_rel_error;
 use kd_wgpu::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::gpu::{Gpu, Tensor};
-use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
+use kd_wgpu::model::reference::{self, Batch, ProjectionState, Route, TrainState};
 use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
-use kd_wgpu::train::{DeviceData, Distiller, Feed, Loss, Model, Plan};
+use kd_wgpu::train::{DeviceData, Distiller, FeatureDistiller, FeatureSpec, Feed, Loss, Model, Plan, Projection};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -357,5 +357,122 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
         for case in &cases {
             run_case(gpu, case, &mut rng);
         }
+    }
+}
+
+/// keras.distillation's Distiller with a feature term beside the logits terms: the frozen
+/// teacher run at every step, the feature MSE (through the learned projection, or between
+/// layers of one shape), its gradient joining the student's at its layer, Adam for the student
+/// and the projection, against the CPU network.
+#[test]
+fn three_feature_distillation_steps_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, feature term");
+    let net = |name: &str, c: [usize; 2]| Architecture::seed(name, c).unwrap();
+    let distill = Distill { alpha: 0.4, temperature: 3.0, kl: 1.0, mse: 0.3 };
+    // (student, teacher, feature, samples, batch, labelled): conv2d_1 (layer 3) through a
+    // projection of 12 to 44 channels; the pooled maps of equal shape (layer 2) without one.
+    let projected = FeatureSpec { teacher_layer: 3, student_layer: 3, weight: 0.5, project: true };
+    let direct = FeatureSpec { teacher_layer: 2, student_layer: 2, weight: 2.0, project: false };
+    let cases = [
+        (net("student", [8, 12]), net("teacher", [24, 44]), projected, 70, 32, None),
+        (net("student", [6, 5]), net("teacher", [6, 10]), direct, 11, 4, Some(3)),
+    ];
+    for gpu in common::variants() {
+        for (student_arch, teacher_arch, feature, samples, b, labelled) in &cases {
+            let (samples, b) = (*samples, *b);
+            let split = |rng: &mut ChaCha8Rng| Split {
+                images: (0..samples * IMAGE_SIDE * IMAGE_SIDE).map(|_| rng.random()).collect(),
+                labels: (0..samples).map(|_| rng.random_range(0..NUM_CLASSES as u8)).collect(),
+            };
+            let (train, test) = (split(&mut rng), split(&mut rng));
+            let mut data = DeviceData::upload(gpu, &train, &test).unwrap();
+            let mut labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
+            if let Some(n) = labelled {
+                let subset: Vec<u32> = (0..*n as u32).map(|i| i * 3).collect();
+                data.keep_labels_of(gpu, &train, &subset).unwrap();
+                labels.iter_mut().enumerate().filter(|(i, _)| !subset.contains(&(*i as u32))).for_each(|(_, l)| {
+                    *l |= UNLABELLED;
+                });
+            }
+            let split = data.partly_labelled.as_ref().unwrap_or(&data.train);
+            let feed = Feed { data: &data, split, teacher_logits: None };
+            let student = Model::new(gpu, student_arch, &initial_weights(student_arch, &mut rng)).unwrap();
+            let teacher = Model::new(gpu, teacher_arch, &initial_weights(teacher_arch, &mut rng)).unwrap();
+            let (s_dims, t_dims) =
+                (student_arch.walk()[feature.student_layer].output, teacher_arch.walk()[feature.teacher_layer].output);
+            let projection = feature
+                .project
+                .then(|| Projection::new(gpu, s_dims.channels(), t_dims.channels(), rng.random()).unwrap());
+            let fd = FeatureDistiller {
+                student: &student,
+                teacher: &teacher,
+                distill,
+                feature: *feature,
+                projection: projection.as_ref(),
+            };
+            let adam = AdamConfig::default();
+            let plan = Plan::feature_distiller(gpu, "feature step", &fd, &feed, b, &adam).unwrap();
+            let mut order: Vec<u32> = (0..samples as u32).collect();
+            order.shuffle(&mut rng);
+            plan.begin_epoch(gpu, &order).unwrap();
+            let teacher_state = frozen_state(gpu, &teacher);
+            let table = vec![0.0; samples * NUM_CLASSES];
+            for step in 0..samples.div_ceil(b).min(3) {
+                let (images, labels, _) = batch_rows(&train, &labels, &table, &order, step, b);
+                let rows = labels.len();
+                let batch = Batch { images: &images, labels: &labels, teacher_logits: None, rows };
+                let mut state = device_state(gpu, &plan, &student, 0, step as u32 + 1);
+                let mut proj_state = plan.projection().map(|(w, m, v)| ProjectionState {
+                    inputs: s_dims.channels(),
+                    units: t_dims.channels(),
+                    weights: w.read_f32(gpu).unwrap(),
+                    m: m.read_f32(gpu).unwrap(),
+                    v: v.read_f32(gpu).unwrap(),
+                });
+                plan.step(gpu).unwrap();
+                gpu.wait().unwrap();
+                let (routes, _) = device_routes(gpu, &plan, 0, &state, &batch);
+                let (want, proj_grads) = reference::feature_distiller_step(
+                    &mut state,
+                    &teacher_state,
+                    proj_state.as_mut(),
+                    &batch,
+                    (&distill, feature),
+                    &adam,
+                    Some(&routes),
+                );
+                let metrics = plan.read_metrics(gpu, step + 1).unwrap();
+                let width = plan.metrics_width();
+                let loss = metrics[width * step] as f64 / rows as f64;
+                let loss_error = (loss - want.loss).abs() / want.loss.abs();
+                let name = format!("{} <- {} {:?}, step {}", student_arch.name(), teacher_arch.name(), feature, step + 1);
+                assert!(loss_error <= LOSS_BOUND, "{name}: loss {loss} against {}", want.loss);
+                let grads = plan.gradients(0).unwrap().read_f32(gpu).unwrap();
+                compare("gradient", student_arch, &grads, &want.grads, GRADIENT_BOUND);
+                compare("updated weight", student_arch, &student.read_flat(gpu).unwrap(), &state.weights, WEIGHT_BOUND);
+                if let (Some((w, _, _)), Some(p)) = (plan.projection(), &proj_state) {
+                    let got = w.read_f32(gpu).unwrap();
+                    let e = max_rel_error(&got, &p.weights);
+                    assert!(e <= WEIGHT_BOUND, "{name}: projection weights off by {e:.3e}");
+                    assert!(!proj_grads.is_empty() && proj_grads.iter().any(|&g| g != 0.0), "{name}: no projection gradient");
+                }
+                // The feature term's figure is recorded beside the logits terms.
+                assert!(metrics[width * step + width - 1] > 0.0, "{name}: no feature term recorded");
+                println!("{name}: loss {loss:.6} against {:.6}", want.loss);
+            }
+        }
+    }
+}
+
+/// A frozen model's weights as the reference takes them (it never takes an Adam step).
+fn frozen_state(gpu: &Gpu, model: &Model) -> TrainState {
+    let n = model.arch.flat_len();
+    TrainState {
+        arch: model.arch.clone(),
+        seed: model.seed,
+        weights: model.read_flat(gpu).unwrap(),
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+        t: 1,
     }
 }

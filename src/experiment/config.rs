@@ -3,7 +3,8 @@
 use crate::checkpoint;
 use crate::data::{LoadOptions, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
-use crate::model::{Architecture, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
+use crate::model::{Architecture, Dims, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
+use crate::train::{check_feature_layer, FeatureSpec};
 use crate::ops::loss::Distill;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ pub enum DistillTerm {
     Logits,
     /// `logits:mse`: `LogitsDistillation(T, "mse")`, the MSE of the logits divided by T.
     LogitsMse,
+    /// `feature:TEACHER_LAYER:STUDENT_LAYER[:project]`: `FeatureDistillation("mse", ...)`
+    /// between two layers' outputs (Keras's layer names), through a learned 1x1 projection
+    /// to the teacher's channels with `:project`.
+    Feature { teacher: String, student: String, project: bool },
 }
 
 impl std::str::FromStr for DistillTerm {
@@ -35,17 +40,31 @@ impl std::str::FromStr for DistillTerm {
         match spec {
             "logits" | "logits:kl" => Ok(DistillTerm::Logits),
             "logits:mse" => Ok(DistillTerm::LogitsMse),
-            _ => Err(format!("unknown distillation loss `{spec}`: give `logits` (KL times T^2) or `logits:mse`")),
+            _ => match spec.split(':').collect::<Vec<_>>()[..] {
+                ["feature", teacher, student] | ["feature", teacher, student, "project"]
+                    if !teacher.is_empty() && !student.is_empty() =>
+                {
+                    let project = spec.ends_with(":project");
+                    Ok(DistillTerm::Feature { teacher: teacher.into(), student: student.into(), project })
+                }
+                _ => Err(format!(
+                    "unknown distillation loss `{spec}`: give `logits` (KL times T^2), `logits:mse` or \
+                     `feature:TEACHER_LAYER:STUDENT_LAYER[:project]` (Keras's layer names, e.g. conv2d_1)"
+                )),
+            },
         }
     }
 }
 
 impl std::fmt::Display for DistillTerm {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(match self {
-            DistillTerm::Logits => "logits",
-            DistillTerm::LogitsMse => "logits:mse",
-        })
+        match self {
+            DistillTerm::Logits => f.write_str("logits"),
+            DistillTerm::LogitsMse => f.write_str("logits:mse"),
+            DistillTerm::Feature { teacher, student, project } => {
+                write!(f, "feature:{teacher}:{student}{}", if *project { ":project" } else { "" })
+            }
+        }
     }
 }
 
@@ -154,9 +173,33 @@ impl Config {
             match term {
                 DistillTerm::Logits => d.kl += weight,
                 DistillTerm::LogitsMse => d.mse += weight,
+                DistillTerm::Feature { .. } => {}
             }
         }
         d
+    }
+
+    /// The feature term, its layers found in the two networks (checked by [`Config::validate`]).
+    pub fn feature(&self) -> Result<Option<FeatureSpec>> {
+        let Some((i, (teacher, student, project))) = self.distill.iter().enumerate().find_map(|(i, t)| match t {
+            DistillTerm::Feature { teacher, student, project } => Some((i, (teacher, student, *project))),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let find = |arch: &Architecture, name: &str| -> Result<usize> {
+            let walk = arch.walk();
+            walk.iter().position(|l| l.keras_name == name).with_context(|| {
+                let names: Vec<&str> = walk.iter().map(|l| l.keras_name.as_str()).collect();
+                format!("--distill: the {} has no layer `{name}`; its layers: {}", arch.name(), names.join(", "))
+            })
+        };
+        Ok(Some(FeatureSpec {
+            teacher_layer: find(&self.teacher()?, teacher)?,
+            student_layer: find(&self.student()?, student)?,
+            weight: self.distill_weights.get(i).copied().unwrap_or(1.0),
+            project,
+        }))
     }
 
     /// The distillation's loss in words: `alpha 0.1, T 10, logits` (weights other than 1
@@ -236,7 +279,7 @@ impl Config {
 
     fn validate_distill(&self) -> Result<()> {
         if self.distill.is_empty() {
-            bail!("--distill needs at least one loss (`logits`, `logits:mse`)");
+            bail!("--distill needs at least one loss (`logits`, `logits:mse`, `feature:..`)");
         }
         for (i, term) in self.distill.iter().enumerate() {
             if self.distill[..i].contains(term) {
@@ -253,6 +296,42 @@ impl Config {
         }
         if let Some(w) = self.distill_weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
             bail!("--distill-weights {w} must be a finite number, 0 or more");
+        }
+        if self.distill.iter().filter(|t| matches!(t, DistillTerm::Feature { .. })).count() > 1 {
+            bail!("--distill: one feature term at a time");
+        }
+        let Some(f) = self.feature()? else { return Ok(()) };
+        if self.distill_teacher == DistillTeacher::Trainable {
+            bail!(
+                "--distill feature:..: a feature term needs a frozen teacher, as keras.distillation's Distiller \
+                 (give --distill-teacher frozen)"
+            );
+        }
+        let (teacher, student) = (self.teacher()?, self.student()?);
+        check_feature_layer(&teacher, f.teacher_layer, false).context("--distill")?;
+        check_feature_layer(&student, f.student_layer, true).context("--distill")?;
+        let (tl, sl) = (&teacher.walk()[f.teacher_layer], &student.walk()[f.student_layer]);
+        let (t, s) = (tl.output, sl.output);
+        let pixels = |d: Dims| d.len() / d.channels().max(1);
+        if f.project && pixels(t) != pixels(s) {
+            bail!(
+                "--distill: a 1x1 projection maps channels only, but `{}` of the teacher is {} and `{}` of the \
+                 student {}: pick layers of the same height and width",
+                tl.keras_name,
+                t.keras(),
+                sl.keras_name,
+                s.keras()
+            );
+        }
+        if !f.project && t != s {
+            bail!(
+                "--distill: the teacher's `{}` is {} and the student's `{}` {}; Keras refuses features of \
+                 different shapes: add `:project` for a learned 1x1 projection to the teacher's channels",
+                tl.keras_name,
+                t.keras(),
+                sl.keras_name,
+                s.keras()
+            );
         }
         Ok(())
     }

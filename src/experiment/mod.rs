@@ -203,8 +203,9 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 }
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
-/// test image, computed once; or, for the seed's Distiller, the teacher's weights to copy.
-fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &Model) -> Result<Teacher<'a>> {
+/// test image, computed once (and the teacher itself, which a feature term runs at every
+/// step); or, for the seed's Distiller, the teacher's weights to copy.
+fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &'a Model) -> Result<Teacher<'a>> {
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
@@ -218,6 +219,7 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
                 return Ok(Teacher::Frozen {
                     train: table("logits table", &data.train, &train)?,
                     test: table("logits table", &data.test, &test)?,
+                    model: teacher,
                 });
             }
             let t = Instant::now();
@@ -232,7 +234,7 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &M
                 ];
                 c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
             }
-            Teacher::Frozen { train, test }
+            Teacher::Frozen { train, test, model: teacher }
         }
         DistillTeacher::Trainable => {
             println!("Each distilled student trains its own copy of the teacher along (the seed's Distiller)");

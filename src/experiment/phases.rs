@@ -13,8 +13,8 @@ use crate::model::Architecture;
 use crate::ops::adam::AdamConfig;
 use crate::progress::{self, EpochProgress, PhaseProgress};
 use crate::train::{
-    check_batch_fits, run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, Feed, Loss, Model, Plan,
-    PlanPosition,
+    check_batch_fits, run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, FeatureDistiller, FeatureSpec,
+    Feed, Loss, Model, Plan, PlanPosition, Projection,
 };
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -58,6 +58,8 @@ pub enum JobTeacher<'a> {
     Table(&'a Tensor),
     /// A teacher trained along with the student (the seed's Distiller).
     CoTrained(&'a Model),
+    /// A frozen teacher run at every step for a feature term (and its logits).
+    Features { teacher: &'a Model, feature: FeatureSpec, projection: Option<&'a Projection> },
 }
 
 /// Where `--save-dir` puts weight files, and the configuration they record.
@@ -224,6 +226,11 @@ impl Phases<'_> {
                         let distiller = Distiller { student: j.model, teacher, distill };
                         Plan::distiller(gpu, &j.name, &distiller, &self.feed(split, None), cfg.batch_size, &adam)
                     }
+                    (JobTeacher::Features { teacher, feature, projection }, Loss::Distillation(distill)) => {
+                        let fd = FeatureDistiller { student: j.model, teacher, distill, feature, projection };
+                        let feed = self.feed(split, None);
+                        Plan::feature_distiller(gpu, &j.name, &fd, &feed, cfg.batch_size, &adam)
+                    }
                     (JobTeacher::Table(table), _) => {
                         let feed = self.feed(split, Some(table));
                         Plan::train(gpu, &j.name, j.model, j.loss, &feed, cfg.batch_size, &adam)
@@ -377,6 +384,13 @@ impl GroupState<'_> {
             tensors.insert(format!("model {k} adam m"), m.read_f32(gpu)?);
             tensors.insert(format!("model {k} adam v"), v.read_f32(gpu)?);
         }
+        for (i, plan) in self.plans.iter().enumerate() {
+            if let Some((w, m, v)) = plan.projection() {
+                for (what, tensor) in [("weights", w), ("adam m", m), ("adam v", v)] {
+                    tensors.insert(format!("projection {i} {what}"), tensor.read_f32(gpu)?);
+                }
+            }
+        }
         let training = Training {
             group: self.group.to_string(),
             epochs: epochs.to_vec(),
@@ -413,14 +427,25 @@ impl GroupState<'_> {
                 tensor.write_f32(gpu, values);
             }
         }
+        for (i, plan) in self.plans.iter().enumerate() {
+            if let Some((w, m, v)) = plan.projection() {
+                for (what, tensor) in [("weights", w), ("adam m", m), ("adam v", v)] {
+                    let name = format!("projection {i} {what}");
+                    let values = saved.tensors.get(&name).with_context(|| format!("the run state has no `{name}`"))?;
+                    ensure!(values.len() == tensor.len(), "the run state's `{name}` holds {} values", values.len());
+                    tensor.write_f32(gpu, values);
+                }
+            }
+        }
         Ok(())
     }
 }
 
 /// The teacher every distilled student learns from.
 pub enum Teacher<'a> {
-    /// Frozen: its logits for both splits, computed once, which every distilled student reads.
-    Frozen { train: Tensor, test: Tensor },
+    /// Frozen: its logits for both splits, computed once, which every distilled student reads
+    /// (and the teacher, which a feature term runs at every step).
+    Frozen { train: Tensor, test: Tensor, model: &'a Model },
     /// The seed's Distiller: each distilled student trains its own copy of these weights along.
     CoTrained { arch: &'a Architecture, weights: Vec<f32> },
 }
@@ -434,6 +459,17 @@ pub struct StudentSpec {
     pub order_seed: u64,
     /// The student's file, and (co-trained teacher) the file of its teacher after training.
     pub save_as: Option<(String, String)>,
+}
+
+/// Mixed into a distilled student's order seed for its feature term's projection.
+const PROJECTION_SEED: u64 = 0x7072_6f6a_6563_7469;
+
+/// The frozen teacher's layers (a feature term distils from one of them).
+fn teacher_layers(teacher: &Teacher) -> Result<Vec<crate::model::PlacedLayer>> {
+    match teacher {
+        Teacher::Frozen { model, .. } => Ok(model.arch.walk()),
+        Teacher::CoTrained { .. } => anyhow::bail!("a feature term needs a frozen teacher"),
+    }
 }
 
 /// A trained student's record and, where its teacher trained along, the teacher's after it.
@@ -467,17 +503,34 @@ impl Phases<'_> {
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
+        // A feature term's projection, per distilled student (drawn from its order seed).
+        let feature = self.cfg.feature()?;
+        let projections = specs
+            .iter()
+            .map(|s| match (feature, s.distill) {
+                (Some(f), Some(_)) if f.project => {
+                    let (t, st) = (&teacher_layers(teacher)?[f.teacher_layer], &student.walk()[f.student_layer]);
+                    Projection::new(gpu, st.output.channels(), t.output.channels(), s.order_seed ^ PROJECTION_SEED)
+                        .map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let jobs: Vec<FitJob> = specs
             .iter()
             .zip(&models)
             .zip(&copies)
-            .map(|((s, model), copy)| FitJob {
+            .zip(&projections)
+            .map(|(((s, model), copy), projection)| FitJob {
                 name: s.name.clone(),
                 model,
                 loss: s.distill.unwrap_or(Loss::CrossEntropy),
-                teacher: match (teacher, copy, s.distill) {
-                    (_, Some(copy), _) => JobTeacher::CoTrained(copy),
-                    (Teacher::Frozen { train, .. }, None, Some(_)) => JobTeacher::Table(train),
+                teacher: match (teacher, copy, s.distill, feature) {
+                    (_, Some(copy), _, _) => JobTeacher::CoTrained(copy),
+                    (Teacher::Frozen { model, .. }, None, Some(_), Some(feature)) => {
+                        JobTeacher::Features { teacher: model, feature, projection: projection.as_ref() }
+                    }
+                    (Teacher::Frozen { train, .. }, None, Some(_), None) => JobTeacher::Table(train),
                     _ => JobTeacher::None,
                 },
                 order_seed: s.order_seed,

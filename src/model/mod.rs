@@ -66,7 +66,7 @@ impl Dims {
     }
 
     /// As Keras prints it in a summary.
-    fn keras(&self) -> String {
+    pub fn keras(&self) -> String {
         match *self {
             Dims::Image { h, w, c } => format!("(None, {h}, {w}, {c})"),
             Dims::Vector(n) => format!("(None, {n})"),

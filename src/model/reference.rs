@@ -8,7 +8,10 @@ use super::layers::{Draw, Mode, Reference};
 use super::{Architecture, ParamSpec, PlacedLayer};
 use crate::data::NUM_CLASSES;
 use crate::ops::adam::{self, AdamConfig};
+use crate::ops::dense::{self, DenseShape};
+use crate::ops::feature;
 use crate::ops::loss::{self, Distill, Loss};
+use crate::train::FeatureSpec;
 
 /// One batch: `rows` images (28 x 28 x 1, scaled to [0, 1]), their labels and, for
 /// distillation, the teacher's logits for them.
@@ -112,10 +115,27 @@ pub fn backward(
     routes: &[Route],
     dlogits: &[f32],
 ) -> Vec<f32> {
+    backward_joined(arch, flat, batch, run, (fwd, routes), dlogits, None)
+}
+
+/// [`backward`], with `join`'s gradient (layer, values) added to the gradient of that layer's
+/// output (a feature term's).
+pub fn backward_joined(
+    arch: &Architecture,
+    flat: &[f32],
+    batch: &Batch,
+    run: Run,
+    (fwd, routes): (&Forward, &[Route]),
+    dlogits: &[f32],
+    join: Option<(usize, &[f32])>,
+) -> Vec<f32> {
     let (mut grads, specs, walk) = (vec![0f32; arch.flat_len()], arch.params(), arch.walk());
     let Some(first) = walk.iter().position(|l| l.has_params()) else { return grads };
     let mut dy = dlogits.to_vec();
     for i in (first..walk.len()).rev() {
+        if let Some((_, extra)) = join.filter(|(at, _)| *at == i) {
+            dy.iter_mut().zip(extra).for_each(|(d, e)| *d += e);
+        }
         let layer = &walk[i];
         let r = layer_view(&specs, flat, batch, run, (i, layer));
         let g = layer.kind().reference_backward(&r, fwd.input(batch, i), &routes[i], &dy, i > first);
@@ -186,6 +206,82 @@ pub fn train_step(
     let (loss, dlogits) = loss_gradient(forward.logits(), batch, loss);
     let grads = state.update(Mode::Train, batch, &forward, routes.unwrap_or(&forward.routes), &dlogits, adam_cfg);
     StepOutcome { loss, grads, forward }
+}
+
+/// A feature term's projection in training: W (inputs x units) then the bias, Adam's moments.
+pub struct ProjectionState {
+    pub inputs: usize,
+    pub units: usize,
+    pub weights: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// A step of keras.distillation's Distiller with a feature term (the device's
+/// `FeatureDistiller`): the frozen teacher's forward pass (evaluation mode) for its logits and
+/// its layer's output, the logits terms, the feature MSE (through `projection`'s 1x1 product
+/// with `feature.project`), its gradient joined to the student's at its layer, and an Adam
+/// step for the student and the projection (the same t). Returns the student's outcome, with
+/// the batch loss including the feature term, and the projection's gradients.
+pub fn feature_distiller_step(
+    student: &mut TrainState,
+    teacher: &TrainState,
+    projection: Option<&mut ProjectionState>,
+    batch: &Batch,
+    (distill, feature): (&Distill, &FeatureSpec),
+    adam_cfg: &AdamConfig,
+    routes: Option<&[Route]>,
+) -> (StepOutcome, Vec<f32>) {
+    let teacher_forward = forward(&teacher.arch, &teacher.weights, batch, teacher.run(Mode::Evaluate));
+    let student_forward = forward(&student.arch, &student.weights, batch, student.run(Mode::Train));
+    let valid = batch.rows;
+    let rows = loss::reference::distillation(
+        student_forward.logits(),
+        Some(teacher_forward.logits()),
+        batch.labels,
+        NUM_CLASSES,
+        valid,
+        distill,
+    );
+    let (s_out, t_out) =
+        (&student_forward.outputs[feature.student_layer], &teacher_forward.outputs[feature.teacher_layer]);
+    let features = t_out.len() / valid;
+    let scale = (1.0 - distill.alpha as f64) * feature.weight as f64;
+    let to_f32 = |v: &[f64]| v.iter().map(|&g| g as f32).collect::<Vec<f32>>();
+    let (joined, projection_grads) = match projection {
+        Some(p) if feature.project => {
+            let shape = DenseShape { batch: s_out.len() / p.inputs, inputs: p.inputs, units: p.units };
+            let (w, b) = p.weights.split_at(p.inputs * p.units);
+            let projected = dense::reference::forward(&shape, s_out, w, b);
+            let (row_mse, dp) = feature::reference::mse(&projected, t_out, features, valid, scale);
+            let (ds, dw, db) = dense::reference::backward(&shape, s_out, w, &to_f32(&dp));
+            let grads = [dw, db].concat();
+            adam::reference::step(adam_cfg, student.t, &mut p.weights, &grads, &mut p.m, &mut p.v);
+            ((row_mse, ds), grads)
+        }
+        _ => {
+            let (row_mse, ds) = feature::reference::mse(s_out, t_out, features, valid, scale);
+            ((row_mse, to_f32(&ds)), Vec::new())
+        }
+    };
+    let (row_mse, ds) = joined;
+    let loss = loss::reference::batch_loss(&rows, valid) + scale * row_mse.iter().sum::<f64>() / valid as f64;
+    let dlogits = to_f32(&rows.dlogits);
+    let run = student.run(Mode::Train);
+    let routes = routes.unwrap_or(&student_forward.routes);
+    let join = Some((feature.student_layer, &ds[..]));
+    let grads = backward_joined(
+        &student.arch,
+        &student.weights,
+        batch,
+        run,
+        (&student_forward, routes),
+        &dlogits,
+        join,
+    );
+    adam::reference::step(adam_cfg, student.t, &mut student.weights, &grads, &mut student.m, &mut student.v);
+    student.t += 1;
+    (StepOutcome { loss, grads, forward: student_forward }, projection_grads)
 }
 
 /// A step of the seed's Distiller (Keras 3): the teacher's logits from its forward pass (in

@@ -26,6 +26,9 @@ pub const UNLABELLED: u32 = 0x10000;
 /// scaled logits (each unweighted).
 pub const TERMS: [&str; 3] = ["cross_entropy", "logits_kl", "logits_mse"];
 
+/// A feature term's column after [`TERMS`] (`feature.wgsl` writes it).
+pub const FEATURE_TERM: &str = "feature_mse";
+
 /// keras.distillation.Distiller's loss on the logits: `alpha` is its `student_loss_weight`,
 /// `kl` and `mse` the `distillation_loss_weights` of a `LogitsDistillation(T, KLDivergence())`
 /// and a `LogitsDistillation(T, "mse")` term (0: the term is absent). The whole loss is

@@ -9,6 +9,7 @@ pub mod common;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod feature;
 pub mod loss;
 pub mod matmul;
 pub mod maxpool;
@@ -70,6 +71,7 @@ mod tests {
             pair!("conv2d", common::Conv, Uniform),
             pair!("dense", dense::Dense, Uniform),
             pair!("dropout", dropout::Params, Uniform),
+            pair!("feature", feature::Params, Uniform),
             pair!("loss", loss::Params, Uniform),
             pair!("matmul", matmul::Params, Uniform),
             pair!("matmul_subgroup", matmul::Params, Uniform),

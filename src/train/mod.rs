@@ -5,18 +5,20 @@
 //! steps need no uploads; per-step metrics stay on the device and are read back only at a few
 //! sync points per epoch.
 
+mod feature;
 mod lower;
 mod plan;
 
 pub use crate::ops::loss::Loss;
-pub use plan::{check_batch_fits, Distiller, Feed, Plan};
+pub use feature::{check_layer as check_feature_layer, FeatureSpec, Projection};
+pub use plan::{check_batch_fits, Distiller, FeatureDistiller, Feed, Plan};
 
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, PlacedLayer};
 use crate::ops::batch::{self, ImageSource, StepState};
 use crate::ops::metrics;
-use crate::ops::loss::{TERMS, UNLABELLED};
+use crate::ops::loss::UNLABELLED;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -134,16 +136,17 @@ pub struct EpochStats {
     pub steps: usize,
     pub seconds: f64,
     /// A distillation loss's terms, each unweighted, as means like `loss` (see
-    /// [`crate::ops::loss::TERMS`]).
+    /// [`crate::ops::loss::TERMS`] and [`crate::ops::loss::FEATURE_TERM`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub terms: BTreeMap<String, f64>,
 }
 
 impl EpochStats {
-    /// The stats of `samples` rows from a plan's column sums (loss, correct, then the terms').
-    fn from_sums(sums: &[f64], samples: usize, steps: usize, seconds: f64) -> EpochStats {
+    /// The stats of `samples` rows from a plan's column sums (loss, correct, then those of
+    /// the terms named `terms`).
+    fn from_sums(sums: &[f64], terms: &[&str], samples: usize, steps: usize, seconds: f64) -> EpochStats {
         let n = samples as f64;
-        let terms = TERMS.iter().zip(&sums[2..]).map(|(name, sum)| (name.to_string(), sum / n)).collect();
+        let terms = terms.iter().zip(&sums[2..]).map(|(name, sum)| (name.to_string(), sum / n)).collect();
         EpochStats { loss: sums[0] / n, accuracy: sums[1] / n, steps, seconds, terms }
     }
 }
@@ -233,7 +236,7 @@ pub fn run_epochs(
     Ok(plans
         .iter()
         .zip(&totals)
-        .map(|(p, t)| EpochStats::from_sums(t, p.samples, steps, seconds))
+        .map(|(p, t)| EpochStats::from_sums(t, &p.terms, p.samples, steps, seconds))
         .collect())
 }
 

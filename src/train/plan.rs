@@ -17,9 +17,13 @@ use crate::model::layers::{Draw, Gradients, Planned};
 use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, StepState};
-use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, TERMS};
+use super::feature::{FeatureSpec, Projection};
+use crate::ops::dense::{self, DenseGrads, DenseShape};
+use crate::ops::feature::{self as feature_ops, FeatureBuffers, FeatureTerm};
+use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, FEATURE_TERM};
+use crate::ops::KernelBias;
 use crate::ops::metrics;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
 /// teacher's logits for every sample of that split.
@@ -162,6 +166,25 @@ pub struct Distiller<'a> {
     pub distill: Distill,
 }
 
+/// keras.distillation's Distiller with a feature term beside its logits terms: the frozen
+/// teacher runs at every step (as the Distiller calls it, with training=False) for its
+/// layer's output and its logits; the student learns from both, and with `:project` the
+/// projection from its channels to the teacher's learns with it (same Adam step count).
+pub struct FeatureDistiller<'a> {
+    pub student: &'a Model,
+    pub teacher: &'a Model,
+    pub distill: Distill,
+    pub feature: FeatureSpec,
+    pub projection: Option<&'a Projection>,
+}
+
+/// Dispatches that run inside a backward pass where the gradient of `layer`'s output is
+/// formed (before that layer's own stage), given that gradient's buffer.
+struct Injection<'a> {
+    layer: usize,
+    dispatches: Box<dyn FnMut(&Tensor) -> Result<Vec<Dispatch>> + 'a>,
+}
+
 /// A planned step: the dispatch list, its step state, sample order and metrics buffer.
 pub struct Plan {
     pub name: String,
@@ -169,9 +192,12 @@ pub struct Plan {
     pub(super) state: Tensor,
     pub(super) perm: Tensor,
     pub(super) metrics: Tensor,
-    /// Values per step in `metrics` ([`metrics::width`]): loss sum, correct count, and for a
-    /// distillation loss its terms' sums.
+    /// Values per step in `metrics`: loss sum, correct count, then the sums of the loss's
+    /// terms, named by `terms`.
     pub(super) metrics_width: usize,
+    pub(super) terms: Vec<&'static str>,
+    /// The loss kernel's per-row outputs, which the metrics record sums.
+    rows: Option<RowBuffers>,
     pub(super) staging: wgpu::Buffer,
     pub batch: usize,
     pub samples: usize,
@@ -180,16 +206,41 @@ pub struct Plan {
     models: Vec<PlannedModel>,
     /// An evaluation's logits for every sample, in order, read back once at its end.
     logits: Option<Tensor>,
+    /// A feature term's projection, trained with the student, and its Adam state.
+    projection: Option<(Tensor, OptimizerState)>,
+}
+
+/// A loss kernel's per-row outputs.
+#[derive(Clone)]
+struct RowBuffers {
+    loss: Tensor,
+    correct: Tensor,
+    terms: Option<Tensor>,
+}
+
+/// The terms a loss records per row ([`loss::TERMS`] for distillation).
+fn loss_terms(loss: Loss) -> Vec<&'static str> {
+    match loss {
+        Loss::CrossEntropy => Vec::new(),
+        Loss::Distillation(_) => loss::TERMS.to_vec(),
+    }
 }
 
 impl Plan {
-    fn new(gpu: &Gpu, name: &str, arch: &Architecture, (batch, samples): (usize, usize), mode: Mode, loss: Loss) -> Result<Plan> {
+    fn new(
+        gpu: &Gpu,
+        name: &str,
+        arch: &Architecture,
+        (batch, samples): (usize, usize),
+        mode: Mode,
+        terms: Vec<&'static str>,
+    ) -> Result<Plan> {
         ensure!(batch > 0, "batch size must be at least 1");
         ensure!(samples > 0, "{name}: no samples to run on");
         let steps = samples.div_ceil(batch);
         let state = StepState { step: 0, adam_t: 1, samples: samples as u32, batch: batch as u32 }
             .upload(gpu, &format!("{name} state"))?;
-        let metrics_width = metrics::width(matches!(loss, Loss::Distillation(_)));
+        let metrics_width = 2 + terms.len();
         let metrics = Tensor::zeros(gpu, &format!("{name} metrics"), &[metrics_width * steps])?;
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("metrics readback"),
@@ -205,12 +256,15 @@ impl Plan {
             perm: Tensor::zeros(gpu, &format!("{name} order"), &[samples])?,
             metrics,
             metrics_width,
+            terms,
+            rows: None,
             staging,
             batch,
             samples,
             steps,
             models: vec![PlannedModel { activations, optimizer: None }],
             logits: None,
+            projection: None,
         })
     }
 
@@ -268,16 +322,16 @@ impl Plan {
         }
     }
 
-    /// The loss kernel and the metrics record of the plan's model; returns the logit gradient
-    /// the backward pass reads. With a co-trained teacher the kernel also writes
-    /// `teacher_grad`, the gradient of the loss with respect to the teacher's logits.
+    /// The loss kernel of the plan's model; returns the logit gradient the backward pass
+    /// reads. With a co-trained teacher the kernel also writes `teacher_grad`, the gradient of
+    /// the loss with respect to the teacher's logits. [`Plan::record_metrics`] sums its rows.
     fn loss(&mut self, gpu: &Gpu, arch: &Architecture, loss: Loss, teacher_grad: Option<&Tensor>) -> Result<Tensor> {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
         let act = &self.models[0].activations;
         let dlogits = t("logit gradient", self.batch * NUM_CLASSES)?;
         let (row_loss, row_correct) = (t("row loss", self.batch)?, t("row correct", self.batch)?);
         let row_terms = match loss {
-            Loss::Distillation(_) => Some(t("row loss terms", self.batch * TERMS.len())?),
+            Loss::Distillation(_) => Some(t("row loss terms", self.batch * self.terms.len())?),
             Loss::CrossEntropy => None,
         };
         let out = &LossOutputs {
@@ -299,32 +353,60 @@ impl Plan {
         };
         let input = LossInputs { state: &self.state, logits: act.logits(), labels: &act.labels };
         let l = loss::loss(gpu, &objective, (self.batch, NUM_CLASSES), &input, out)?;
-        let m = metrics::record(gpu, &self.state, out.row_loss, out.row_correct, out.row_terms, &self.metrics)?;
-        self.dispatches.extend(tag("loss", vec![l, m]));
+        self.dispatches.extend(tag("loss", vec![l]));
+        self.rows = Some(RowBuffers { loss: row_loss, correct: row_correct, terms: row_terms });
         Ok(dlogits)
+    }
+
+    /// The step's loss sum, correct count and terms' sums into the metrics table.
+    fn record_metrics(&mut self, gpu: &Gpu) -> Result<()> {
+        let rows = self.rows.as_ref().context("the metrics record follows the loss")?;
+        let m = metrics::record(gpu, &self.state, &rows.loss, &rows.correct, rows.terms.as_ref(), &self.metrics)?;
+        self.dispatches.extend(tag("loss", vec![m]));
+        Ok(())
     }
 
     /// Model `which`'s backward pass from `dlogits`, then its Adam update (Adam's t is the
     /// plan's step count, shared by every model the plan trains).
-    fn optimise(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, adam: &AdamConfig) -> Result<()> {
+    fn optimise(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        which: usize,
+        dlogits: Tensor,
+        adam: &AdamConfig,
+        inject: Option<Injection<'_>>,
+    ) -> Result<()> {
         let arch = &model.arch;
         let t = |label: &str| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[arch.flat_len()]);
         let opt = OptimizerState { grads: t("gradients")?, m: t("adam m")?, v: t("adam v")? };
-        self.backward(gpu, model, which, dlogits, &opt.grads)?;
+        self.backward(gpu, model, which, dlogits, &opt.grads, inject)?;
         let step = adam::step(gpu, adam, &self.state, &model.weights, &opt.grads, &opt.m, &opt.v)?;
         self.dispatches.extend(tag("adam", vec![step]));
         self.models[which].optimizer = Some(opt);
         Ok(())
     }
 
-    /// Every backward stage's dispatches, the list in reverse, from `dlogits` into `grads`.
-    fn backward(&mut self, gpu: &Gpu, model: &Model, which: usize, dlogits: Tensor, grads: &Tensor) -> Result<()> {
+    /// Every backward stage's dispatches, the list in reverse, from `dlogits` into `grads`;
+    /// `inject`'s dispatches run where the gradient of its layer's output is formed.
+    fn backward(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        which: usize,
+        dlogits: Tensor,
+        grads: &Tensor,
+        mut inject: Option<Injection<'_>>,
+    ) -> Result<()> {
         let walk = model.arch.walk();
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
         let mut dispatches = Vec::new();
         for stage in &self.models[which].activations.stages.backward {
             let BackwardStage { layer: i, through, needs_dx } = *stage;
+            if let Some(mut injection) = inject.take_if(|j| j.layer == i) {
+                dispatches.extend(tag(&format!("{} feature term", walk[i].name), (injection.dispatches)(&dy)?));
+            }
             let (layer, reaches) = (&walk[i], &walk[stage.lowest()]);
             let dx = match needs_dx {
                 true => {
@@ -349,6 +431,7 @@ impl Plan {
                 dy = dx;
             }
         }
+        ensure!(inject.is_none(), "{}: no backward stage forms the gradient of the distilled layer", self.name);
         self.dispatches.extend(dispatches);
         Ok(())
     }
@@ -364,11 +447,13 @@ impl Plan {
         adam: &AdamConfig,
     ) -> Result<Plan> {
         check_batch_fits(gpu, &model.arch, batch)?;
-        let mut plan = Plan::new(gpu, name, &model.arch, (batch, feed.split.samples), Mode::Train, loss)?;
+        let split = (batch, feed.split.samples);
+        let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Train, loss_terms(loss))?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
-        plan.optimise(gpu, model, 0, dlogits, adam)?;
+        plan.record_metrics(gpu)?;
+        plan.optimise(gpu, model, 0, dlogits, adam, None)?;
         plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
     }
@@ -388,7 +473,8 @@ impl Plan {
         check_batch_fits(gpu, &student.arch, batch)?;
         check_batch_fits(gpu, &teacher.arch, batch)?;
         let loss = Loss::Distillation(distiller.distill);
-        let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, loss)?;
+        let split = (batch, feed.split.samples);
+        let mut plan = Plan::new(gpu, name, &student.arch, split, Mode::Train, loss_terms(loss))?;
         // The Distiller calls the teacher with training=False: its Dropout layers keep everything.
         let student_batch = Some(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
@@ -398,19 +484,138 @@ impl Plan {
         plan.forward(gpu, student, 0)?;
         let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
         let dlogits = plan.loss(gpu, &student.arch, loss, Some(&dteacher))?;
-        plan.optimise(gpu, student, 0, dlogits, adam)?;
-        plan.optimise(gpu, teacher, 1, dteacher, adam)?;
+        plan.record_metrics(gpu)?;
+        plan.optimise(gpu, student, 0, dlogits, adam, None)?;
+        plan.optimise(gpu, teacher, 1, dteacher, adam, None)?;
         plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
+    }
+
+    /// A step of [`FeatureDistiller`]: the teacher's and the student's forward passes, the
+    /// logits terms, the student's backward pass with the feature term's gradient joining it
+    /// at its layer, Adam for the student and the projection.
+    pub fn feature_distiller(
+        gpu: &Gpu,
+        name: &str,
+        fd: &FeatureDistiller,
+        feed: &Feed,
+        batch: usize,
+        adam: &AdamConfig,
+    ) -> Result<Plan> {
+        let (student, teacher) = (fd.student, fd.teacher);
+        ensure!(feed.teacher_logits.is_none(), "{name}: the teacher's logits come from its forward pass");
+        check_batch_fits(gpu, &student.arch, batch)?;
+        check_batch_fits(gpu, &teacher.arch, batch)?;
+        let loss = Loss::Distillation(fd.distill);
+        let terms = [&loss::TERMS[..], &[FEATURE_TERM]].concat();
+        let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, terms)?;
+        let student_batch = Some(&plan.models[0].activations);
+        let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
+        plan.models.push(PlannedModel { activations, optimizer: None });
+        plan.gather(gpu, feed)?;
+        plan.forward(gpu, teacher, 1)?;
+        plan.forward(gpu, student, 0)?;
+        let dlogits = plan.loss(gpu, &student.arch, loss, None)?;
+        let inject = plan.feature_term(gpu, fd)?;
+        plan.optimise(gpu, student, 0, dlogits, adam, Some(inject))?;
+        if let Some((weights, opt)) = &plan.projection {
+            let step = adam::step(gpu, adam, &plan.state, weights, &opt.grads, &opt.m, &opt.v)?;
+            plan.dispatches.extend(tag("projection adam", vec![step]));
+        }
+        // After the backward pass, where the feature term adds its rows' values.
+        plan.record_metrics(gpu)?;
+        plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
+        Ok(plan)
+    }
+
+    /// The feature term's dispatches, run where the student's layer's gradient is formed:
+    /// (the projection's forward pass,) the MSE against the teacher's layer with its gradient,
+    /// (the projection's backward pass and its input gradient added to the student's).
+    fn feature_term<'a>(&mut self, gpu: &'a Gpu, fd: &FeatureDistiller) -> Result<Injection<'a>> {
+        let FeatureSpec { teacher_layer, student_layer, weight, project } = fd.feature;
+        let (t_dims, s_dims) = (fd.teacher.arch.walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
+        let (b, features) = (self.batch, t_dims.len());
+        let t_out = self.models[1].activations.layers[teacher_layer].output.clone();
+        let s_out = self.models[0].activations.layers[student_layer].output.clone();
+        let rows = self.rows.clone().context("the feature term follows the loss")?;
+        let row_terms = rows.terms.clone().context("a distillation loss records its terms")?;
+        let state = self.state.clone();
+        let term = move |accumulate| FeatureTerm {
+            scale: (1.0 - fd.distill.alpha) * weight,
+            column: loss::TERMS.len(),
+            accumulate,
+        };
+        // Without a projection the term's gradient is added to the student's own; with one it
+        // goes to the projection's output, whose input gradient is then added.
+        let (added, written) = (term(true), term(false));
+        if !project {
+            ensure!(
+                s_dims == t_dims,
+                "{}: the feature layers' outputs differ ({s_dims:?} and {t_dims:?}) without a projection",
+                self.name
+            );
+            let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
+                let b_ = FeatureBuffers {
+                    state: &state,
+                    student: &s_out,
+                    teacher: &t_out,
+                    grad: dy,
+                    row_loss: &rows.loss,
+                    row_terms: &row_terms,
+                };
+                Ok(vec![feature_ops::mse(gpu, (b, features), added, &b_)?])
+            };
+            return Ok(Injection { layer: student_layer, dispatches: Box::new(dispatches) });
+        }
+        let proj = fd.projection.context("`:project` needs its projection")?;
+        let pixels = s_dims.len() / s_dims.channels();
+        ensure!(
+            proj.inputs == s_dims.channels() && pixels * proj.units == features,
+            "{}: a projection of {} to {} channels does not map {s_dims:?} onto {t_dims:?}",
+            self.name,
+            proj.inputs,
+            proj.units
+        );
+        let shape = DenseShape { batch: b * pixels, inputs: proj.inputs, units: proj.units };
+        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} projection {label}", self.name), &[len]);
+        let (p_out, dp) = (t("output", b * features)?, t("output gradient", b * features)?);
+        let (ds, scratch) = (t("input gradient", b * s_dims.len())?, t("scratch", shape.scratch_len())?);
+        let opt = OptimizerState { grads: t("gradients", proj.len())?, m: t("adam m", proj.len())?, v: t("adam v", proj.len())? };
+        let ((w, bias), (dw, db)) = (proj.parts(&proj.weights)?, proj.parts(&opt.grads)?);
+        self.projection = Some((proj.weights.clone(), opt));
+        let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
+            let mut d = dense::forward(gpu, &shape, &s_out, KernelBias { kernel: &w, bias: &bias }, &scratch, &p_out)?;
+            let b_ = FeatureBuffers {
+                state: &state,
+                student: &p_out,
+                teacher: &t_out,
+                grad: &dp,
+                row_loss: &rows.loss,
+                row_terms: &row_terms,
+            };
+            d.push(feature_ops::mse(gpu, (b, features), written, &b_)?);
+            let grads = DenseGrads { params: KernelBias { kernel: &dw, bias: &db }, input: Some(&ds) };
+            d.extend(dense::backward(gpu, &shape, &s_out, &w, &dp, grads, &scratch)?);
+            d.push(feature_ops::accumulate(gpu, &ds, dy)?);
+            Ok(d)
+        };
+        Ok(Injection { layer: student_layer, dispatches: Box::new(dispatches) })
+    }
+
+    /// A feature term's projection as the plan trains it: (weights, Adam's m, v).
+    pub fn projection(&self) -> Option<(&Tensor, &Tensor, &Tensor)> {
+        self.projection.as_ref().map(|(w, o)| (w, &o.m, &o.v))
     }
 
     /// Loss and accuracy over the feed's split without training (Keras's evaluate); the
     /// logits of every sample are kept for [`Plan::read_logits`] (the split in file order).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
-        let mut plan = Plan::new(gpu, name, &model.arch, (batch, feed.split.samples), Mode::Evaluate, loss)?;
+        let split = (batch, feed.split.samples);
+        let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, loss_terms(loss))?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
+        plan.record_metrics(gpu)?;
         let table = Tensor::zeros(gpu, &format!("{name} logits"), &[feed.split.samples, NUM_CLASSES])?;
         let logits = plan.models[0].activations.logits();
         plan.dispatches.push(batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, logits, &table)?);
@@ -429,7 +634,7 @@ impl Plan {
     pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
         let split = (batch, feed.split.samples);
-        let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, Loss::CrossEntropy)?;
+        let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, Vec::new())?;
         plan.gather(gpu, feed)?;
         plan.forward(gpu, model, 0)?;
         let logits = plan.models[0].activations.logits();
