@@ -1,5 +1,6 @@
 //! The experiment's settings, their validation, and the weight files it starts from.
 
+use super::shards::Shard;
 use crate::checkpoint;
 use crate::data::LoadOptions;
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
@@ -54,6 +55,9 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student_layers: Option<Vec<Layer>>,
     pub distill_teacher: DistillTeacher,
+    /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             teacher_layers: None,
             student_layers: None,
             distill_teacher: DistillTeacher::Frozen,
+            shard: None,
         }
     }
 }
@@ -137,6 +142,9 @@ impl Config {
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
+        }
+        if let Some(shard) = self.shard {
+            shard.check(self.runs)?;
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             bail!("--train-limit and --test-limit must be at least 1 when given");

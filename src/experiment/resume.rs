@@ -95,14 +95,17 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 of weights as loaded (f32, little-endian), in hex.
+pub fn weights_digest(weights: &[f32]) -> String {
+    hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(weights)))
+}
+
 impl Fingerprint {
     /// Every setting of `cfg` by its flag, except those that cannot change a bit of the
     /// results ([`NOT_IN_RESULTS`]); then what else the results depend on: `starting`, the
     /// weights of `--teacher`, `--teacher-init`, `--student-init`, the data, and the device.
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
-        let file = |w: Option<&[f32]>| {
-            w.map_or("none".into(), |w| format!("weights {}", hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(w)))))
-        };
+        let file = |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", weights_digest(w)));
         let split = |s: &crate::data::Split| {
             let mut h = Sha256::new();
             h.update(&s.images);
