@@ -333,7 +333,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Some(Command::Merge { files, metrics_out, plot }) => {
             check_outputs(metrics_out.as_deref(), plot.as_deref())?;
             let merged = experiment::merge::merge(&files)?;
-            print!("{}", merged.report.render());
+            print!("{}{}", merged.report.render(), merged.times());
             let json = serde_json::to_string_pretty(&merged.json)?;
             write_outputs(&merged.report, metrics_out.as_deref().map(|p| (p, json.as_bytes())), plot.as_deref())
         }

@@ -84,7 +84,6 @@ impl ShardFile {
         );
         Ok(ShardFile { path: path.to_path_buf(), json, metrics, record, runs })
     }
-
 }
 
 /// An experiment's merged metrics.
@@ -96,6 +95,19 @@ pub struct Merged {
     /// only the distillation mode: `report.config` is the defaults with the shards' mode, and
     /// `report.weights` is empty; the shards' settings and files are in `json`.
     pub report: Report,
+    /// How many shards were merged.
+    pub shards: usize,
+}
+
+impl Merged {
+    /// Where the merged report's times come from, to print after it.
+    pub fn times(&self) -> String {
+        format!(
+            "merged from {} shards: each run's times are its shard's, the teacher's evaluation shard 1's; data, \
+             teacher logits and total add up all shards' (the work on all machines, not a wall time)\n",
+            self.shards
+        )
+    }
 }
 
 /// Reads the shards' metrics files, checks that they are all the shards of one experiment,
@@ -177,7 +189,7 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
         })
     });
     json.insert("merged_shards".into(), Value::Array(shards.collect()));
-    Ok(Merged { json: Value::Object(json), report })
+    Ok(Merged { json: Value::Object(json), report, shards: files.len() })
 }
 
 /// Refuses files of different splits (K), a shard given twice, and a missing shard.
@@ -205,7 +217,8 @@ fn check_all_shards_once(files: &[ShardFile]) -> Result<()> {
         }
         by_index[f.record.index - 1] = Some(f);
     }
-    let missing: Vec<String> = (1..=count).filter(|i| by_index[i - 1].is_none()).map(|i| format!("{i}/{count}")).collect();
+    let missing: Vec<String> =
+        (1..=count).filter(|i| by_index[i - 1].is_none()).map(|i| format!("{i}/{count}")).collect();
     ensure!(
         missing.is_empty(),
         "shard {} missing: merge needs the metrics files of all {count} shards (given: {})",
