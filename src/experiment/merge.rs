@@ -171,7 +171,11 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
 
     let mut json = first.json.clone();
     json.remove("shard");
-    let Value::Object(results) = serde_json::to_value(&report)? else { unreachable!("a struct is an object") };
+    // Through the text, as --metrics-out writes it: to_value would widen an f32 (alpha 0.1
+    // would become 0.10000000149011612).
+    let Value::Object(results) = serde_json::from_str(&serde_json::to_string(&report)?)? else {
+        unreachable!("a struct is an object")
+    };
     for (key, value) in results {
         // The settings and the weight files stay as the shards give them.
         if key != "config" && key != "weights" {
@@ -287,4 +291,122 @@ fn same_figures(a: &RunResult, b: &RunResult) -> bool {
     (a.test_loss, a.test_accuracy, a.test_cross_entropy) == (b.test_loss, b.test_accuracy, b.test_cross_entropy)
         && a.classes.confusion == b.classes.confusion
         && epochs(a) == epochs(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::CLASS_NAMES;
+    use crate::experiment::classes::ClassResults;
+    use crate::experiment::shards::Shard;
+    use crate::train::EpochStats;
+
+    /// A record whose figures all derive from `x`; class 9 has no test images (NaN, null in JSON).
+    fn result(name: &str, x: f64) -> RunResult {
+        let mut accuracy: Vec<f64> = (0..10).map(|c| x + 0.01 * c as f64).collect();
+        accuracy[9] = f64::NAN;
+        RunResult {
+            name: name.into(),
+            epochs: vec![EpochStats { loss: 1.0 - x, accuracy: x, steps: 10, seconds: x }],
+            test_loss: 2.0 - x,
+            test_accuracy: x,
+            test_cross_entropy: 3.0 - x,
+            train_seconds: x,
+            evaluate_seconds: x / 10.0,
+            train_samples_per_second: 100.0 * x,
+            classes: ClassResults {
+                names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+                confusion: vec![vec![(100.0 * x) as u64; 10]; 10],
+                accuracy,
+            },
+        }
+    }
+
+    /// The report of one process over `runs` and `sweep`, or of `shard`'s share of them.
+    fn report(cfg: &Config, runs: &[StudentPair], sweep: &[SweepPoint], shard: Option<Shard>) -> Report {
+        let mine = |n: usize| shard.map_or_else(|| (0..n).collect(), |s| s.share(n));
+        let (run_indices, sweep_cells) = (mine(runs.len()), mine(sweep.len()));
+        let runs: Vec<StudentPair> = run_indices.iter().map(|&r| runs[r].clone()).collect();
+        Report {
+            adapter: "lavapipe".into(),
+            config: Config { shard, ..cfg.clone() },
+            weights: WeightFiles::default(),
+            teacher: result("teacher", 0.8),
+            distilled: runs[0].distilled.clone(),
+            scratch: runs[0].scratch.clone(),
+            teacher_after_distillation: runs[0].teacher_after_distillation.clone(),
+            statistics: (runs.len() > 1).then(|| Statistics::of(&runs)),
+            runs,
+            sweep: sweep_cells.iter().map(|&c| sweep[c].clone()).collect(),
+            teacher_logits_seconds: 1.0,
+            data_seconds: 2.0,
+            total_seconds: 3.0,
+            resumed_from: Vec::new(),
+            shard: shard.map(|s| ShardRecord {
+                index: s.index,
+                count: s.count,
+                run_indices,
+                sweep_cells,
+                teacher_weights_sha256: "ab".repeat(32),
+                student_init_weights_sha256: None,
+            }),
+        }
+    }
+
+    fn without_times(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|k, _| !k.contains("seconds") && k != "merged_shards");
+                map.values_mut().for_each(without_times);
+            }
+            Value::Array(items) => items.iter_mut().for_each(without_times),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn merged_shards_give_the_one_process_metrics() {
+        let cfg = Config { runs: 5, sweep_alpha: vec![0.1, 0.5, 0.9], ..Config::default() };
+        let runs: Vec<StudentPair> = (0..5)
+            .map(|r| StudentPair {
+                seed: 1 + 1000 * r as u64,
+                distilled: result("distilled", 0.5 + 0.03 * r as f64),
+                scratch: result("scratch", 0.52 + 0.01 * (r * r) as f64),
+                teacher_after_distillation: Some(result("teacher after", 0.7 + 0.01 * r as f64)),
+            })
+            .collect();
+        let sweep: Vec<SweepPoint> = cfg
+            .sweep_grid()
+            .into_iter()
+            .enumerate()
+            .map(|(c, (alpha, temperature))| SweepPoint {
+                alpha,
+                temperature,
+                result: result("distilled", 0.4 + 0.1 * c as f64),
+                teacher_after_distillation: None,
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = [3, 1, 2]
+            .into_iter()
+            .map(|i| {
+                let path = dir.path().join(format!("shard-{i}.json"));
+                let shard = report(&cfg, &runs, &sweep, Some(Shard { index: i, count: 3 }));
+                std::fs::write(&path, serde_json::to_string_pretty(&shard).unwrap()).unwrap();
+                path
+            })
+            .collect();
+        let merged = merge(&paths).unwrap();
+        let mut one: Value =
+            serde_json::from_str(&serde_json::to_string(&report(&cfg, &runs, &sweep, None)).unwrap()).unwrap();
+        let mut json = merged.json.clone();
+        assert_eq!(json["total_seconds"], 9.0, "the shards' work added up");
+        assert_eq!(json["merged_shards"][0]["shard"], "1/3");
+        without_times(&mut one);
+        without_times(&mut json);
+        assert_eq!(json, one);
+        // The report too, but for its line of phase times (the shards' added up).
+        let results = |text: String| text.lines().filter(|l| !l.starts_with("phases:")).collect::<Vec<_>>().join("\n");
+        assert_eq!(results(merged.report.render()), results(report(&cfg, &runs, &sweep, None).render()));
+    }
 }
