@@ -84,29 +84,31 @@ fn result_lines(stdout: &str) -> Vec<String> {
     panic!("no line of phase times in:\n{stdout}")
 }
 
-/// Shard 1 of 2 with a checkpoint directory, killed after its first run (run 1) and resumed:
-/// it goes on with its second (run 3), not with run 2.
+/// Shard 1 of 2 with a checkpoint directory, killed after its first run (run 1), resumed and
+/// killed after its second, which must be run 3, and resumed to its end.
 fn interrupted_and_resumed_shard(experiment: &[&str], state: &Path, metrics: &Path) {
     let log = state.with_extension("log");
-    let mut c = command(experiment);
-    c.args(["--shard", "1/2", "--checkpoint-dir", path(state), "--metrics-out", path(metrics)]);
-    c.env("KD_WGPU_PAUSE_AT", "phase:students run 1").stdout(Stdio::null());
-    c.stderr(std::fs::File::create(&log).unwrap());
-    let mut child: Child = c.spawn().expect("the program starts");
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("paused at") {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the shard ended ({status}) before its pause:\n{}", std::fs::read_to_string(&log).unwrap());
+    for (flag, point) in [("--checkpoint-dir", "phase:students run 1"), ("--resume", "phase:students run 3")] {
+        let mut c = command(experiment);
+        c.args(["--shard", "1/2", flag, path(state), "--metrics-out", path(metrics)]);
+        c.env("KD_WGPU_PAUSE_AT", point).stdout(Stdio::null());
+        c.stderr(std::fs::File::create(&log).unwrap());
+        let mut child: Child = c.spawn().expect("the program starts");
+        let start = Instant::now();
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("paused at") {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the shard ended ({status}) before {point}:\n{}", std::fs::read_to_string(&log).unwrap());
+            }
+            assert!(start.elapsed() < Duration::from_secs(300), "no pause at {point} after 5 minutes");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "no pause after 5 minutes");
-        std::thread::sleep(Duration::from_millis(50));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     let mut c = command(experiment);
     c.args(["--shard", "1/2", "--resume", path(state), "--metrics-out", path(metrics)]);
     let stdout = run_ok(c);
-    assert!(stdout.contains("Students, run 3/3") && !stdout.contains("Students, run 2/3"), "{stdout}");
+    assert!(stdout.contains("from the end of the students' run 3"), "{stdout}");
 }
 
 #[test]
@@ -147,7 +149,8 @@ fn shards_merge_into_the_one_process_experiment() {
     let merged_stdout = run_ok(merge);
     let merged_json = read_json(&merged);
     assert_eq!(merged_json["merged_shards"].as_array().map(Vec::len), Some(2));
-    assert_eq!(merged_json["resumed_from"], serde_json::json!(["shard 1/2: the end of the students' run 1"]));
+    let resumed = ["shard 1/2: the end of the students' run 1", "shard 1/2: the end of the students' run 3"];
+    assert_eq!(merged_json["resumed_from"], serde_json::json!(resumed));
     assert_eq!(figures(merged_json), figures(read_json(&file("one.json"))), "every figure as in one process");
     assert_eq!(result_lines(&merged_stdout), result_lines(&one_stdout));
     assert!(merged_stdout.contains("merged from 2 shards"), "{merged_stdout}");

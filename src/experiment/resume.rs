@@ -13,6 +13,7 @@
 
 use super::config::Config;
 use super::results::{RunResult, StudentPair, SweepPoint};
+use super::shards::Shard;
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::gpu::{self, Gpu};
@@ -286,6 +287,12 @@ impl SavedState {
         Ok(())
     }
 
+    /// The number (from 1) of the `n`-th run its process trains: a shard I/K trains runs I, I+K, ..
+    fn run_number(&self, n: usize) -> usize {
+        let shard = self.header.fingerprint.0.get("--shard").and_then(|s| s.parse::<Shard>().ok());
+        shard.map_or(n, |s| s.index + (n - 1) * s.count)
+    }
+
     /// Where the state stands, for messages.
     pub fn describe(&self) -> String {
         match &self.header.training {
@@ -299,7 +306,7 @@ impl SavedState {
                 match (&p.teacher, p.pairs.len(), &p.sweep) {
                     (None, ..) => "the start".into(),
                     (Some(_), 0, None) => "the end of the teacher's phase".into(),
-                    (Some(_), n, None) => format!("the end of the students' run {n}"),
+                    (Some(_), n, None) => format!("the end of the students' run {}", self.run_number(n)),
                     (Some(_), _, Some(_)) => "the end of the sweep".into(),
                 }
             }
