@@ -65,8 +65,15 @@ impl Shard {
         (0..n).filter(|&i| self.holds(i)).collect()
     }
 
-    /// Refuses a split that leaves a shard without a run: its report would have no students.
+    /// Refuses a shard that does not exist (as `--shard` parses none), and a split that leaves
+    /// a shard without a run: its report would have no students.
     pub fn check(&self, runs: usize) -> Result<()> {
+        ensure!(
+            (1..=self.count).contains(&self.index),
+            "--shard {self}: there is no shard {} of {}; I counts the shards from 1 to K",
+            self.index,
+            self.count
+        );
         ensure!(
             self.count <= runs,
             "--shard {self}: with --runs {runs}, some of {} shards would hold no run (shard I holds runs I, I+K, \
@@ -171,6 +178,8 @@ mod tests {
         }
         assert!("a/2".parse::<Shard>().is_err() && "".parse::<Shard>().is_err() && "1/2/3".parse::<Shard>().is_err());
         assert!(Shard { index: 1, count: 4 }.check(3).unwrap_err().to_string().contains("K at most 3"));
+        assert!(Shard { index: 0, count: 2 }.check(3).unwrap_err().to_string().contains("no shard 0 of 2"));
+        assert!(Shard { index: 1, count: 0 }.check(3).is_err());
     }
 
     #[test]
