@@ -3,10 +3,11 @@ use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
 use kd_wgpu::experiment::resume::{self, Interrupted};
-use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, DistillTerm, WeightFiles};
+use kd_wgpu::experiment::shards::Shard;
+use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, DistillTerm, Report, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant, TuneMode};
 use kd_wgpu::model::{keras, Architecture, Channels};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The seed program's settings: every flag's default comes from here.
@@ -53,6 +54,19 @@ enum Command {
         /// The export's directory (created if needed).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+    },
+    /// Put the --metrics-out files of an experiment's shards (--shard I/K) together: print the
+    /// report and write the metrics that one process running every run would have given.
+    Merge {
+        /// The shards' metrics files, one per shard, in any order.
+        #[arg(value_name = "SHARD.json", required = true)]
+        files: Vec<PathBuf>,
+        /// Write the merged metrics as JSON.
+        #[arg(long, value_name = "PATH")]
+        metrics_out: Option<PathBuf>,
+        /// Draw the merged runs' plots, as the experiment's --plot.
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
     },
     /// Evaluate saved weights on the test set: cross-entropy loss and accuracy. The network is
     /// the one the file's metadata records.
@@ -211,6 +225,10 @@ struct RunArgs {
     /// Minutes between state writes within an epoch (with --checkpoint-dir or --resume).
     #[arg(long, value_name = "MINUTES", default_value_t = 10.0, allow_negative_numbers = true)]
     checkpoint_every: f64,
+    /// Train only shard I of K of the runs (run r belongs to shard r mod K + 1) and of the
+    /// sweep's cells, with a teacher from --teacher; `kd-wgpu merge` puts the shards together.
+    #[arg(long, value_name = "I/K")]
+    shard: Option<Shard>,
 }
 
 impl RunArgs {
@@ -250,6 +268,7 @@ impl RunArgs {
             distill: self.distill.clone(),
             distill_weights: self.distill_weights.clone(),
             labelled: self.labelled,
+            shard: self.shard,
         })
     }
 
@@ -327,6 +346,13 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             kd_wgpu::web::export(&cfg, cli.run.teacher.as_deref(), &dir)?;
             Ok(())
         }
+        Some(Command::Merge { files, metrics_out, plot }) => {
+            check_outputs(metrics_out.as_deref(), plot.as_deref())?;
+            let merged = experiment::merge::merge(&files)?;
+            print!("{}{}", merged.report.render(), merged.times());
+            let json = serde_json::to_string_pretty(&merged.json)?;
+            write_outputs(&merged.report, metrics_out.as_deref().map(|p| (p, json.as_bytes())), plot.as_deref())
+        }
         Some(Command::Evaluate { model, weights, logits_out }) => {
             if let Some(path) = &logits_out {
                 checkpoint::check_writable("--logits-out", path)?;
@@ -340,19 +366,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
 
 /// The whole experiment, its report, and the files asked for (each checked before any work).
 fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
-    if let Some(path) = &args.plot {
-        anyhow::ensure!(
-            path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
-            "--plot {}: plots are written as SVG; give a path ending in .svg",
-            path.display()
-        );
-        checkpoint::check_writable("--plot", path)?;
-        checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
-        checkpoint::check_writable("--plot", &kd_wgpu::plot::classes_path(path))?;
-    }
-    if let Some(path) = &args.metrics_out {
-        checkpoint::check_writable("--metrics-out", path)?;
-    }
+    check_outputs(args.metrics_out.as_deref(), args.plot.as_deref())?;
     let checkpointing = args.checkpointing()?;
     if checkpointing.is_some() {
         resume::catch_signals()?;
@@ -367,17 +381,41 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
         r => r?,
     };
     print!("{}", report.render());
-    if let Some(path) = &args.metrics_out {
-        checkpoint::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let json = serde_json::to_string_pretty(&report)?;
+    write_outputs(&report, args.metrics_out.as_deref().map(|p| (p, json.as_bytes())), args.plot.as_deref())
+}
+
+/// Refuses, before any work, a --metrics-out or --plot path that could not be written at the end.
+fn check_outputs(metrics_out: Option<&Path>, plot: Option<&Path>) -> Result<()> {
+    if let Some(path) = plot {
+        anyhow::ensure!(
+            path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
+            "--plot {}: plots are written as SVG; give a path ending in .svg",
+            path.display()
+        );
+        checkpoint::check_writable("--plot", path)?;
+        checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
+        checkpoint::check_writable("--plot", &kd_wgpu::plot::classes_path(path))?;
+    }
+    if let Some(path) = metrics_out {
+        checkpoint::check_writable("--metrics-out", path)?;
+    }
+    Ok(())
+}
+
+/// Writes the metrics (`metrics`: the path and its JSON) and the plots of `report`.
+fn write_outputs(report: &Report, metrics: Option<(&Path, &[u8])>, plot: Option<&Path>) -> Result<()> {
+    if let Some((path, json)) = metrics {
+        checkpoint::write_atomic(path, json)?;
         println!("Wrote {}", path.display());
     }
-    if let Some(path) = &args.plot {
-        checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(&report)?.as_bytes())?;
+    if let Some(path) = plot {
+        checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(report)?.as_bytes())?;
         println!("Wrote {}", path.display());
         let classes = kd_wgpu::plot::classes_path(path);
-        checkpoint::write_atomic(&classes, kd_wgpu::plot::classes_svg(&report)?.as_bytes())?;
+        checkpoint::write_atomic(&classes, kd_wgpu::plot::classes_svg(report)?.as_bytes())?;
         println!("Wrote {}", classes.display());
-        if let Some(svg) = kd_wgpu::plot::sweep_svg(&report)? {
+        if let Some(svg) = kd_wgpu::plot::sweep_svg(report)? {
             let sweep = kd_wgpu::plot::sweep_path(path);
             checkpoint::write_atomic(&sweep, svg.as_bytes())?;
             println!("Wrote {}", sweep.display());

@@ -10,7 +10,15 @@ use crate::ops::argmax;
 pub struct ClassResults {
     pub names: Vec<String>,
     pub confusion: Vec<Vec<u64>>,
+    /// NaN for a class without test images, which JSON writes as null.
+    #[serde(deserialize_with = "nan_for_null")]
     pub accuracy: Vec<f64>,
+}
+
+/// Reads back the accuracies JSON wrote, a NaN as null.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let values: Vec<Option<f64>> = serde::Deserialize::deserialize(d)?;
+    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 impl ClassResults {

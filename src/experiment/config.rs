@@ -1,5 +1,6 @@
 //! The experiment's settings, their validation, and the weight files it starts from.
 
+use super::shards::Shard;
 use crate::checkpoint;
 use crate::data::{LoadOptions, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
@@ -117,6 +118,9 @@ pub struct Config {
     /// Only this many training images, a seeded class-balanced subset, keep their labels
     /// (`--labelled`); the teacher keeps all.
     pub labelled: Option<usize>,
+    /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl Default for Config {
@@ -149,6 +153,7 @@ impl Default for Config {
             distill: vec![DistillTerm::Logits],
             distill_weights: Vec::new(),
             labelled: None,
+            shard: None,
         }
     }
 }
@@ -259,6 +264,9 @@ impl Config {
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
+        }
+        if let Some(shard) = self.shard {
+            shard.check(self.runs)?;
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             bail!("--train-limit and --test-limit must be at least 1 when given");

@@ -5,15 +5,19 @@
 //! - [`phases`]: training and evaluating models, the teacher's logits, the students' runs and sweep;
 //! - [`statistics`]: paired statistics over several runs;
 //! - [`report`]: the results and the closing report;
-//! - [`resume`]: the run's state on disk, for resuming an interrupted run.
+//! - [`resume`]: the run's state on disk, for resuming an interrupted run;
+//! - [`shards`], [`merge`]: an experiment split across machines (`--shard I/K`), and its
+//!   shards' metrics put back together (`kd-wgpu merge`).
 
 pub mod classes;
 pub mod config;
+pub mod merge;
 pub mod phases;
 pub mod report;
 pub mod results;
 pub mod resume;
 pub mod seeds;
+pub mod shards;
 pub mod statistics;
 
 pub use config::{Config, DistillTeacher, DistillTerm, WeightFiles};
@@ -105,10 +109,12 @@ fn open_gpu(cfg: &Config) -> Result<Gpu> {
 /// [`resume::Interrupted`] once the state is written.
 pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&Checkpointing>) -> Result<Report> {
     cfg.validate()?;
+    shards::check_teacher(cfg, files)?;
     let start = Instant::now();
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
     let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
     let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
+    let shard = shards::ShardRecord::of(cfg, &starting)?;
     let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
     let gpu = open_gpu(cfg)?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
@@ -199,6 +205,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         data_seconds,
         total_seconds: checkpoints.as_ref().map_or(start.elapsed().as_secs_f64(), Checkpoints::seconds),
         resumed_from: checkpoints.map(|c| c.progress().resumed).unwrap_or_default(),
+        shard,
     })
 }
 

@@ -6,6 +6,7 @@ use super::config::{Config, StartingWeights};
 use super::results::{RunResult, StudentPair, SweepPoint, Tested};
 use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
 use super::seeds::{sample_orders, subset_orders, StudentSeeds};
+use super::shards;
 use crate::checkpoint;
 use crate::data::NUM_CLASSES;
 use crate::gpu::{timing, Force, Gpu, Tensor};
@@ -604,6 +605,9 @@ impl Phases<'_> {
         saver: &WeightSaver,
     ) -> Result<Vec<StudentPair>> {
         let (cfg, runs) = (self.cfg, self.cfg.runs.max(1));
+        // All runs, or a shard's share; seeds and file names follow each run's own index.
+        let indices = shards::run_indices(cfg);
+        let here = indices.len();
         // Runs finished before an interruption.
         let mut pairs = self.checkpoints.map(|c| c.progress().pairs).unwrap_or_default();
         let first = pairs.len();
@@ -611,14 +615,14 @@ impl Phases<'_> {
         let part_way = self.checkpoints.is_some_and(|c| c.has_pending_training());
         let timed_from = first + usize::from(part_way);
         let mut started = std::time::Instant::now();
-        for r in first..runs {
-            if r == timed_from {
+        for (k, &r) in indices.iter().enumerate().skip(first) {
+            if k == timed_from {
                 started = std::time::Instant::now();
             }
             progress::time_left(
-                &format!("students' runs: {r} of {runs} done"),
-                r.saturating_sub(timed_from),
-                runs - r,
+                &format!("students' runs: {k} of {here} done"),
+                k.saturating_sub(timed_from),
+                here - k,
                 started.elapsed().as_secs_f64(),
             );
             // With several runs (or --student-init) the two students of a run are paired (see
@@ -676,7 +680,8 @@ impl Phases<'_> {
         starting: &StartingWeights,
         saver: &WeightSaver,
     ) -> Result<Vec<SweepPoint>> {
-        let grid = self.cfg.sweep_grid();
+        // The whole grid, or a shard's cells of it.
+        let grid: Vec<(f32, f32)> = shards::sweep_cells(self.cfg).into_iter().map(|(_, cell)| cell).collect();
         if grid.is_empty() {
             return Ok(Vec::new());
         }

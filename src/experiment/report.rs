@@ -3,6 +3,7 @@
 
 use super::config::{Config, DistillTeacher, WeightFiles};
 use super::results::{RunResult, StudentPair, SweepPoint};
+use super::shards::ShardRecord;
 use super::statistics::Statistics;
 use comfy_table::{presets, CellAlignment, Table};
 
@@ -31,6 +32,9 @@ pub struct Report {
     /// Where the run was resumed (`--resume`), each time it was; the times of the phases
     /// then add the parts before and after each interruption.
     pub resumed_from: Vec<String>,
+    /// With `--shard I/K`: the shard, its runs and sweep cells, and its teacher's digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRecord>,
 }
 
 /// A Markdown table with `header`; columns after the first are right-aligned numbers.
@@ -174,6 +178,13 @@ impl Report {
         };
         let losses = self.config.describe_losses();
         let mut s = format!("\nResults on the test set (distillation: {mode}; {losses})\n{}", table(&header, rows));
+        if let Some(shard) = &self.shard {
+            s += &format!(
+                "{}: these figures are this shard's alone; `kd-wgpu merge` puts the shards' --metrics-out \
+                 files together\n",
+                shard.describe(self.config.runs)
+            );
+        }
         match &self.statistics {
             None => {
                 let diff = self.distilled.test_accuracy - self.scratch.test_accuracy;

@@ -13,6 +13,7 @@
 
 use super::config::Config;
 use super::results::{RunResult, StudentPair, SweepPoint};
+use super::shards::Shard;
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::gpu::{self, Gpu};
@@ -95,14 +96,17 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 of weights as loaded (f32, little-endian), in hex.
+pub fn weights_digest(weights: &[f32]) -> String {
+    hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(weights)))
+}
+
 impl Fingerprint {
     /// Every setting of `cfg` by its flag, except those that cannot change a bit of the
     /// results ([`NOT_IN_RESULTS`]); then what else the results depend on: `starting`, the
     /// weights of `--teacher`, `--teacher-init`, `--student-init`, the data, and the device.
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
-        let file = |w: Option<&[f32]>| {
-            w.map_or("none".into(), |w| format!("weights {}", hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(w)))))
-        };
+        let file = |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", weights_digest(w)));
         let split = |s: &crate::data::Split| {
             let mut h = Sha256::new();
             h.update(&s.images);
@@ -283,6 +287,12 @@ impl SavedState {
         Ok(())
     }
 
+    /// The number (from 1) of the `n`-th run its process trains: a shard I/K trains runs I, I+K, ..
+    fn run_number(&self, n: usize) -> usize {
+        let shard = self.header.fingerprint.0.get("--shard").and_then(|s| s.parse::<Shard>().ok());
+        shard.map_or(n, |s| s.index + (n - 1) * s.count)
+    }
+
     /// Where the state stands, for messages.
     pub fn describe(&self) -> String {
         match &self.header.training {
@@ -296,7 +306,7 @@ impl SavedState {
                 match (&p.teacher, p.pairs.len(), &p.sweep) {
                     (None, ..) => "the start".into(),
                     (Some(_), 0, None) => "the end of the teacher's phase".into(),
-                    (Some(_), n, None) => format!("the end of the students' run {n}"),
+                    (Some(_), n, None) => format!("the end of the students' run {}", self.run_number(n)),
                     (Some(_), _, Some(_)) => "the end of the sweep".into(),
                 }
             }

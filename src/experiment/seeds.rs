@@ -137,7 +137,7 @@ mod tests {
         assert_ne!(subset, labelled_subset(&labels, 23, 2).unwrap());
         assert!(labelled_subset(&labels, 9, 1).unwrap_err().to_string().contains("--labelled 9"));
         assert!(labelled_subset(&labels, 201, 1).is_err());
-        let err = labelled_subset(&labels[..15], 12, 1).unwrap_err().to_string();
+        let err = labelled_subset(&labels[..15], 15, 1).unwrap_err().to_string();
         assert!(err.contains("class"), "{err}");
     }
 
