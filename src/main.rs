@@ -141,6 +141,13 @@ struct RunArgs {
     /// student by one Adam (each distilled student gets its own copy of the teacher).
     #[arg(long, value_enum, default_value_t = DEFAULTS.distill_teacher)]
     distill_teacher: DistillTeacher,
+    /// Train the teacher on its images moved by up to PIXELS pixels each way (random per image
+    /// and step, border 0, as Keras's RandomTranslation on whole pixels).
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.teacher_augment, global = true)]
+    teacher_augment: u32,
+    /// The same for both students' training (needs --distill-teacher trainable).
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.student_augment)]
+    student_augment: u32,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = DEFAULTS.seed, global = true)]
     seed: u64,
@@ -234,6 +241,8 @@ impl RunArgs {
             teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
             student_layers: layers("--student-layers", &self.student_layers)?,
             distill_teacher: self.distill_teacher,
+            teacher_augment: self.teacher_augment,
+            student_augment: self.student_augment,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The experiment's settings, their validation, and the weight files it starts from.
 
 use crate::checkpoint;
-use crate::data::LoadOptions;
+use crate::data::{LoadOptions, IMAGE_SIDE};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
 use crate::model::{Architecture, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
 use anyhow::{bail, Context, Result};
@@ -54,7 +54,15 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student_layers: Option<Vec<Layer>>,
     pub distill_teacher: DistillTeacher,
+    /// Random translations of the teacher's / the students' training images, up to this many
+    /// pixels each way (0: none).
+    pub teacher_augment: u32,
+    pub student_augment: u32,
 }
+
+/// The largest --teacher-augment / --student-augment (13): a shift of half an image or more
+/// can leave no pixel of it.
+pub const MAX_AUGMENT: u32 = IMAGE_SIDE as u32 / 2 - 1;
 
 impl Default for Config {
     /// The seed program's settings.
@@ -83,6 +91,8 @@ impl Default for Config {
             teacher_layers: None,
             student_layers: None,
             distill_teacher: DistillTeacher::Frozen,
+            teacher_augment: 0,
+            student_augment: 0,
         }
     }
 }
@@ -140,6 +150,19 @@ impl Config {
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             bail!("--train-limit and --test-limit must be at least 1 when given");
+        }
+        let augments = [("--teacher-augment", self.teacher_augment), ("--student-augment", self.student_augment)];
+        for (flag, pixels) in augments {
+            if pixels > MAX_AUGMENT {
+                bail!("{flag} {pixels} is too large: an image is {IMAGE_SIDE} pixels wide; shift by at most {MAX_AUGMENT}");
+            }
+        }
+        if self.student_augment > 0 && self.distill_teacher == DistillTeacher::Frozen {
+            bail!(
+                "--student-augment needs --distill-teacher trainable: a frozen teacher's logits are computed once, \
+                 on the images as they are, so a distilled student would learn a moved image's logits from the \
+                 unmoved one's"
+            );
         }
         self.teacher()?;
         self.student()?;

@@ -248,7 +248,8 @@ fn train_teacher(
         Some(flat) => Model::new(gpu, arch, flat)?,
         None => Model::new(gpu, arch, &arch.init_glorot(cfg.seed))?,
     }
-    .seeded(cfg.seed);
+    .seeded(cfg.seed)
+    .augmented(cfg.teacher_augment);
     let epochs = match &files.teacher {
         Some(path) => {
             println!("Teacher weights from {} (not trained)", path.display());

@@ -422,10 +422,12 @@ impl Phases<'_> {
         saver: &WeightSaver,
     ) -> Result<Vec<StudentOutcome>> {
         let gpu = self.gpu;
-        // Dropout draws from the student's sample-order seed: paired students draw the same masks.
+        // Dropout and the shifts draw from the student's sample-order seed: paired students
+        // draw the same masks and see the same images.
+        let shift = self.cfg.student_augment;
         let models = specs
             .iter()
-            .map(|s| Model::new(gpu, student, &s.init).map(|m| m.seeded(s.order_seed)))
+            .map(|s| Model::new(gpu, student, &s.init).map(|m| m.seeded(s.order_seed).augmented(shift)))
             .collect::<Result<Vec<_>>>()?;
         // A co-trained teacher diverges with its student: every distilled student gets a copy.
         let copies = specs

@@ -68,6 +68,9 @@ pub struct Model {
     /// What its Dropout layers draw their masks from (with Adam's t, the layer and the
     /// element): 0 unless [`Model::seeded`].
     pub seed: u32,
+    /// Its training batches' random translations, up to this many pixels either way, drawn
+    /// from `seed` too (0: none; see [`Model::augmented`]).
+    pub shift: u32,
 }
 
 impl Model {
@@ -80,12 +83,18 @@ impl Model {
             arch.flat_len()
         );
         let weights = Tensor::from_f32(gpu, &format!("{} weights", arch.name()), &[flat.len()], flat)?;
-        Ok(Model { arch: arch.clone(), weights, seed: 0 })
+        Ok(Model { arch: arch.clone(), weights, seed: 0, shift: 0 })
     }
 
     /// The same model, its Dropout masks drawn from `seed`.
     pub fn seeded(self, seed: u64) -> Model {
         Model { seed: seed as u32 ^ (seed >> 32) as u32, ..self }
+    }
+
+    /// The same model, trained on its images moved by up to `pixels` pixels each way (each
+    /// image of each step anew; evaluations and logits tables see them as they are).
+    pub fn augmented(self, pixels: u32) -> Model {
+        Model { shift: pixels, ..self }
     }
 
     /// The parameter tensor `name` as a view of `of` (the weights, or a buffer in their layout).

@@ -16,7 +16,7 @@ use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::layers::{Draw, Gradients, Planned};
 use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
-use crate::ops::batch::{self, StepState};
+use crate::ops::batch::{self, Shift, StepState};
 use crate::ops::loss::{self, LossInputs, LossOutputs, Objective};
 use crate::ops::metrics;
 use anyhow::{bail, ensure, Result};
@@ -210,11 +210,21 @@ impl Plan {
         })
     }
 
-    /// The batch's images and labels, and with a logits table the teacher's rows of it.
-    fn gather(&mut self, gpu: &Gpu, feed: &Feed) -> Result<()> {
+    /// The batch's images and labels, and with a logits table the teacher's rows of it; with
+    /// `shift` (training a [`Model::augmented`]), the images moved by it.
+    fn gather(&mut self, gpu: &Gpu, feed: &Feed, shift: Option<Shift>) -> Result<()> {
         let (act, b) = (&self.models[0].activations, self.batch);
         let source = feed.data.source(feed.split);
-        let mut d = vec![batch::gather_images(gpu, b, &self.state, &self.perm, &source, &act.x, &act.labels)?];
+        let (state, perm, x, labels) = (&self.state, &self.perm, &act.x, &act.labels);
+        let images = match shift {
+            // A table's rows are the logits of the images as they are, not as moved.
+            Some(s) if s.pixels > 0 => {
+                ensure!(feed.teacher_logits.is_none(), "{}: a logits table cannot follow moved images", self.name);
+                batch::gather_shifted_images(gpu, b, s, state, perm, &source, x, labels)?
+            }
+            _ => batch::gather_images(gpu, b, state, perm, &source, x, labels)?,
+        };
+        let mut d = vec![images];
         if let Some(table) = feed.teacher_logits {
             d.push(batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?);
         }
@@ -352,7 +362,7 @@ impl Plan {
     ) -> Result<Plan> {
         check_batch_fits(gpu, &model.arch, batch)?;
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Train)?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, Some(Shift { pixels: model.shift, seed: model.seed }))?;
         plan.forward(gpu, model, 0)?;
         let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
         plan.optimise(gpu, model, 0, dlogits, adam)?;
@@ -379,7 +389,8 @@ impl Plan {
         let student_batch = Some(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
         plan.models.push(PlannedModel { activations, optimizer: None });
-        plan.gather(gpu, feed)?;
+        // The teacher reads the student's batch, moved or not.
+        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
         plan.forward(gpu, teacher, 1)?;
         plan.forward(gpu, student, 0)?;
         let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
@@ -395,7 +406,7 @@ impl Plan {
     /// logits of every sample are kept for [`Plan::read_logits`] (the split in file order).
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, None)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
         let table = Tensor::zeros(gpu, &format!("{name} logits"), &[feed.split.samples, NUM_CLASSES])?;
@@ -416,7 +427,7 @@ impl Plan {
     pub fn logits(gpu: &Gpu, name: &str, model: &Model, feed: &Feed, table: &Tensor, batch: usize) -> Result<Plan> {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
         let mut plan = Plan::new(gpu, name, &model.arch, batch, feed.split.samples, Mode::Evaluate)?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, None)?;
         plan.forward(gpu, model, 0)?;
         let logits = plan.models[0].activations.logits();
         let store = batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, logits, table)?;
