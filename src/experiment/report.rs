@@ -172,7 +172,16 @@ impl Report {
             DistillTeacher::Frozen => "frozen teacher",
             DistillTeacher::Trainable => "the teacher trained along (the seed's Distiller under Keras 3)",
         };
-        let mut s = format!("\nResults on the test set (distillation: {mode})\n{}", table(&header, rows));
+        let moved: Vec<String> = [("teacher", self.config.teacher_augment), ("students", self.config.student_augment)]
+            .into_iter()
+            .filter(|&(_, pixels)| pixels > 0)
+            .map(|(who, pixels)| format!("{who} up to {pixels} px"))
+            .collect();
+        let augment = match moved.is_empty() {
+            true => String::new(),
+            false => format!("; training images moved: {}", moved.join(", ")),
+        };
+        let mut s = format!("\nResults on the test set (distillation: {mode}{augment})\n{}", table(&header, rows));
         match &self.statistics {
             None => {
                 let diff = self.distilled.test_accuracy - self.scratch.test_accuracy;
