@@ -21,6 +21,8 @@ use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
 use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
+use kd_wgpu::ops::batch::reference::{offsets, translate};
+use kd_wgpu::ops::batch::Shift;
 use kd_wgpu::train::{DeviceData, Distiller, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -122,14 +124,29 @@ fn compare(what: &str, arch: &Architecture, got: &[f32], want: &[f32], bound: f6
 }
 
 /// The batch of `step` in `order`: images scaled as the device scales them (a table of
-/// f32(byte) / 255), labels, and the teacher's rows of the logits table.
-fn batch_rows(train: &Split, table: &[f32], order: &[u32], step: usize, b: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+/// f32(byte) / 255) and moved by `shift`'s offsets (Adam's t is step + 1), labels, and the
+/// teacher's rows of the logits table.
+fn batch_rows(
+    train: &Split,
+    table: &[f32],
+    order: &[u32],
+    (step, b): (usize, usize),
+    shift: Shift,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
     let rows = b.min(order.len() - step * b);
     let picked = &order[step * b..step * b + rows];
     let pixels = IMAGE_SIDE * IMAGE_SIDE;
     let images = picked
         .iter()
-        .flat_map(|&s| train.images[s as usize * pixels..][..pixels].iter().map(|&p| p as f32 / 255.0))
+        .enumerate()
+        .flat_map(|(i, &s)| {
+            let image: Vec<f32> =
+                train.images[s as usize * pixels..][..pixels].iter().map(|&p| p as f32 / 255.0).collect();
+            match shift.pixels {
+                0 => image,
+                _ => translate(&image, IMAGE_SIDE, offsets(shift, step as u32 + 1, i)),
+            }
+        })
         .collect();
     let labels = picked.iter().map(|&s| train.labels[s as usize] as u32).collect();
     let teacher = picked.iter().flat_map(|&s| table[s as usize * NUM_CLASSES..][..NUM_CLASSES].to_vec()).collect();
@@ -150,6 +167,11 @@ fn device_state(gpu: &Gpu, plan: &Plan, model: &Model, which: usize, t: u32) -> 
 }
 
 fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
+    run_shifted_case(gpu, case, 0, rng)
+}
+
+/// `case` with its (student's) training images moved by up to `shift` pixels.
+fn run_shifted_case(gpu: &Gpu, case: &Case, shift: u32, rng: &mut ChaCha8Rng) {
     let (arch, samples, b) = (&case.arch, case.samples, case.batch);
     let split = |rng: &mut ChaCha8Rng| Split {
         images: (0..samples * IMAGE_SIDE * IMAGE_SIDE).map(|_| rng.random()).collect(),
@@ -162,7 +184,8 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
     let from_table = matches!(case.loss, Loss::Distillation { .. }) && case.co_trained.is_none();
     let feed = Feed { data: &data, split: &data.train, teacher_logits: from_table.then_some(&table_t) };
     let adam = AdamConfig::default();
-    let mut models = vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random())];
+    let mut models =
+        vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random()).augmented(shift)];
     if let Some(teacher) = &case.co_trained {
         models.push(Model::new(gpu, teacher, &initial_weights(teacher, rng)).unwrap().seeded(rng.random()));
     }
@@ -179,7 +202,8 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
 
     let mut worst = vec![[0f64; 4]; models.len()];
     for step in 0..samples.div_ceil(b) {
-        let (images, labels, teacher) = batch_rows(&train, &table, &order, step, b);
+        let shift = Shift { pixels: shift, seed: models[0].seed };
+        let (images, labels, teacher) = batch_rows(&train, &table, &order, (step, b), shift);
         let rows = labels.len();
         let batch =
             Batch { images: &images, labels: &labels, teacher_logits: from_table.then_some(&teacher[..]), rows };
@@ -317,6 +341,33 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
     for gpu in common::variants() {
         for case in &cases {
             run_case(gpu, case, &mut rng);
+        }
+    }
+}
+
+/// Random translations in the whole step: the device's moved images are the reference's (the
+/// same offsets, from the model's seed and Adam's t), through a plain step and the seed's
+/// Distiller, whose teacher reads the student's moved batch.
+#[test]
+fn three_augmented_training_steps_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, augmented");
+    let distillation = Loss::Distillation { alpha: 0.3, temperature: 4.0 };
+    let cases = [
+        (Case { arch: poolless_network(), loss: Loss::CrossEntropy, samples: 13, batch: 6, co_trained: None }, 3),
+        (
+            Case {
+                arch: poolless_network(),
+                loss: distillation,
+                samples: 13,
+                batch: 6,
+                co_trained: Some(Architecture::seed("teacher", [6, 10]).unwrap()),
+            },
+            2,
+        ),
+    ];
+    for gpu in common::variants() {
+        for (case, shift) in &cases {
+            run_shifted_case(gpu, case, *shift, &mut rng);
         }
     }
 }
