@@ -177,10 +177,8 @@ impl Report {
             .filter(|&(_, pixels)| pixels > 0)
             .map(|(who, pixels)| format!("{who} up to {pixels} px"))
             .collect();
-        let augment = match moved.is_empty() {
-            true => String::new(),
-            false => format!("; training images moved: {}", moved.join(", ")),
-        };
+        let augment =
+            if moved.is_empty() { String::new() } else { format!("; training images moved: {}", moved.join(", ")) };
         let mut s = format!("\nResults on the test set (distillation: {mode}{augment})\n{}", table(&header, rows));
         match &self.statistics {
             None => {

@@ -179,9 +179,11 @@ pub mod reference {
         (0..side * side)
             .map(|at| {
                 let (row, col) = ((at / side) as i32 - dy, (at % side) as i32 - dx);
-                match (0..side_i).contains(&row) && (0..side_i).contains(&col) {
-                    true => image[(row * side_i + col) as usize],
-                    false => 0.0,
+                let inside = (0..side_i).contains(&row) && (0..side_i).contains(&col);
+                if inside {
+                    image[(row * side_i + col) as usize]
+                } else {
+                    0.0
                 }
             })
             .collect()
