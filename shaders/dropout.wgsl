@@ -6,6 +6,7 @@
 // (src/ops/dropout.rs) draw the same mask.
 
 #include "common.wgsl"
+#include "random.wgsl"
 
 struct Params {
     len: u32,
@@ -22,22 +23,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> state: StepState;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-// Jarzynski and Olano, "Hash Functions for GPU Rendering" (JCGT 2020): a counter-based
-// generator, four 32-bit words in, four well-mixed words out.
-fn pcg4d(input: vec4<u32>) -> vec4<u32> {
-    var v = input * 1664525u + 1013904223u;
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    v ^= v >> vec4<u32>(16u);
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn dropout_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -168,6 +168,13 @@ struct RunArgs {
     /// scratch student trains on the N alone for as many steps. The teacher keeps all labels.
     #[arg(long, value_name = "N", global = true)]
     labelled: Option<usize>,
+    /// Train the teacher on its images moved by up to PIXELS pixels each way (random per image
+    /// and step, border 0, as Keras's RandomTranslation on whole pixels).
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.teacher_augment, global = true)]
+    teacher_augment: u32,
+    /// The same for both students' training (needs --distill-teacher trainable).
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.student_augment)]
+    student_augment: u32,
     /// Seed of the initial weights and the shuffles.
     #[arg(long, default_value_t = DEFAULTS.seed, global = true)]
     seed: u64,
@@ -269,6 +276,8 @@ impl RunArgs {
             distill_weights: self.distill_weights.clone(),
             labelled: self.labelled,
             shard: self.shard,
+            teacher_augment: self.teacher_augment,
+            student_augment: self.student_augment,
         })
     }
 

@@ -121,7 +121,10 @@ pub struct Export {
 pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export> {
     let cfg = Config { distill_teacher: DistillTeacher::Frozen, ..cfg.clone() };
     cfg.validate()?;
-    anyhow::ensure!(cfg.labelled.is_none(), "export-web trains on every label: --labelled is for the experiment itself");
+    anyhow::ensure!(
+        cfg.labelled.is_none(),
+        "export-web trains on every label: --labelled is for the experiment itself"
+    );
     anyhow::ensure!(
         cfg.feature()?.is_none(),
         "export-web distils from the teacher's logits table: a feature term is for the experiment itself"

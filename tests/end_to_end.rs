@@ -128,11 +128,8 @@ fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
     };
     let teacher_logits = logits(&teacher, &after);
     let batch = Batch { images: &images, labels: &labels, teacher_logits: Some(&teacher_logits), rows: n };
-    let (combined, _) = reference::loss_gradient(
-        &logits(&student, &student_flat),
-        &batch,
-        Loss::Distillation(Distill::kl(0.1, 10.0)),
-    );
+    let (combined, _) =
+        reference::loss_gradient(&logits(&student, &student_flat), &batch, Loss::Distillation(Distill::kl(0.1, 10.0)));
     assert!(
         (report.distilled.test_loss - combined).abs() < 1e-4 * combined,
         "{} against {combined}",

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use kd_wgpu::gpu::{Gpu, KernelFamily, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
-use kd_wgpu::ops::batch::{self, ImageSource, StepState};
+use kd_wgpu::ops::batch::{self, ImageSource, Shift, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::dropout::{self, Draw};
@@ -15,6 +15,7 @@ use kd_wgpu::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, UNLA
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
 use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
+use rand::seq::SliceRandom;
 use rand::Rng;
 
 fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> ConvShape {
@@ -427,7 +428,14 @@ struct LossRows {
 }
 
 /// Runs a loss kernel on poisoned outputs and reads them back.
-fn run_loss(gpu: &Gpu, objective: &Objective, logits: &[f32], labels: &[u32], classes: usize, valid: usize) -> LossRows {
+fn run_loss(
+    gpu: &Gpu,
+    objective: &Objective,
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+    valid: usize,
+) -> LossRows {
     let rows = labels.len();
     let state =
         StepState { step: 0, adam_t: 1, samples: valid as u32, batch: rows as u32 }.upload(gpu, "state").unwrap();
@@ -628,6 +636,116 @@ fn batch_gather_and_metrics_follow_the_step_state() {
     assert_eq!(scale[51], 51f32 / 255f32);
 }
 
+/// The shifted gather against its reference, bit for bit: the real 28x28 images and an odd
+/// 9x9, batches whose pixels are no multiple of the workgroup, a full step and the short last
+/// one, Adam's t and the seed anywhere in u32; shift 0 is the plain gather.
+#[test]
+fn shifted_gather_matches_reference() {
+    let mut r = rng("shifted gather");
+    let gpu = gpu();
+    for (side, samples, batch) in [(28, 50, 7), (9, 23, 5)] {
+        let pixels = side * side;
+        let images: Vec<u8> = (0..samples * pixels).map(|_| r.random()).collect();
+        let labels: Vec<u32> = (0..samples).map(|_| r.random_range(0..10)).collect();
+        let mut perm: Vec<u32> = (0..samples as u32).collect();
+        perm.shuffle(&mut r);
+        let t_images =
+            Tensor::from_u32(gpu, "images", &[images.len().div_ceil(4)], &batch::pack_bytes(&images)).unwrap();
+        let t_labels = Tensor::from_u32(gpu, "labels", &[samples], &labels).unwrap();
+        let t_scale = upload(gpu, "scale", &batch::scale_table());
+        let t_perm = Tensor::from_u32(gpu, "perm", &[samples], &perm).unwrap();
+        let src = ImageSource { images: &t_images, labels: &t_labels, scale: &t_scale, pixels };
+        let last = (samples.div_ceil(batch) - 1) as u32;
+        for shift_pixels in [0, 1, 2, 3] {
+            for step in [r.random_range(0..last), last] {
+                let shift = Shift { pixels: shift_pixels, seed: r.random() };
+                let state = StepState { step, adam_t: r.random(), samples: samples as u32, batch: batch as u32 };
+                let t_state = state.upload(gpu, "state").unwrap();
+                let (x, y) = (poisoned(gpu, "x", batch * pixels), poisoned(gpu, "y", batch));
+                let gather = batch::gather_shifted_images(gpu, batch, shift, &t_state, &t_perm, &src, &x, &y).unwrap();
+                gpu.run(&[&gather]).unwrap();
+                let name = format!("{side}x{side}, batch {batch}, {shift:?}, {state:?}");
+                let (want_x, want_y) = batch::reference::gather(&images, &labels, &perm, state, side, shift);
+                let got_x = x.read_f32(gpu).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&got_x), bits(&want_x), "{name}: images");
+                assert_eq!(y.read_u32(gpu).unwrap(), want_y, "{name}: labels");
+                let unmoved =
+                    batch::reference::gather(&images, &labels, &perm, state, side, Shift { pixels: 0, ..shift });
+                if shift_pixels == 0 {
+                    let plain = batch::gather_images(gpu, batch, &t_state, &t_perm, &src, &x, &y).unwrap();
+                    x.poison(gpu);
+                    gpu.run(&[&plain]).unwrap();
+                    assert_eq!(bits(&x.read_f32(gpu).unwrap()), bits(&got_x), "{name}: the plain gather");
+                    assert_eq!(got_x, unmoved.0, "{name}: shift 0 moves nothing");
+                } else {
+                    // Random bytes: a row whose offsets are not both 0 differs from its image.
+                    let moved =
+                        (0..batch).filter(|&i| got_x[i * pixels..][..pixels] != unmoved.0[i * pixels..][..pixels]);
+                    let drawn = (0..batch).filter(|&i| batch::reference::offsets(shift, state.adam_t, i) != (0, 0));
+                    let real = (samples - step as usize * batch).min(batch);
+                    assert_eq!(moved.count(), drawn.take_while(|&i| i < real).count(), "{name}: rows moved");
+                }
+            }
+        }
+    }
+}
+
+/// The offsets cover -pixels..=pixels evenly, dx and dy independently, and change from row to
+/// row, from step to step and from seed to seed.
+#[test]
+fn shifts_are_uniform_over_their_range() {
+    let mut r = rng("shift distribution");
+    for pixels in [1, 2, 3, 13] {
+        let shift = Shift { pixels, seed: r.random() };
+        let span = 2 * pixels as usize + 1;
+        let (rows, steps) = (64, 2000);
+        let mut counts = vec![0usize; span * span];
+        for t in 1..=steps {
+            for i in 0..rows {
+                let (dx, dy) = batch::reference::offsets(shift, t, i);
+                assert!(dx.unsigned_abs() <= pixels && dy.unsigned_abs() <= pixels, "{shift:?}: ({dx}, {dy})");
+                counts[(dy + pixels as i32) as usize * span + (dx + pixels as i32) as usize] += 1;
+            }
+        }
+        // Every (dx, dy) pair, and so both offsets and their independence, within 5 standard
+        // deviations of its expected count (a false alarm about once in a thousand runs).
+        let expected = (rows * steps as usize) as f64 / (span * span) as f64;
+        for (at, &n) in counts.iter().enumerate() {
+            let (dx, dy) = ((at % span) as i32 - pixels as i32, (at / span) as i32 - pixels as i32);
+            assert!(
+                (n as f64 - expected).abs() < 5.0 * expected.sqrt(),
+                "{shift:?}: ({dx}, {dy}) drawn {n} times, {expected:.0} expected"
+            );
+        }
+        let row0: Vec<(i32, i32)> = (1..=20).map(|t| batch::reference::offsets(shift, t, 0)).collect();
+        assert!(row0.iter().any(|&o| o != row0[0]), "{shift:?}: row 0 moves alike at every step");
+        let other = Shift { seed: shift.seed ^ 1, ..shift };
+        let by_seed: Vec<(i32, i32)> = (0..20).map(|i| batch::reference::offsets(other, 1, i)).collect();
+        assert_ne!(
+            by_seed,
+            (0..20).map(|i| batch::reference::offsets(shift, 1, i)).collect::<Vec<_>>(),
+            "{shift:?}: seeds"
+        );
+    }
+}
+
+/// A shift that would move a whole image out of its frame, or a non-square image, is an error.
+#[test]
+fn shifted_gather_refuses_impossible_shifts() {
+    let gpu = gpu();
+    let t = |len| Tensor::zeros(gpu, "t", &[len]).unwrap();
+    let (images, labels, scale, perm, state) = (t(49), t(1), t(256), t(1), t(4));
+    let (x, y) = (t(196), t(1));
+    for (pixels, shift, message) in [(196, 14, "out of its frame"), (195, 1, "must be square")] {
+        let src = ImageSource { images: &images, labels: &labels, scale: &scale, pixels };
+        let err = batch::gather_shifted_images(gpu, 1, Shift { pixels: shift, seed: 0 }, &state, &perm, &src, &x, &y)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(message), "{err}");
+    }
+}
+
 #[test]
 fn device_validation_errors_are_errors_naming_the_kernel() {
     let gpu = gpu();
@@ -737,9 +855,8 @@ fn feature_mse_matches_reference() {
             };
             gpu.run(&[&feature::mse(gpu, (rows, features), term, &b).unwrap()]).unwrap();
             let name = format!("feature mse {rows}x{features} valid {valid} accumulate {accumulate}");
-            let want: Vec<f32> = (0..rows * features)
-                .map(|i| want_grad[i] as f32 + if accumulate { before[i] } else { 0.0 })
-                .collect();
+            let want: Vec<f32> =
+                (0..rows * features).map(|i| want_grad[i] as f32 + if accumulate { before[i] } else { 0.0 }).collect();
             check(&format!("{name} grad"), &grad.read_f32(gpu).unwrap(), &want, F32_BOUND);
             let terms = row_terms.read_f32(gpu).unwrap();
             let losses = row_loss.read_f32(gpu).unwrap();

@@ -203,6 +203,28 @@ fn dropout_draws_the_same_masks_after_a_resume() {
     }
 }
 
+/// Random translations draw their offsets from Adam's t, which the state keeps: killed in the
+/// teacher's second epoch or in the paired students' (the seed's Distiller: --student-augment
+/// needs it), a resumed run moves the same images alike and ends with the same bytes; a
+/// resume with another --teacher-augment is refused.
+#[test]
+fn augmented_runs_resume_with_the_same_shifts() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = "--offline --train-limit 320 --test-limit 160 --teacher-epochs 2 --student-epochs 2 \
+         --teacher-channels 24,44 --student-channels 8,12 --runs 2 --sync-points 3 --seed 11 \
+         --distill-teacher trainable --teacher-augment 2 --student-augment 3"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let expected = baseline(dir.path(), &args);
+    for (name, point) in [("augmented-teacher", "teacher:step:12"), ("augmented-students", "students run 2:step:7")] {
+        killed_and_resumed(dir.path(), &args, name, &[point]).assert_same_as(&expected, name);
+    }
+    let state = interrupted_state(dir.path(), &args);
+    let resume = ["--resume", state.to_str().unwrap()];
+    refused(command(&with(&args, "--teacher-augment", "1"), &resume), &["--teacher-augment: 2 in the state, 1 now"]);
+}
+
 /// Starts the run with checkpoints, sends `signal` once `marker` is in its output, checks
 /// that it exits with 130 after printing the command that resumes it, runs that command as a
 /// user would paste it, and compares the result with the uninterrupted run.

@@ -1,5 +1,6 @@
-//! Training plans: models trained side by side give what they give alone, and a loss that
-//! turns NaN or infinite stops training with an error naming the run and the step.
+//! Training plans: models trained side by side give what they give alone, a loss that turns
+//! NaN or infinite stops training with an error naming the run and the step, and only training
+//! plans move an augmented model's images.
 
 mod common;
 
@@ -93,4 +94,52 @@ fn a_diverging_loss_stops_training_with_the_run_and_step() {
     let msg = format!("{err:#}");
     assert!(msg.contains("reckless student") && msg.contains("step"), "{msg}");
     assert!(msg.contains("NaN") || msg.contains("inf"), "{msg}");
+}
+
+/// Random translations touch only the training plans of the model that has them: an augmented
+/// model's evaluation and logits table are those of its images as they are; its training step
+/// moves them without a dispatch of its own, and refuses a logits table (whose rows are of
+/// unmoved images).
+#[test]
+fn only_training_plans_move_images() {
+    let gpu = common::gpu();
+    let mut rng = common::rng("augmented plans");
+    let samples = 20;
+    let data = synthetic_data(&mut rng, samples);
+    let student = Architecture::seed("student", [3, 5]).unwrap();
+    let (init, seed): (Vec<f32>, u64) = (student.init_glorot(rng.random()), rng.random());
+    let model = |shift| Model::new(gpu, &student, &init).unwrap().seeded(seed).augmented(shift);
+    let (plain, moved) = (model(0), model(3));
+    let feed = |split, teacher_logits| Feed { data: &data, split, teacher_logits };
+    let order: Vec<u32> = (0..samples as u32).collect();
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+
+    let evaluated = |m: &Model| {
+        let plan = Plan::evaluate(gpu, "evaluate", m, Loss::CrossEntropy, &feed(&data.test, None), 8).unwrap();
+        plan.run_epoch(gpu, &order, 1, |_, _, _| {}).unwrap();
+        bits(plan.logits_table().unwrap().read_f32(gpu).unwrap())
+    };
+    assert_eq!(evaluated(&moved), evaluated(&plain), "an evaluation sees the images as they are");
+    let table = |m: &Model| {
+        let t = Tensor::zeros(gpu, "logits table", &[samples, 10]).unwrap();
+        let plan = Plan::logits(gpu, "logits", m, &feed(&data.train, None), &t, 8).unwrap();
+        plan.run_epoch(gpu, &order, 1, |_, _, _| {}).unwrap();
+        bits(t.read_f32(gpu).unwrap())
+    };
+    assert_eq!(table(&moved), table(&plain), "a logits table is of the images as they are");
+
+    let adam = AdamConfig::default();
+    let train = |m: &Model| Plan::train(gpu, "train", m, Loss::CrossEntropy, &feed(&data.train, None), 8, &adam);
+    let (plain_plan, moved_plan) = (train(&plain).unwrap(), train(&moved).unwrap());
+    let kernels = |p: &Plan| p.dispatches().iter().map(|d| (d.entry, d.workgroups)).collect::<Vec<_>>();
+    assert_eq!(kernels(&moved_plan), kernels(&plain_plan), "the same dispatches");
+    plain_plan.run_epoch(gpu, &order, 1, |_, _, _| {}).unwrap();
+    moved_plan.run_epoch(gpu, &order, 1, |_, _, _| {}).unwrap();
+    assert_ne!(bits(moved.read_flat(gpu).unwrap()), bits(plain.read_flat(gpu).unwrap()), "moved images train apart");
+
+    let logits = Tensor::zeros(gpu, "teacher logits", &[samples, 10]).unwrap();
+    let distill = Loss::Distillation(Distill::kl(0.1, 10.0));
+    let refused = Plan::train(gpu, "distilled", &moved, distill, &feed(&data.train, Some(&logits)), 8, &adam);
+    let message = refused.err().expect("a logits table with moved images is refused").to_string();
+    assert!(message.contains("cannot follow moved images"), "{message}");
 }

@@ -21,6 +21,8 @@ use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, ProjectionState, Route, TrainState};
 use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
+use kd_wgpu::ops::batch::reference::{offsets, translate};
+use kd_wgpu::ops::batch::Shift;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::train::{DeviceData, Distiller, FeatureDistiller, FeatureSpec, Feed, Loss, Model, Plan, Projection};
 use rand::seq::SliceRandom;
@@ -125,22 +127,30 @@ fn compare(what: &str, arch: &Architecture, got: &[f32], want: &[f32], bound: f6
 }
 
 /// The batch of `step` in `order`: images scaled as the device scales them (a table of
-/// f32(byte) / 255), labels (from `labels`, flags included), and the teacher's rows of the
-/// logits table.
+/// f32(byte) / 255) and moved by `shift`'s offsets (Adam's t is step + 1), labels (from
+/// `labels`, flags included), and the teacher's rows of the logits table.
 fn batch_rows(
     train: &Split,
     labels: &[u32],
     table: &[f32],
     order: &[u32],
-    step: usize,
-    b: usize,
+    (step, b): (usize, usize),
+    shift: Shift,
 ) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
     let rows = b.min(order.len() - step * b);
     let picked = &order[step * b..step * b + rows];
     let pixels = IMAGE_SIDE * IMAGE_SIDE;
     let images = picked
         .iter()
-        .flat_map(|&s| train.images[s as usize * pixels..][..pixels].iter().map(|&p| p as f32 / 255.0))
+        .enumerate()
+        .flat_map(|(i, &s)| {
+            let image: Vec<f32> =
+                train.images[s as usize * pixels..][..pixels].iter().map(|&p| p as f32 / 255.0).collect();
+            match shift.pixels {
+                0 => image,
+                _ => translate(&image, IMAGE_SIDE, offsets(shift, step as u32 + 1, i)),
+            }
+        })
         .collect();
     let labels = picked.iter().map(|&s| labels[s as usize]).collect();
     let teacher = picked.iter().flat_map(|&s| table[s as usize * NUM_CLASSES..][..NUM_CLASSES].to_vec()).collect();
@@ -161,6 +171,11 @@ fn device_state(gpu: &Gpu, plan: &Plan, model: &Model, which: usize, t: u32) -> 
 }
 
 fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
+    run_shifted_case(gpu, case, 0, rng)
+}
+
+/// `case` with its (student's) training images moved by up to `shift` pixels.
+fn run_shifted_case(gpu: &Gpu, case: &Case, shift: u32, rng: &mut ChaCha8Rng) {
     let (arch, samples, b) = (&case.arch, case.samples, case.batch);
     let split = |rng: &mut ChaCha8Rng| Split {
         images: (0..samples * IMAGE_SIDE * IMAGE_SIDE).map(|_| rng.random()).collect(),
@@ -187,7 +202,8 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
     let from_table = matches!(case.loss, Loss::Distillation { .. }) && case.co_trained.is_none();
     let feed = Feed { data: &data, split, teacher_logits: from_table.then_some(&table_t) };
     let adam = AdamConfig::default();
-    let mut models = vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random())];
+    let mut models =
+        vec![Model::new(gpu, arch, &initial_weights(arch, rng)).unwrap().seeded(rng.random()).augmented(shift)];
     if let Some(teacher) = &case.co_trained {
         models.push(Model::new(gpu, teacher, &initial_weights(teacher, rng)).unwrap().seeded(rng.random()));
     }
@@ -204,7 +220,8 @@ fn run_case(gpu: &Gpu, case: &Case, rng: &mut ChaCha8Rng) {
 
     let mut worst = vec![[0f64; 4]; models.len()];
     for step in 0..samples.div_ceil(b) {
-        let (images, labels, teacher) = batch_rows(&train, &labels, &table, &order, step, b);
+        let shift = Shift { pixels: shift, seed: models[0].seed };
+        let (images, labels, teacher) = batch_rows(&train, &labels, &table, &order, (step, b), shift);
         let rows = labels.len();
         let batch =
             Batch { images: &images, labels: &labels, teacher_logits: from_table.then_some(&teacher[..]), rows };
@@ -272,7 +289,14 @@ fn three_training_steps_match_the_cpu_reference() {
     let mixed = Loss::Distillation(Distill { alpha: 0.4, temperature: 3.0, kl: 0.7, mse: 0.5 });
     let student = |c: [usize; 2]| Architecture::seed("student", c).unwrap();
     let cases = [
-        Case { arch: Architecture::teacher(), loss: Loss::CrossEntropy, samples: 13, batch: 5, co_trained: None, labelled: None },
+        Case {
+            arch: Architecture::teacher(),
+            loss: Loss::CrossEntropy,
+            samples: 13,
+            batch: 5,
+            co_trained: None,
+            labelled: None,
+        },
         Case { arch: student([8, 12]), loss: distillation, samples: 70, batch: 32, co_trained: None, labelled: None },
         Case { arch: student([3, 5]), loss: distillation, samples: 11, batch: 4, co_trained: None, labelled: None },
         // The seed's Distiller: the teacher learns too (a narrower one keeps the reference quick).
@@ -341,7 +365,14 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
     let mut rng = common::rng("whole step, other networks");
     let distillation = Loss::Distillation(Distill::kl(0.3, 4.0));
     let cases = [
-        Case { arch: dropout_network(), loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None, labelled: None },
+        Case {
+            arch: dropout_network(),
+            loss: Loss::CrossEntropy,
+            samples: 21,
+            batch: 8,
+            co_trained: None,
+            labelled: None,
+        },
         Case { arch: poolless_network(), loss: distillation, samples: 13, batch: 6, co_trained: None, labelled: None },
         // A co-trained teacher with Dropout runs it as the identity (training=False).
         Case {
@@ -418,7 +449,8 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
             let teacher_state = frozen_state(gpu, &teacher);
             let table = vec![0.0; samples * NUM_CLASSES];
             for step in 0..samples.div_ceil(b).min(3) {
-                let (images, labels, _) = batch_rows(&train, &labels, &table, &order, step, b);
+                let (images, labels, _) =
+                    batch_rows(&train, &labels, &table, &order, (step, b), Shift { pixels: 0, seed: 0 });
                 let rows = labels.len();
                 let batch = Batch { images: &images, labels: &labels, teacher_logits: None, rows };
                 let mut state = device_state(gpu, &plan, &student, 0, step as u32 + 1);
@@ -445,7 +477,8 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                 let width = plan.metrics_width();
                 let loss = metrics[width * step] as f64 / rows as f64;
                 let loss_error = (loss - want.loss).abs() / want.loss.abs();
-                let name = format!("{} <- {} {:?}, step {}", student_arch.name(), teacher_arch.name(), feature, step + 1);
+                let name =
+                    format!("{} <- {} {:?}, step {}", student_arch.name(), teacher_arch.name(), feature, step + 1);
                 assert!(loss_error <= LOSS_BOUND, "{name}: loss {loss} against {}", want.loss);
                 let grads = plan.gradients(0).unwrap().read_f32(gpu).unwrap();
                 compare("gradient", student_arch, &grads, &want.grads, GRADIENT_BOUND);
@@ -454,7 +487,10 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                     let got = w.read_f32(gpu).unwrap();
                     let e = max_rel_error(&got, &p.weights);
                     assert!(e <= WEIGHT_BOUND, "{name}: projection weights off by {e:.3e}");
-                    assert!(!proj_grads.is_empty() && proj_grads.iter().any(|&g| g != 0.0), "{name}: no projection gradient");
+                    assert!(
+                        !proj_grads.is_empty() && proj_grads.iter().any(|&g| g != 0.0),
+                        "{name}: no projection gradient"
+                    );
                 }
                 // The feature term's figure is recorded beside the logits terms.
                 assert!(metrics[width * step + width - 1] > 0.0, "{name}: no feature term recorded");
@@ -474,5 +510,43 @@ fn frozen_state(gpu: &Gpu, model: &Model) -> TrainState {
         m: vec![0.0; n],
         v: vec![0.0; n],
         t: 1,
+    }
+}
+
+/// Random translations in the whole step: the device's moved images are the reference's (the
+/// same offsets, from the model's seed and Adam's t), through a plain step and the seed's
+/// Distiller, whose teacher reads the student's moved batch.
+#[test]
+fn three_augmented_training_steps_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, augmented");
+    let distillation = Loss::Distillation(Distill::kl(0.3, 4.0));
+    let cases = [
+        (
+            Case {
+                arch: poolless_network(),
+                loss: Loss::CrossEntropy,
+                samples: 13,
+                batch: 6,
+                co_trained: None,
+                labelled: None,
+            },
+            3,
+        ),
+        (
+            Case {
+                arch: poolless_network(),
+                loss: distillation,
+                samples: 13,
+                batch: 6,
+                co_trained: Some(Architecture::seed("teacher", [6, 10]).unwrap()),
+                labelled: None,
+            },
+            2,
+        ),
+    ];
+    for gpu in common::variants() {
+        for (case, shift) in &cases {
+            run_shifted_case(gpu, case, *shift, &mut rng);
+        }
     }
 }

@@ -2,11 +2,11 @@
 
 use super::shards::Shard;
 use crate::checkpoint;
-use crate::data::{LoadOptions, NUM_CLASSES};
+use crate::data::{LoadOptions, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
 use crate::model::{Architecture, Dims, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
-use crate::train::{check_feature_layer, FeatureSpec};
 use crate::ops::loss::Distill;
+use crate::train::{check_feature_layer, FeatureSpec};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -121,7 +121,15 @@ pub struct Config {
     /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// Random translations of the teacher's / the students' training images, up to this many
+    /// pixels each way (0: none).
+    pub teacher_augment: u32,
+    pub student_augment: u32,
 }
+
+/// The largest --teacher-augment / --student-augment (13): a shift of half an image or more
+/// can leave no pixel of it.
+pub const MAX_AUGMENT: u32 = IMAGE_SIDE as u32 / 2 - 1;
 
 impl Default for Config {
     /// The seed program's settings.
@@ -154,6 +162,8 @@ impl Default for Config {
             distill_weights: Vec::new(),
             labelled: None,
             shard: None,
+            teacher_augment: 0,
+            student_augment: 0,
         }
     }
 }
@@ -278,6 +288,20 @@ impl Config {
             if let Some(limit) = self.train_limit.filter(|&l| n > l) {
                 bail!("--labelled {n} is more than the {limit} training images of --train-limit {limit}");
             }
+        }
+        let augments = [("--teacher-augment", self.teacher_augment), ("--student-augment", self.student_augment)];
+        for (flag, pixels) in augments {
+            if pixels > MAX_AUGMENT {
+                bail!("{flag} {pixels} is too large: an image is {IMAGE_SIDE} pixels wide; shift by at most {MAX_AUGMENT}");
+            }
+        }
+        if self.student_augment > 0 && self.distill_teacher == DistillTeacher::Frozen && self.feature()?.is_none() {
+            bail!(
+                "--student-augment needs a teacher that sees the moved images: --distill-teacher trainable, or a \
+                 feature term (--distill feature:..), which runs the frozen teacher at every step; a frozen \
+                 teacher's logits table is computed once, on the images as they are, so a distilled student would \
+                 learn a moved image's logits from the unmoved one's"
+            );
         }
         self.validate_distill()?;
         self.teacher()?;

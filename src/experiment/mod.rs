@@ -272,7 +272,8 @@ fn train_teacher(
         Some(flat) => Model::new(gpu, arch, flat)?,
         None => Model::new(gpu, arch, &arch.init_glorot(cfg.seed))?,
     }
-    .seeded(cfg.seed);
+    .seeded(cfg.seed)
+    .augmented(cfg.teacher_augment);
     let epochs = match &files.teacher {
         Some(path) => {
             println!("Teacher weights from {} (not trained)", path.display());
@@ -325,7 +326,8 @@ pub fn frozen_teacher_logits(
     println!("Teacher on: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
+    let phases =
+        Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let saver = WeightSaver { dir: None, config_json: String::new() };
     let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
     let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
@@ -358,7 +360,8 @@ pub fn evaluate_file(
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
     let model = Model::new(&gpu, &arch, &flat)?;
     println!("{} weights from {}", checkpoint::describe(&arch), weights.display());
-    let phases = Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
+    let phases =
+        Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let Tested { stats: test, classes, logits } =
         phases.evaluate(arch.name(), &model, Loss::CrossEntropy, None, "accuracy")?;
     let n = data.test.samples;

@@ -60,7 +60,11 @@ pub enum JobTeacher<'a> {
     /// A teacher trained along with the student (the seed's Distiller).
     CoTrained(&'a Model),
     /// A frozen teacher run at every step for a feature term (and its logits).
-    Features { teacher: &'a Model, feature: FeatureSpec, projection: Option<&'a Projection> },
+    Features {
+        teacher: &'a Model,
+        feature: FeatureSpec,
+        projection: Option<&'a Projection>,
+    },
 }
 
 /// Where `--save-dir` puts weight files, and the configuration they record.
@@ -128,9 +132,12 @@ impl Phases<'_> {
             .iter()
             .map(|j| match j.images {
                 TrainImages::Subset(subset) => {
-                    Box::new(subset_orders(j.order_seed, subset.to_vec(), samples, cfg.shuffle)) as Box<dyn Iterator<Item = _>>
+                    Box::new(subset_orders(j.order_seed, subset.to_vec(), samples, cfg.shuffle))
+                        as Box<dyn Iterator<Item = _>>
                 }
-                TrainImages::All | TrainImages::PartlyLabelled => Box::new(sample_orders(j.order_seed, samples, cfg.shuffle)),
+                TrainImages::All | TrainImages::PartlyLabelled => {
+                    Box::new(sample_orders(j.order_seed, samples, cfg.shuffle))
+                }
             })
             .collect();
         let names = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(" + ");
@@ -216,9 +223,11 @@ impl Phases<'_> {
         jobs.iter()
             .map(|j| {
                 let split = match j.images {
-                    TrainImages::PartlyLabelled => {
-                        self.data.partly_labelled.as_ref().context("--labelled: the labelled subset is not on the device")?
-                    }
+                    TrainImages::PartlyLabelled => self
+                        .data
+                        .partly_labelled
+                        .as_ref()
+                        .context("--labelled: the labelled subset is not on the device")?,
                     // A subset's images are picked by the sample order alone.
                     TrainImages::All | TrainImages::Subset(_) => &self.data.train,
                 };
@@ -491,10 +500,12 @@ impl Phases<'_> {
         saver: &WeightSaver,
     ) -> Result<Vec<StudentOutcome>> {
         let gpu = self.gpu;
-        // Dropout draws from the student's sample-order seed: paired students draw the same masks.
+        // Dropout and the shifts draw from the student's sample-order seed: paired students
+        // draw the same masks and see the same images.
+        let shift = self.cfg.student_augment;
         let models = specs
             .iter()
-            .map(|s| Model::new(gpu, student, &s.init).map(|m| m.seeded(s.order_seed)))
+            .map(|s| Model::new(gpu, student, &s.init).map(|m| m.seeded(s.order_seed).augmented(shift)))
             .collect::<Result<Vec<_>>>()?;
         // A co-trained teacher diverges with its student: every distilled student gets a copy.
         let copies = specs

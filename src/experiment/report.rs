@@ -176,8 +176,16 @@ impl Report {
             DistillTeacher::Frozen => "frozen teacher",
             DistillTeacher::Trainable => "the teacher trained along (the seed's Distiller under Keras 3)",
         };
+        let moved: Vec<String> = [("teacher", self.config.teacher_augment), ("students", self.config.student_augment)]
+            .into_iter()
+            .filter(|&(_, pixels)| pixels > 0)
+            .map(|(who, pixels)| format!("{who} up to {pixels} px"))
+            .collect();
+        let augment =
+            if moved.is_empty() { String::new() } else { format!("; training images moved: {}", moved.join(", ")) };
         let losses = self.config.describe_losses();
-        let mut s = format!("\nResults on the test set (distillation: {mode}; {losses})\n{}", table(&header, rows));
+        let mut s =
+            format!("\nResults on the test set (distillation: {mode}; {losses}{augment})\n{}", table(&header, rows));
         if let Some(shard) = &self.shard {
             s += &format!(
                 "{}: these figures are this shard's alone; `kd-wgpu merge` puts the shards' --metrics-out \

@@ -113,21 +113,6 @@ impl Fingerprint {
             h.update(&s.labels);
             format!("{} images, {}", s.len(), hex(&h.finalize()))
         };
-        // Through the text, which writes an f32 as its shortest decimal (0.1, not 0.100000001).
-        let text = serde_json::to_string(cfg).expect("a configuration serializes");
-        let settings = match serde_json::from_str(&text).expect("JSON reads back") {
-            serde_json::Value::Object(fields) => fields,
-            _ => unreachable!("a struct serializes as an object"),
-        };
-        let settings = settings.into_iter().filter(|(k, _)| !NOT_IN_RESULTS.contains(&k.as_str())).map(|(k, v)| {
-            let text = match v {
-                serde_json::Value::Null => "none".to_string(),
-                // Enums as their flags spell them (`frozen`).
-                serde_json::Value::String(s) => s.to_lowercase(),
-                v => v.to_string(),
-            };
-            (format!("--{}", k.replace('_', "-")), text)
-        });
         let others = [
             ("--teacher".to_string(), file(starting[0])),
             ("--teacher-init".into(), file(starting[1])),
@@ -137,20 +122,47 @@ impl Fingerprint {
             ("adapter".into(), gpu::describe(&gpu.info)),
             ("kernel family (--matmul)".into(), format!("{:?}", gpu.family())),
         ];
-        Fingerprint(settings.chain(others).collect())
+        Fingerprint(settings(cfg).into_iter().chain(others).collect())
     }
 
-    /// One line per setting that differs: `--seed: 1 in the state, 2 now`.
+    /// One line per setting that differs: `--seed: 1 in the state, 2 now`. A setting the state
+    /// does not record came after the build that wrote it, which ran it at its default: at
+    /// the default now, it is no difference.
     pub fn differences(&self, now: &Fingerprint) -> Vec<String> {
         let none = String::from("(not recorded)");
+        let defaults = settings(&Config::default());
         let keys: std::collections::BTreeSet<&String> = self.0.keys().chain(now.0.keys()).collect();
         keys.into_iter()
+            .filter(|k| self.0.contains_key(*k) || defaults.get(*k).is_none_or(|d| now.0.get(*k) != Some(d)))
             .filter_map(|k| {
                 let (then, now) = (self.0.get(k).unwrap_or(&none), now.0.get(k).unwrap_or(&none));
                 (then != now).then(|| format!("{k}: {then} in the state, {now} now"))
             })
             .collect()
     }
+}
+
+/// Every setting of `cfg` by its flag, each as text, except [`NOT_IN_RESULTS`].
+fn settings(cfg: &Config) -> BTreeMap<String, String> {
+    // Through the text, which writes an f32 as its shortest decimal (0.1, not 0.100000001).
+    let text = serde_json::to_string(cfg).expect("a configuration serializes");
+    let settings = match serde_json::from_str(&text).expect("JSON reads back") {
+        serde_json::Value::Object(fields) => fields,
+        _ => unreachable!("a struct serializes as an object"),
+    };
+    settings
+        .into_iter()
+        .filter(|(k, _)| !NOT_IN_RESULTS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => "none".to_string(),
+                // Enums as their flags spell them (`frozen`).
+                serde_json::Value::String(s) => s.to_lowercase(),
+                v => v.to_string(),
+            };
+            (format!("--{}", k.replace('_', "-")), text)
+        })
+        .collect()
 }
 
 /// The finished phases' records.
@@ -554,5 +566,24 @@ fn shell_quote(arg: &str) -> String {
         arg.to_string()
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state written before a setting existed ran it at its default: resuming at the default
+    /// is allowed, at another value refused; recorded settings compare as always.
+    #[test]
+    fn settings_newer_than_the_state_compare_with_their_defaults() {
+        let now = |cfg: &Config| Fingerprint(settings(cfg));
+        let mut older = now(&Config::default());
+        older.0.remove("--teacher-augment");
+        assert_eq!(older.differences(&now(&Config::default())), Vec::<String>::new());
+        let augmented = Config { teacher_augment: 2, ..Config::default() };
+        assert_eq!(older.differences(&now(&augmented)), ["--teacher-augment: (not recorded) in the state, 2 now"]);
+        let reseeded = Config { seed: 2, ..Config::default() };
+        assert_eq!(now(&Config::default()).differences(&now(&reseeded)), ["--seed: 1 in the state, 2 now"]);
     }
 }

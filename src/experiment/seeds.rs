@@ -85,7 +85,8 @@ pub fn labelled_subset(labels: &[u8], n: usize, seed: u64) -> anyhow::Result<Vec
     let mut subset = Vec::with_capacity(n);
     for class in 0..NUM_CLASSES {
         let want = n / NUM_CLASSES + usize::from(class < n % NUM_CLASSES);
-        let mut of_class: Vec<u32> = (0..labels.len() as u32).filter(|&i| labels[i as usize] as usize == class).collect();
+        let mut of_class: Vec<u32> =
+            (0..labels.len() as u32).filter(|&i| labels[i as usize] as usize == class).collect();
         anyhow::ensure!(
             of_class.len() >= want,
             "--labelled {n} needs {want} images of class {class}, but the training images hold {}; \

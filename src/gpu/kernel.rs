@@ -18,8 +18,10 @@ pub struct Shader {
 }
 
 /// The files a shader may take with a line `#include "NAME"`, embedded like the shaders.
-const INCLUDES: &[(&str, &str)] =
-    &[("common.wgsl", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/common.wgsl")))];
+const INCLUDES: &[(&str, &str)] = &[
+    ("common.wgsl", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/common.wgsl"))),
+    ("random.wgsl", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/random.wgsl"))),
+];
 
 /// WGSL constants written from the Rust ones, placed before `common.wgsl` where it is included
 /// (plain consts rather than override constants: see common.wgsl).

@@ -270,15 +270,8 @@ pub fn feature_distiller_step(
     let run = student.run(Mode::Train);
     let routes = routes.unwrap_or(&student_forward.routes);
     let join = Some((feature.student_layer, &ds[..]));
-    let grads = backward_joined(
-        &student.arch,
-        &student.weights,
-        batch,
-        run,
-        (&student_forward, routes),
-        &dlogits,
-        join,
-    );
+    let grads =
+        backward_joined(&student.arch, &student.weights, batch, run, (&student_forward, routes), &dlogits, join);
     adam::reference::step(adam_cfg, student.t, &mut student.weights, &grads, &mut student.m, &mut student.v);
     student.t += 1;
     (StepOutcome { loss, grads, forward: student_forward }, projection_grads)

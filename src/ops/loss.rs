@@ -189,9 +189,8 @@ pub mod reference {
             let share = if labels[r] < UNLABELLED { valid as f64 / labelled as f64 } else { 0.0 };
             let ce = -q[r * classes + y].ln() * share;
             let mut loss = alpha * ce;
-            let mut grad: Vec<f64> = (0..classes)
-                .map(|j| alpha * share * (q[r * classes + j] - if j == y { 1.0 } else { 0.0 }))
-                .collect();
+            let mut grad: Vec<f64> =
+                (0..classes).map(|j| alpha * share * (q[r * classes + j] - if j == y { 1.0 } else { 0.0 })).collect();
             out.terms[r * TERMS.len()] = ce;
             if let (Some(pt), Some(tl)) = (&pt, teacher) {
                 let clip = |v: f64| v.clamp(CLIP, 1.0);

@@ -76,6 +76,9 @@ impl Projection {
     /// (kernel, bias) as views of `of` (the weights, or a buffer in their layout).
     pub fn parts(&self, of: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = self.inputs * self.units;
-        Ok((of.view("projection kernel", 0, &[self.inputs, self.units])?, of.view("projection bias", n, &[self.units])?))
+        Ok((
+            of.view("projection kernel", 0, &[self.inputs, self.units])?,
+            of.view("projection bias", n, &[self.units])?,
+        ))
     }
 }

@@ -17,8 +17,8 @@ use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Architecture, PlacedLayer};
 use crate::ops::batch::{self, ImageSource, StepState};
-use crate::ops::metrics;
 use crate::ops::loss::UNLABELLED;
+use crate::ops::metrics;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -91,6 +91,9 @@ pub struct Model {
     /// What its Dropout layers draw their masks from (with Adam's t, the layer and the
     /// element): 0 unless [`Model::seeded`].
     pub seed: u32,
+    /// Its training batches' random translations, up to this many pixels either way, drawn
+    /// from `seed` too (0: none; see [`Model::augmented`]).
+    pub shift: u32,
 }
 
 impl Model {
@@ -103,12 +106,18 @@ impl Model {
             arch.flat_len()
         );
         let weights = Tensor::from_f32(gpu, &format!("{} weights", arch.name()), &[flat.len()], flat)?;
-        Ok(Model { arch: arch.clone(), weights, seed: 0 })
+        Ok(Model { arch: arch.clone(), weights, seed: 0, shift: 0 })
     }
 
     /// The same model, its Dropout masks drawn from `seed`.
     pub fn seeded(self, seed: u64) -> Model {
         Model { seed: seed as u32 ^ (seed >> 32) as u32, ..self }
+    }
+
+    /// The same model, trained on its images moved by up to `pixels` pixels each way (each
+    /// image of each step anew; evaluations and logits tables see them as they are).
+    pub fn augmented(self, pixels: u32) -> Model {
+        Model { shift: pixels, ..self }
     }
 
     /// The parameter tensor `name` as a view of `of` (the weights, or a buffer in their layout).
@@ -233,11 +242,7 @@ pub fn run_epochs(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(plans
-        .iter()
-        .zip(&totals)
-        .map(|(p, t)| EpochStats::from_sums(t, &p.terms, p.samples, steps, seconds))
-        .collect())
+    Ok(plans.iter().zip(&totals).map(|(p, t)| EpochStats::from_sums(t, &p.terms, p.samples, steps, seconds)).collect())
 }
 
 /// [`run_epochs`] from the epoch's first step, with no work between steps.

@@ -9,6 +9,7 @@
 //! gradient buffer in the layout of the weights, so that Adam updates the whole model in one
 //! dispatch.
 
+use super::feature::{FeatureSpec, Projection};
 use super::lower::{lower, BackwardStage, ForwardStage, Lowered};
 use super::{DeviceData, DeviceSplit, Loss, Model};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
@@ -16,13 +17,12 @@ use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::layers::{Draw, Gradients, Planned};
 use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
-use crate::ops::batch::{self, StepState};
-use super::feature::{FeatureSpec, Projection};
+use crate::ops::batch::{self, Shift, StepState};
 use crate::ops::dense::{self, DenseGrads, DenseShape};
 use crate::ops::feature::{self as feature_ops, FeatureBuffers, FeatureTerm};
 use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, FEATURE_TERM};
-use crate::ops::KernelBias;
 use crate::ops::metrics;
+use crate::ops::KernelBias;
 use anyhow::{bail, ensure, Context, Result};
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
@@ -178,11 +178,14 @@ pub struct FeatureDistiller<'a> {
     pub projection: Option<&'a Projection>,
 }
 
+/// What an [`Injection`] records, given the gradient buffer it joins.
+type InjectedDispatches<'a> = Box<dyn FnMut(&Tensor) -> Result<Vec<Dispatch>> + 'a>;
+
 /// Dispatches that run inside a backward pass where the gradient of `layer`'s output is
 /// formed (before that layer's own stage), given that gradient's buffer.
 struct Injection<'a> {
     layer: usize,
-    dispatches: Box<dyn FnMut(&Tensor) -> Result<Vec<Dispatch>> + 'a>,
+    dispatches: InjectedDispatches<'a>,
 }
 
 /// A planned step: the dispatch list, its step state, sample order and metrics buffer.
@@ -268,11 +271,21 @@ impl Plan {
         })
     }
 
-    /// The batch's images and labels, and with a logits table the teacher's rows of it.
-    fn gather(&mut self, gpu: &Gpu, feed: &Feed) -> Result<()> {
+    /// The batch's images and labels, and with a logits table the teacher's rows of it; with
+    /// `shift` (training a [`Model::augmented`]), the images moved by it.
+    fn gather(&mut self, gpu: &Gpu, feed: &Feed, shift: Option<Shift>) -> Result<()> {
         let (act, b) = (&self.models[0].activations, self.batch);
         let source = feed.data.source(feed.split);
-        let mut d = vec![batch::gather_images(gpu, b, &self.state, &self.perm, &source, &act.x, &act.labels)?];
+        let (state, perm, x, labels) = (&self.state, &self.perm, &act.x, &act.labels);
+        let images = match shift {
+            // A table's rows are the logits of the images as they are, not as moved.
+            Some(s) if s.pixels > 0 => {
+                ensure!(feed.teacher_logits.is_none(), "{}: a logits table cannot follow moved images", self.name);
+                batch::gather_shifted_images(gpu, b, s, state, perm, &source, x, labels)?
+            }
+            _ => batch::gather_images(gpu, b, state, perm, &source, x, labels)?,
+        };
+        let mut d = vec![images];
         if let Some(table) = feed.teacher_logits {
             d.push(batch::gather_rows(gpu, b, NUM_CLASSES, &self.state, &self.perm, table, &act.teacher_logits)?);
         }
@@ -449,7 +462,7 @@ impl Plan {
         check_batch_fits(gpu, &model.arch, batch)?;
         let split = (batch, feed.split.samples);
         let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Train, loss_terms(loss))?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, Some(Shift { pixels: model.shift, seed: model.seed }))?;
         plan.forward(gpu, model, 0)?;
         let dlogits = plan.loss(gpu, &model.arch, loss, None)?;
         plan.record_metrics(gpu)?;
@@ -479,7 +492,8 @@ impl Plan {
         let student_batch = Some(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
         plan.models.push(PlannedModel { activations, optimizer: None });
-        plan.gather(gpu, feed)?;
+        // The teacher reads the student's batch, moved or not.
+        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
         plan.forward(gpu, teacher, 1)?;
         plan.forward(gpu, student, 0)?;
         let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
@@ -512,7 +526,7 @@ impl Plan {
         let student_batch = Some(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
         plan.models.push(PlannedModel { activations, optimizer: None });
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
         plan.forward(gpu, teacher, 1)?;
         plan.forward(gpu, student, 0)?;
         let dlogits = plan.loss(gpu, &student.arch, loss, None)?;
@@ -533,7 +547,8 @@ impl Plan {
     /// (the projection's backward pass and its input gradient added to the student's).
     fn feature_term<'a>(&mut self, gpu: &'a Gpu, fd: &FeatureDistiller) -> Result<Injection<'a>> {
         let FeatureSpec { teacher_layer, student_layer, weight, project } = fd.feature;
-        let (t_dims, s_dims) = (fd.teacher.arch.walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
+        let (t_dims, s_dims) =
+            (fd.teacher.arch.walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
         let (b, features) = (self.batch, t_dims.len());
         let t_out = self.models[1].activations.layers[teacher_layer].output.clone();
         let s_out = self.models[0].activations.layers[student_layer].output.clone();
@@ -580,7 +595,11 @@ impl Plan {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} projection {label}", self.name), &[len]);
         let (p_out, dp) = (t("output", b * features)?, t("output gradient", b * features)?);
         let (ds, scratch) = (t("input gradient", b * s_dims.len())?, t("scratch", shape.scratch_len())?);
-        let opt = OptimizerState { grads: t("gradients", proj.len())?, m: t("adam m", proj.len())?, v: t("adam v", proj.len())? };
+        let opt = OptimizerState {
+            grads: t("gradients", proj.len())?,
+            m: t("adam m", proj.len())?,
+            v: t("adam v", proj.len())?,
+        };
         let ((w, bias), (dw, db)) = (proj.parts(&proj.weights)?, proj.parts(&opt.grads)?);
         self.projection = Some((proj.weights.clone(), opt));
         let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
@@ -612,7 +631,7 @@ impl Plan {
     pub fn evaluate(gpu: &Gpu, name: &str, model: &Model, loss: Loss, feed: &Feed, batch: usize) -> Result<Plan> {
         let split = (batch, feed.split.samples);
         let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, loss_terms(loss))?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, None)?;
         plan.forward(gpu, model, 0)?;
         plan.loss(gpu, &model.arch, loss, None)?;
         plan.record_metrics(gpu)?;
@@ -635,7 +654,7 @@ impl Plan {
         ensure!(table.len() >= feed.split.samples * NUM_CLASSES, "logits table too small");
         let split = (batch, feed.split.samples);
         let mut plan = Plan::new(gpu, name, &model.arch, split, Mode::Evaluate, Vec::new())?;
-        plan.gather(gpu, feed)?;
+        plan.gather(gpu, feed, None)?;
         plan.forward(gpu, model, 0)?;
         let logits = plan.models[0].activations.logits();
         let store = batch::store_rows(gpu, batch, NUM_CLASSES, &plan.state, logits, table)?;
