@@ -208,6 +208,43 @@ fn the_command_line_refuses_bad_flags_with_a_message_and_no_panic() {
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "at least one adapter is listed");
 }
 
+/// keras.distillation's losses, few labels and moved images: settings that cannot work are
+/// refused, each with a message naming it, before any work (the labelled subset against the
+/// training images right after the data is read, before any training).
+#[test]
+fn bad_distillation_settings_are_refused_before_any_work() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    for (args, expect) in [
+        (vec!["--distill", "feature:conv2d_1:conv2d_9:project"], "the student has no layer `conv2d_9`"),
+        (vec!["--distill", "feature:dense_7:conv2d_1"], "the teacher has no layer `dense_7`"),
+        (vec!["--distill", "feature:conv2d_1:conv2d_1"], "add `:project`"),
+        (vec!["--distill", "feature:max_pooling2d:conv2d_1:project"], "same height and width"),
+        (vec!["--distill", "feature:conv2d:conv2d_1:project"], "`conv2d` cannot be distilled"),
+        (vec!["--distill", "feature:x"], "unknown distillation loss `feature:x`"),
+        (vec!["--distill", "logits", "--distill", "logits"], "given twice"),
+        (vec!["--distill", "logits", "--distill", "logits:mse", "--distill-weights", "1"], "--distill-weights gives 1"),
+        (vec!["--distill-weights", "-1"], "--distill-weights -1"),
+        (vec!["--distill", "feature:conv2d_1:conv2d_1:project", "--distill-teacher", "trainable"], "frozen teacher"),
+        (vec!["--labelled", "9"], "--labelled 9 is below the 10 classes"),
+        (vec!["--labelled", "500", "--train-limit", "100"], "--labelled 500 is more than the 100 training images"),
+        (vec!["--student-augment", "2"], "--student-augment needs a teacher that sees the moved images"),
+        (vec!["--shard", "3/2", "--teacher", "t.safetensors"], "--shard"),
+    ] {
+        let out = Command::new(exe).args(["--tune", "off"]).args(&args).arg("--offline").output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expect), "{args:?}: stderr `{stderr}` should mention `{expect}`");
+        assert!(!stdout.contains("Adapter:") && !stderr.contains("panicked"), "{args:?} started work: {stdout}");
+    }
+    // Only the data says whether each class has its share: the first 30 training images hold
+    // a single Bag, and 30 labelled images need three of each class.
+    let args = ["--train-limit", "30", "--labelled", "30", "--teacher-epochs", "1", "--test-limit", "10"];
+    let out = Command::new(exe).args(["--tune", "off"]).args(args).arg("--offline").output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && stderr.contains("--labelled 30 needs 3 images of class"), "{stderr}");
+    assert!(!stdout.contains("Epoch"), "a labelled subset the data cannot give trained: {stdout}");
+}
+
 /// A run must not train for hours and only then find that it cannot write its results.
 #[test]
 fn unwritable_outputs_are_refused_before_any_work() {

@@ -225,6 +225,26 @@ fn augmented_runs_resume_with_the_same_shifts() {
     refused(command(&with(&args, "--teacher-augment", "1"), &resume), &["--teacher-augment: 2 in the state, 1 now"]);
 }
 
+/// keras.distillation's terms with a feature term and its projection, and few labels: the
+/// projection's weights and Adam moments are in the state, so a run killed in the students'
+/// epochs ends with the same bytes (student files, per-term figures) as one never killed.
+#[test]
+fn feature_terms_and_few_labels_resume_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = "--offline --train-limit 320 --test-limit 160 --teacher-epochs 1 --student-epochs 2 \
+         --teacher-channels 24,44 --student-channels 8,12 --runs 2 --sync-points 3 --seed 12 --alpha 0.5 \
+         --temperature 3 --distill logits --distill logits:mse --distill feature:conv2d_1:conv2d_1:project \
+         --distill-weights 1,0.5,0.25 --labelled 40"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let expected = baseline(dir.path(), &args);
+    let metrics = std::fs::read_to_string(&expected.metrics).unwrap();
+    assert!(metrics.contains("\"feature_mse\"") && metrics.contains("\"logits_mse\""), "per-term figures recorded");
+    killed_and_resumed(dir.path(), &args, "feature-students", &["students run 2:step:5"])
+        .assert_same_as(&expected, "feature-students");
+}
+
 /// Starts the run with checkpoints, sends `signal` once `marker` is in its output, checks
 /// that it exits with 130 after printing the command that resumes it, runs that command as a
 /// user would paste it, and compares the result with the uninterrupted run.
