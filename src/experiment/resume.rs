@@ -210,7 +210,8 @@ pub struct SavedTraining {
     /// Per plan, its position (metrics included).
     pub positions: Vec<PlanPosition>,
     /// `model I weights`, `model I adam m`, `model I adam v` (I counts the group's models,
-    /// co-trained teachers after their students).
+    /// co-trained teachers after their students), and `projection P weights`, .. for plan P's
+    /// feature-term projection.
     pub tensors: BTreeMap<String, Vec<f32>>,
 }
 
@@ -370,8 +371,9 @@ impl Checkpoints {
                     let metrics = tensors.remove(&name).with_context(|| format!("the state has no tensor `{name}`"))?;
                     positions.push(PlanPosition { step, adam_t, metrics });
                 }
-                let (models, phases) =
-                    std::mem::take(&mut tensors).into_iter().partition(|(k, _)| k.starts_with("model "));
+                let (models, phases) = std::mem::take(&mut tensors)
+                    .into_iter()
+                    .partition(|(k, _)| k.starts_with("model ") || k.starts_with("projection "));
                 tensors = phases;
                 Some(SavedTraining { training, positions, tensors: models })
             }
