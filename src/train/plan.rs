@@ -570,7 +570,7 @@ impl Plan {
                 self.name
             );
             let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
-                let b_ = FeatureBuffers {
+                let buffers = FeatureBuffers {
                     state: &state,
                     student: &s_out,
                     teacher: &t_out,
@@ -578,7 +578,7 @@ impl Plan {
                     row_loss: &rows.loss,
                     row_terms: &row_terms,
                 };
-                Ok(vec![feature_ops::mse(gpu, (b, features), added, &b_)?])
+                Ok(vec![feature_ops::mse(gpu, (b, features), added, &buffers)?])
             };
             return Ok(Injection { layer: student_layer, dispatches: Box::new(dispatches) });
         }
@@ -604,7 +604,7 @@ impl Plan {
         self.projection = Some((proj.weights.clone(), opt));
         let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
             let mut d = dense::forward(gpu, &shape, &s_out, KernelBias { kernel: &w, bias: &bias }, &scratch, &p_out)?;
-            let b_ = FeatureBuffers {
+            let buffers = FeatureBuffers {
                 state: &state,
                 student: &p_out,
                 teacher: &t_out,
@@ -612,7 +612,7 @@ impl Plan {
                 row_loss: &rows.loss,
                 row_terms: &row_terms,
             };
-            d.push(feature_ops::mse(gpu, (b, features), written, &b_)?);
+            d.push(feature_ops::mse(gpu, (b, features), written, &buffers)?);
             let grads = DenseGrads { params: KernelBias { kernel: &dw, bias: &db }, input: Some(&ds) };
             d.extend(dense::backward(gpu, &shape, &s_out, &w, &dp, grads, &scratch)?);
             d.push(feature_ops::accumulate(gpu, &ds, dy)?);
