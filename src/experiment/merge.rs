@@ -92,8 +92,9 @@ pub struct Merged {
     /// `merged_shards` added.
     pub json: Value,
     /// The same results for the closing report and the plots, which read from the settings
-    /// only the distillation mode: `report.config` is the defaults with the shards' mode, and
-    /// `report.weights` is empty; the shards' settings and files are in `json`.
+    /// only how the students were distilled: `report.config` is the defaults with the shards'
+    /// mode, loss, labelled images and augmentation, and `report.weights` is empty; the
+    /// shards' settings and files are in `json`.
     pub report: Report,
     /// How many shards were merged.
     pub shards: usize,
@@ -291,8 +292,9 @@ fn same_figures(a: &RunResult, b: &RunResult) -> bool {
         && epochs(a) == epochs(b)
 }
 
-/// The settings the merged report prints (the distillation's mode and loss), read from a
-/// shard's `config`; the written JSON keeps the shards' settings as they are.
+/// The settings the merged report prints (the distillation's mode and loss, the labelled
+/// images, the augmentation), read from a shard's `config`; the written JSON keeps the shards'
+/// settings as they are.
 fn report_config(config: &serde_json::Map<String, Value>) -> Result<Config> {
     let mode = config.get("distill_teacher").and_then(Value::as_str).unwrap_or_default();
     let distill_teacher = <DistillTeacher as clap::ValueEnum>::from_str(mode, true)
@@ -319,6 +321,8 @@ fn report_config(config: &serde_json::Map<String, Value>) -> Result<Config> {
         distill,
         distill_weights,
         labelled: config.get("labelled").and_then(Value::as_u64).map(|n| n as usize),
+        teacher_augment: config.get("teacher_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
+        student_augment: config.get("student_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
         ..default
     })
 }

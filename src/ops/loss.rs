@@ -58,7 +58,8 @@ pub enum Loss {
 }
 
 /// Buffers a loss kernel writes: dlogits (rows x classes), per-row loss and correctness, and
-/// for distillation the per-row [`TERMS`] (rows x 3).
+/// for distillation the per-row [`TERMS`] (rows x columns: a feature term's column after
+/// them, zero here, which `feature.wgsl` writes).
 pub struct LossOutputs<'a> {
     pub dlogits: &'a Tensor,
     pub row_loss: &'a Tensor,
@@ -134,7 +135,7 @@ pub fn loss(
 
 /// Per-row results of the reference: losses, gradients with respect to the student's and the
 /// teacher's logits (already divided by `valid`; the latter zero without a teacher), the
-/// [`TERMS`] (rows x 3, zero without a teacher), correctness.
+/// [`TERMS`] (rows x 3; the CE alone without a teacher), correctness.
 pub struct RowLosses {
     pub loss: Vec<f64>,
     pub dlogits: Vec<f64>,
