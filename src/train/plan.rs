@@ -482,26 +482,39 @@ impl Plan {
         adam: &AdamConfig,
     ) -> Result<Plan> {
         let (student, teacher) = (distiller.student, distiller.teacher);
-        ensure!(feed.teacher_logits.is_none(), "{name}: a co-trained teacher computes its logits at every step");
-        check_batch_fits(gpu, &student.arch, batch)?;
-        check_batch_fits(gpu, &teacher.arch, batch)?;
         let loss = Loss::Distillation(distiller.distill);
-        let split = (batch, feed.split.samples);
-        let mut plan = Plan::new(gpu, name, &student.arch, split, Mode::Train, loss_terms(loss))?;
-        // The Distiller calls the teacher with training=False: its Dropout layers keep everything.
-        let student_batch = Some(&plan.models[0].activations);
-        let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
-        plan.models.push(PlannedModel { activations, optimizer: None });
-        // The teacher reads the student's batch, moved or not.
-        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
-        plan.forward(gpu, teacher, 1)?;
-        plan.forward(gpu, student, 0)?;
+        let mut plan = Plan::with_teacher(gpu, name, (student, teacher), feed, batch, loss_terms(loss))?;
         let dteacher = Tensor::zeros(gpu, &format!("{name} teacher logit gradient"), &[batch * NUM_CLASSES])?;
         let dlogits = plan.loss(gpu, &student.arch, loss, Some(&dteacher))?;
         plan.record_metrics(gpu)?;
         plan.optimise(gpu, student, 0, dlogits, adam, None)?;
         plan.optimise(gpu, teacher, 1, dteacher, adam, None)?;
         plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
+        Ok(plan)
+    }
+
+    /// The start of a step in which a teacher runs beside the student (model 1 of the plan):
+    /// the student's batch (moved or not) and both forward passes, the teacher's as the
+    /// Distiller calls it, with training=False (its Dropout layers keep everything). Its
+    /// logits come from that pass, not from a table.
+    fn with_teacher(
+        gpu: &Gpu,
+        name: &str,
+        (student, teacher): (&Model, &Model),
+        feed: &Feed,
+        batch: usize,
+        terms: Vec<&'static str>,
+    ) -> Result<Plan> {
+        ensure!(feed.teacher_logits.is_none(), "{name}: the teacher computes its logits at every step");
+        check_batch_fits(gpu, &student.arch, batch)?;
+        check_batch_fits(gpu, &teacher.arch, batch)?;
+        let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, terms)?;
+        let student_batch = Some(&plan.models[0].activations);
+        let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
+        plan.models.push(PlannedModel { activations, optimizer: None });
+        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
+        plan.forward(gpu, teacher, 1)?;
+        plan.forward(gpu, student, 0)?;
         Ok(plan)
     }
 
@@ -516,19 +529,10 @@ impl Plan {
         batch: usize,
         adam: &AdamConfig,
     ) -> Result<Plan> {
-        let (student, teacher) = (fd.student, fd.teacher);
-        ensure!(feed.teacher_logits.is_none(), "{name}: the teacher's logits come from its forward pass");
-        check_batch_fits(gpu, &student.arch, batch)?;
-        check_batch_fits(gpu, &teacher.arch, batch)?;
+        let student = fd.student;
         let loss = Loss::Distillation(fd.distill);
         let terms = [&loss::TERMS[..], &[FEATURE_TERM]].concat();
-        let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, terms)?;
-        let student_batch = Some(&plan.models[0].activations);
-        let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
-        plan.models.push(PlannedModel { activations, optimizer: None });
-        plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
-        plan.forward(gpu, teacher, 1)?;
-        plan.forward(gpu, student, 0)?;
+        let mut plan = Plan::with_teacher(gpu, name, (student, fd.teacher), feed, batch, terms)?;
         let dlogits = plan.loss(gpu, &student.arch, loss, None)?;
         let inject = plan.feature_term(gpu, fd)?;
         plan.optimise(gpu, student, 0, dlogits, adam, Some(inject))?;
