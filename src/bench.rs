@@ -6,8 +6,9 @@ use crate::gpu::{self, timing, tune::TuneSummary, Force, Gpu, Tensor};
 use crate::model::{Architecture, Layer};
 use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
+use crate::ops::loss::Distill;
 use crate::ops::KernelBias;
-use crate::train::{DeviceData, Feed, Loss, Model, Plan};
+use crate::train::{DeviceData, FeatureDistiller, FeatureSpec, Feed, Loss, Model, Plan, Projection};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -92,6 +93,7 @@ pub fn run(
     batch: usize,
     reps: usize,
     steps: usize,
+    feature: Option<(FeatureSpec, Distill)>,
     started: Instant,
 ) -> Result<BenchReport> {
     let mut startup_seconds = 0.0;
@@ -109,24 +111,7 @@ pub fn run(
         if startup_seconds == 0.0 {
             startup_seconds = started.elapsed().as_secs_f64();
         }
-        for d in plan.dispatches() {
-            let s = timing::median_seconds(gpu, &[d], reps)?;
-            kernels.push(KernelTime {
-                model: arch.name().into(),
-                layer: d.layer.clone(),
-                kernel: d.kernel.clone(),
-                workgroups: d.workgroups,
-                seconds: s,
-                gflops: d.flops / s / 1e9,
-                gbytes_per_second: d.bytes / s / 1e9,
-            });
-        }
-        let first_kernel = kernels.len() - plan.dispatches().len();
-        let one_by_one = kernels[first_kernel..].iter().map(|k| k.seconds).sum();
-        let all: Vec<&gpu::Dispatch> = plan.dispatches().iter().collect();
-        if let Some(step) = timing::step_breakdown(gpu, &all, reps)? {
-            step_parts.push(StepParts { model: arch.name().into(), kernels_one_by_one_seconds: one_by_one, step });
-        }
+        time_dispatches(gpu, arch.name(), &plan, reps, &mut kernels, &mut step_parts)?;
         let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
         step_times.push(step_time(
             arch,
@@ -154,6 +139,32 @@ pub fn run(
             step_times.push(step_time(arch, "train step, untuned", batch, seconds, arch.train_flops(batch)));
         }
     }
+    if let (Some((spec, distill)), [teacher, student, ..]) = (feature, archs) {
+        let (teacher, student) =
+            (Model::new(gpu, teacher, &teacher.init_glorot(3))?, Model::new(gpu, student, &student.init_glorot(4))?);
+        let (t_layer, s_layer) = (&teacher.arch.walk()[spec.teacher_layer], &student.arch.walk()[spec.student_layer]);
+        let projection = match spec.project {
+            true => Some(Projection::new(gpu, s_layer.output.channels(), t_layer.output.channels(), 5)?),
+            false => None,
+        };
+        let fd = FeatureDistiller {
+            student: &student,
+            teacher: &teacher,
+            distill,
+            feature: spec,
+            projection: projection.as_ref(),
+        };
+        let plan = Plan::feature_distiller(gpu, "feature step", &fd, &feed, batch, &AdamConfig::default())?;
+        let order: Vec<u32> = (0..samples as u32).collect();
+        plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        let what = format!("feature {}", s_layer.keras_name);
+        time_dispatches(gpu, &what, &plan, reps, &mut kernels, &mut step_parts)?;
+        let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        let seconds = stats.seconds / stats.steps as f64;
+        // The frozen teacher's forward pass and the student's training step.
+        let flops = teacher.arch.forward_flops(batch) + student.arch.train_flops(batch);
+        step_times.push(step_time(&student.arch, "feature distiller step", batch, seconds, flops));
+    }
     let products = match archs.first() {
         Some(arch) => product_entries(gpu, arch, batch, reps)?,
         None => Vec::new(),
@@ -171,6 +182,37 @@ pub fn run(
         startup_seconds,
         warmup_steps: steps.max(1),
     })
+}
+
+/// Each dispatch of `plan`'s step timed alone into `kernels` (as `model`), and where the time of
+/// the whole step goes into `step_parts`.
+fn time_dispatches(
+    gpu: &Gpu,
+    model: &str,
+    plan: &Plan,
+    reps: usize,
+    kernels: &mut Vec<KernelTime>,
+    step_parts: &mut Vec<StepParts>,
+) -> Result<()> {
+    let first_kernel = kernels.len();
+    for d in plan.dispatches() {
+        let s = timing::median_seconds(gpu, &[d], reps)?;
+        kernels.push(KernelTime {
+            model: model.into(),
+            layer: d.layer.clone(),
+            kernel: d.kernel.clone(),
+            workgroups: d.workgroups,
+            seconds: s,
+            gflops: d.flops / s / 1e9,
+            gbytes_per_second: d.bytes / s / 1e9,
+        });
+    }
+    let one_by_one = kernels[first_kernel..].iter().map(|k| k.seconds).sum();
+    let all: Vec<&gpu::Dispatch> = plan.dispatches().iter().collect();
+    if let Some(step) = timing::step_breakdown(gpu, &all, reps)? {
+        step_parts.push(StepParts { model: model.into(), kernels_one_by_one_seconds: one_by_one, step });
+    }
+    Ok(())
 }
 
 /// The three products of `arch`'s largest convolution (forward, input and kernel gradients),

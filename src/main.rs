@@ -343,7 +343,8 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             }
             let archs = [cfg.teacher()?, cfg.student()?];
             let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?.tuned(cli.device.tune);
-            let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, started)?;
+            let feature = cfg.feature()?.map(|f| (f, cfg.distill_loss(cfg.alpha, cfg.temperature)));
+            let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, feature, started)?;
             print!("{}", report.render());
             if let Some(path) = json {
                 checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -7,7 +7,12 @@ use std::process::{Command, Output};
 /// The bench on narrower models than the seed's (quick, and it takes the channel flags), with
 /// the tuning cache under `cache` (XDG_CACHE_HOME: the platform's cache directory on Linux).
 fn bench(cache: &Path, json: &Path) -> Output {
+    bench_with(cache, json, &[])
+}
+
+fn bench_with(cache: &Path, json: &Path, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(flags)
         .args(["bench", "--reps", "1", "--steps", "1", "--teacher-channels", "24,44", "--student-channels", "3,5"])
         .arg("--json")
         .arg(json)
@@ -69,5 +74,29 @@ fn bench_runs_and_writes_json() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && stderr.matches("warning: ignoring the tuning cache").count() == 1, "{stderr}");
         assert!(std::fs::read_to_string(&file).unwrap().starts_with('{'), "the cache was rewritten");
+    }
+}
+
+/// With a feature term the bench times the feature distiller's step too, kernel by kernel,
+/// its projection among them.
+#[test]
+fn bench_times_the_feature_distiller_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, cache) = (dir.path().join("bench.json"), dir.path().join("cache"));
+    let flags = ["--distill", "logits", "--distill", "feature:conv2d_1:conv2d_1:project"];
+    let out = bench_with(&cache, &json, &flags);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("feature distiller step"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let kernels = report["kernels"].as_array().unwrap();
+    let feature: Vec<_> = kernels.iter().filter(|k| k["model"] == "feature conv2d_1").collect();
+    let term: Vec<_> = feature.iter().filter(|k| k["layer"].as_str().unwrap().contains("feature term")).collect();
+    assert!(term.iter().any(|k| k["kernel"] == "feature::feature_mse"), "{term:?}");
+    assert!(term.iter().filter(|k| k["kernel"].as_str().unwrap().starts_with("matmul")).count() == 3, "{term:?}");
+    assert!(feature.iter().all(|k| k["seconds"].as_f64().is_some_and(|s| s > 0.0)));
+    if report["timestamps"] == true {
+        let parts = report["step_parts"].as_array().unwrap();
+        assert!(parts.iter().any(|p| p["model"] == "feature conv2d_1"), "{parts:?}");
     }
 }

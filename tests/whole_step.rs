@@ -401,12 +401,14 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
     let net = |name: &str, c: [usize; 2]| Architecture::seed(name, c).unwrap();
     let distill = Distill { alpha: 0.4, temperature: 3.0, kl: 1.0, mse: 0.3 };
     // (student, teacher, feature, samples, batch, labelled): conv2d_1 (layer 3) through a
-    // projection of 12 to 44 channels; the pooled maps of equal shape (layer 2) without one.
+    // projection of 12 to 44 channels (texel-sized), and of 5 to 10 (not); the pooled maps of
+    // equal shape (layer 2) without one.
     let projected = FeatureSpec { teacher_layer: 3, student_layer: 3, weight: 0.5, project: true };
     let direct = FeatureSpec { teacher_layer: 2, student_layer: 2, weight: 2.0, project: false };
     let cases = [
         (net("student", [8, 12]), net("teacher", [24, 44]), projected, 70, 32, None),
         (net("student", [6, 5]), net("teacher", [6, 10]), direct, 11, 4, Some(3)),
+        (net("student", [6, 5]), net("teacher", [6, 10]), projected, 13, 5, None),
     ];
     for gpu in common::variants() {
         for (student_arch, teacher_arch, feature, samples, b, labelled) in &cases {

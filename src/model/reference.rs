@@ -11,7 +11,7 @@ use crate::ops::adam::{self, AdamConfig};
 use crate::ops::dense::{self, DenseShape};
 use crate::ops::feature;
 use crate::ops::loss::{self, Distill, Loss};
-use crate::train::FeatureSpec;
+use crate::train::{FeatureSpec, Projection};
 
 /// One batch: `rows` images (28 x 28 x 1, scaled to [0, 1]), their labels and, for
 /// distillation, the teacher's logits for them.
@@ -251,11 +251,13 @@ pub fn feature_distiller_step(
     let (joined, projection_grads) = match projection {
         Some(p) if feature.project => {
             let shape = DenseShape { batch: s_out.len() / p.inputs, inputs: p.inputs, units: p.units };
-            let (w, b) = p.weights.split_at(p.inputs * p.units);
+            let at = Projection::bias_offset(p.inputs, p.units);
+            let (w, b) = (&p.weights[..p.inputs * p.units], &p.weights[at..at + p.units]);
             let projected = dense::reference::forward(&shape, s_out, w, b);
             let (row_mse, dp) = feature::reference::mse(&projected, t_out, features, valid, scale);
-            let (ds, dw, db) = dense::reference::backward(&shape, s_out, w, &to_f32(&dp));
-            let grads = [dw, db].concat();
+            let (ds, mut grads, db) = dense::reference::backward(&shape, s_out, w, &to_f32(&dp));
+            grads.resize(at, 0.0);
+            grads.extend(db);
             adam::reference::step(adam_cfg, student.t, &mut p.weights, &grads, &mut p.m, &mut p.v);
             ((row_mse, ds), grads)
         }

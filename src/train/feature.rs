@@ -4,7 +4,7 @@
 
 use super::lower::lower;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::{Architecture, Mode};
+use crate::model::{Architecture, Mode, ALIGN_FLOATS};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,8 +48,9 @@ pub fn check_layer(arch: &Architecture, layer: usize, student: bool) -> Result<(
     bail!("the {}'s layer `{name}` cannot be distilled: {why}; layers that can: {}", arch.name(), usable.join(", "))
 }
 
-/// The projection's parameters: W (inputs x units, Glorot uniform as Keras's Dense) then
-/// the bias (zeros), in one buffer so that one Adam dispatch updates both.
+/// The projection's parameters: W (inputs x units, Glorot uniform as Keras's Dense) then,
+/// at the next aligned offset ([`Projection::bias_offset`]), the bias (zeros), in one buffer so
+/// that one Adam dispatch updates both.
 pub struct Projection {
     pub inputs: usize,
     pub units: usize,
@@ -61,12 +62,18 @@ impl Projection {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let limit = (6.0 / (inputs + units) as f64).sqrt() as f32;
         let mut flat: Vec<f32> = (0..inputs * units).map(|_| rng.random_range(-limit..=limit)).collect();
-        flat.resize(inputs * units + units, 0.0);
+        flat.resize(Projection::bias_offset(inputs, units) + units, 0.0);
         Ok(Projection { inputs, units, weights: Tensor::from_f32(gpu, "projection", &[flat.len()], &flat)? })
     }
 
+    /// Where the bias starts: W's end rounded up to the binding alignment, as in a model's
+    /// parameter layout (the padding stays zero: its gradient is zero).
+    pub fn bias_offset(inputs: usize, units: usize) -> usize {
+        (inputs * units).next_multiple_of(ALIGN_FLOATS)
+    }
+
     pub fn len(&self) -> usize {
-        self.inputs * self.units + self.units
+        Projection::bias_offset(self.inputs, self.units) + self.units
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,10 +82,9 @@ impl Projection {
 
     /// (kernel, bias) as views of `of` (the weights, or a buffer in their layout).
     pub fn parts(&self, of: &Tensor) -> Result<(Tensor, Tensor)> {
-        let n = self.inputs * self.units;
         Ok((
             of.view("projection kernel", 0, &[self.inputs, self.units])?,
-            of.view("projection bias", n, &[self.units])?,
+            of.view("projection bias", Projection::bias_offset(self.inputs, self.units), &[self.units])?,
         ))
     }
 }

@@ -18,10 +18,11 @@ use crate::model::layers::{Draw, Gradients, Planned};
 use crate::model::{Architecture, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, Shift, StepState};
-use crate::ops::dense::{self, DenseGrads, DenseShape};
+use crate::ops::conv2d::{self, Cols, ConvShape};
 use crate::ops::feature::{self as feature_ops, FeatureBuffers, FeatureTerm};
 use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, FEATURE_TERM};
 use crate::ops::metrics;
+use crate::ops::transpose::transpose;
 use crate::ops::KernelBias;
 use anyhow::{bail, ensure, Context, Result};
 
@@ -595,10 +596,14 @@ impl Plan {
             proj.inputs,
             proj.units
         );
-        let shape = DenseShape { batch: b * pixels, inputs: proj.inputs, units: proj.units };
+        // A 1x1 convolution over every pixel: its im2col matrix is the student's output as it
+        // is (no im2col, no col2im), so it runs as the convolutions' tuned matrix products.
+        let conv =
+            ConvShape { batch: b, in_h: pixels, in_w: 1, in_c: proj.inputs, out_c: proj.units, kernel: 1, stride: 1 };
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} projection {label}", self.name), &[len]);
         let (p_out, dp) = (t("output", b * features)?, t("output gradient", b * features)?);
-        let (ds, scratch) = (t("input gradient", b * s_dims.len())?, t("scratch", shape.scratch_len())?);
+        let (ds, w_t) = (t("input gradient", b * s_dims.len())?, t("kernel transposed", proj.inputs * proj.units)?);
+        let scratch = t("scratch", conv.kernel_grad_scratch())?;
         let opt = OptimizerState {
             grads: t("gradients", proj.len())?,
             m: t("adam m", proj.len())?,
@@ -607,7 +612,9 @@ impl Plan {
         let ((w, bias), (dw, db)) = (proj.parts(&proj.weights)?, proj.parts(&opt.grads)?);
         self.projection = Some((proj.weights.clone(), opt));
         let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
-            let mut d = dense::forward(gpu, &shape, &s_out, KernelBias { kernel: &w, bias: &bias }, &scratch, &p_out)?;
+            let cols = Cols::Written(&s_out);
+            let weights = KernelBias { kernel: &w, bias: &bias };
+            let mut d = conv2d::forward_product(&conv, &s_out, cols, weights, None, &p_out).dispatch(gpu)?;
             let buffers = FeatureBuffers {
                 state: &state,
                 student: &p_out,
@@ -617,8 +624,10 @@ impl Plan {
                 row_terms: &row_terms,
             };
             d.push(feature_ops::mse(gpu, (b, features), written, &buffers)?);
-            let grads = DenseGrads { params: KernelBias { kernel: &dw, bias: &db }, input: Some(&ds) };
-            d.extend(dense::backward(gpu, &shape, &s_out, &w, &dp, grads, &scratch)?);
+            d.push(transpose(gpu, &w, &w_t, conv.in_c, conv.out_c)?);
+            d.extend(conv2d::input_product(&conv, &dp, &w_t, &ds).dispatch(gpu)?);
+            let grads = KernelBias { kernel: &dw, bias: &db };
+            d.extend(conv2d::backward_kernel(gpu, &conv, &s_out, cols, &dp, grads, &scratch)?);
             d.push(feature_ops::accumulate(gpu, &ds, dy)?);
             Ok(d)
         };
