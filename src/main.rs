@@ -197,6 +197,11 @@ struct RunArgs {
     /// A trained teacher's weights: its training is skipped (it is still evaluated).
     #[arg(long, value_name = "PATH", conflicts_with = "teacher_init", global = true)]
     teacher: Option<PathBuf>,
+    /// Keep the frozen teacher's logits tables in this directory and read them back in later
+    /// runs of the same teacher weights, images, device and kernel family (the same bits
+    /// either way), e.g. ~/.cache/kd-wgpu.
+    #[arg(long, value_name = "DIR", global = true)]
+    logits_cache: Option<PathBuf>,
     /// Start the teacher's training from these weights instead of random ones.
     #[arg(long, value_name = "PATH")]
     teacher_init: Option<PathBuf>,
@@ -253,6 +258,7 @@ impl RunArgs {
                 base_url: UPSTREAM_URL.to_string(),
                 progress: true,
             },
+            logits_cache: self.logits_cache.clone(),
             teacher_epochs: self.teacher_epochs,
             student_epochs: self.student_epochs,
             batch_size: self.batch_size,

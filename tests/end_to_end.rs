@@ -322,3 +322,58 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     assert!(!out.status.success());
     assert!(stderr.contains("layer 6 `dropout` (GaussianNoise): GaussianNoise is not a supported layer"), "{stderr}");
 }
+
+/// `--logits-cache`: the first run keeps the frozen teacher's tables, the next reads them and
+/// trains the same distilled student to the byte; a corrupt file costs a warning and is
+/// computed and written again; another teacher gets a file of its own; a directory that
+/// cannot be made is refused before any work.
+#[test]
+fn the_teachers_logits_are_kept_and_read_back_to_the_same_bits() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |name: &str, cache: &std::path::Path, extra: &[&str]| {
+        let save = dir.path().join(name);
+        let out = Command::new(exe)
+            .args(["--tune", "off", "--offline", "--train-limit", "320", "--test-limit", "160"])
+            .args(["--teacher-epochs", "1", "--student-epochs", "1", "--teacher-channels", "8,12"])
+            .args(["--student-channels", "3,5", "--logits-cache"])
+            .arg(cache)
+            .arg("--save-dir")
+            .arg(&save)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text, std::fs::read(save.join("student.safetensors")).unwrap_or_default())
+    };
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut f: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        f.sort();
+        f
+    };
+    let (ok, first, student) = run("first", &cache, &[]);
+    assert!(ok && first.contains("Teacher logits for"), "{first}");
+    let kept = files();
+    assert_eq!(kept.len(), 1, "one file for one teacher: {kept:?}");
+
+    let (ok, second, again) = run("second", &cache, &[]);
+    assert!(ok && second.contains("Teacher logits: read from") && !second.contains("Teacher logits for"), "{second}");
+    assert!(!student.is_empty() && again == student, "the distilled student differs with the tables read back");
+
+    std::fs::write(&kept[0], b"not a safetensors file").unwrap();
+    let (ok, third, again) = run("third", &cache, &[]);
+    assert!(ok && third.contains("warning: ignoring the teacher's logits cache"), "{third}");
+    assert!(third.contains("Teacher logits for") && again == student, "{third}");
+    let (_, fourth, _) = run("fourth", &cache, &[]);
+    assert!(fourth.contains("Teacher logits: read from"), "the corrupt file was written again:\n{fourth}");
+
+    let (ok, other, _) = run("other", &cache, &["--seed", "2"]);
+    assert!(ok && other.contains("Teacher logits for"), "{other}");
+    assert_eq!(files().len(), 2, "another teacher, another file");
+
+    let blocker = dir.path().join("a file");
+    std::fs::write(&blocker, b"").unwrap();
+    let (ok, refused, _) = run("refused", &blocker.join("cache"), &[]);
+    assert!(!ok && refused.contains("--logits-cache") && !refused.contains("Epoch 1/"), "{refused}");
+}

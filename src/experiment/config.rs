@@ -83,6 +83,10 @@ pub struct Config {
     pub tune: TuneMode,
     #[serde(skip)]
     pub data: LoadOptions,
+    /// Where the frozen teacher's logits tables are kept between runs (`--logits-cache`);
+    /// none: computed by every run. Changes no bit of the results.
+    #[serde(skip)]
+    pub logits_cache: Option<PathBuf>,
     pub teacher_epochs: usize,
     pub student_epochs: usize,
     pub batch_size: usize,
@@ -139,6 +143,7 @@ impl Default for Config {
             matmul: MatmulVariant::Auto,
             tune: TuneMode::Cached,
             data: LoadOptions::default(),
+            logits_cache: None,
             teacher_epochs: 5,
             student_epochs: 3,
             batch_size: 32,

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the settings, their validation, the weight files to start from;
 //! - [`phases`]: training and evaluating models, the teacher's logits, the students' runs and sweep;
+//! - [`logits_cache`]: the frozen teacher's logits tables kept between runs (`--logits-cache`);
 //! - [`statistics`]: paired statistics over several runs;
 //! - [`report`]: the results and the closing report;
 //! - [`resume`]: the run's state on disk, for resuming an interrupted run;
@@ -11,6 +12,7 @@
 
 pub mod classes;
 pub mod config;
+pub mod logits_cache;
 pub mod merge;
 pub mod phases;
 pub mod report;
@@ -32,6 +34,7 @@ use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::Result;
 use config::StartingWeights;
+use logits_cache::LogitsCache;
 use phases::{FitJob, JobTeacher, Phases, Teacher, TrainImages, WeightSaver};
 use results::Tested;
 use resume::{Checkpoints, Fingerprint, SavedState};
@@ -110,6 +113,9 @@ fn open_gpu(cfg: &Config) -> Result<Gpu> {
 pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&Checkpointing>) -> Result<Report> {
     cfg.validate()?;
     shards::check_teacher(cfg, files)?;
+    if let Some(dir) = &cfg.logits_cache {
+        checkpoint::check_writable_dir("--logits-cache", dir)?;
+    }
     let start = Instant::now();
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
     let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
@@ -167,7 +173,13 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let (teacher, teacher_result) = train_teacher(&phases, &teacher_arch, files, &starting, &saver)?;
 
     let t = Instant::now();
-    let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher)?;
+    let cache = match &cfg.logits_cache {
+        Some(dir) if cfg.distill_teacher == DistillTeacher::Frozen => {
+            Some(LogitsCache::new(dir, (&teacher_arch, &teacher.read_flat(&gpu)?), &ds, &gpu)?)
+        }
+        _ => None,
+    };
+    let distill_from = distillation_teacher(&phases, &teacher_arch, &teacher, cache.as_ref())?;
     let teacher_logits_seconds = done.teacher_logits_seconds.unwrap_or(t.elapsed().as_secs_f64());
 
     println!("{}", student_arch.summary());
@@ -210,19 +222,25 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 }
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
-/// test image, computed once (and the teacher itself, which a feature term runs at every
-/// step); or, for the seed's Distiller, the teacher's weights to copy.
-fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &'a Model) -> Result<Teacher<'a>> {
+/// test image, computed once (or read from `cache`, and kept there), and the teacher itself,
+/// which a feature term runs at every step; or, for the seed's Distiller, the teacher's
+/// weights to copy.
+fn distillation_teacher<'a>(
+    phases: &Phases,
+    arch: &'a Architecture,
+    teacher: &'a Model,
+    cache: Option<&LogitsCache>,
+) -> Result<Teacher<'a>> {
     let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
+            let table = |name: &str, split: &crate::train::DeviceSplit, values: &[f32]| {
+                Tensor::from_f32(gpu, name, &[split.samples, NUM_CLASSES], values)
+            };
             let saved =
                 phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
             if let Some((train, test)) = saved {
                 println!("Teacher logits: computed before the interruption");
-                let table = |name: &str, split: &crate::train::DeviceSplit, values: &[f32]| {
-                    Tensor::from_f32(gpu, name, &[split.samples, NUM_CLASSES], values)
-                };
                 return Ok(Teacher::Frozen {
                     train: table("logits table", &data.train, &train)?,
                     test: table("logits table", &data.test, &test)?,
@@ -230,11 +248,24 @@ fn distillation_teacher<'a>(phases: &Phases, arch: &'a Architecture, teacher: &'
                 });
             }
             let t = Instant::now();
-            let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
-            let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
-            let (n, m, secs) = (data.train.samples, data.test.samples, t.elapsed().as_secs_f64());
-            println!("Teacher logits for {n} + {m} images in {secs:.1}s");
+            let (train, test) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
+                Some((c, (train, test))) => {
+                    println!("Teacher logits: read from {}", c.path.display());
+                    (table("logits table", &data.train, &train)?, table("logits table", &data.test, &test)?)
+                }
+                None => {
+                    let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
+                    let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
+                    let (n, m) = (data.train.samples, data.test.samples);
+                    println!("Teacher logits for {n} + {m} images in {:.1}s", t.elapsed().as_secs_f64());
+                    if let Some(c) = cache {
+                        c.write(&train.read_f32(gpu)?, &test.read_f32(gpu)?);
+                    }
+                    (train, test)
+                }
+            };
             if let Some(c) = phases.checkpoints {
+                let secs = t.elapsed().as_secs_f64();
                 let tables = vec![
                     ("teacher logits train".into(), train.read_f32(gpu)?),
                     ("teacher logits test".into(), test.read_f32(gpu)?),
@@ -330,7 +361,7 @@ pub fn frozen_teacher_logits(
         Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let saver = WeightSaver { dir: None, config_json: String::new() };
     let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
-    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher)? else {
+    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher, None)? else {
         anyhow::bail!("the export distils from a frozen teacher")
     };
     train.read_f32(&gpu)
