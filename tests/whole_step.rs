@@ -38,8 +38,23 @@ use rand_chacha::ChaCha8Rng;
 /// m by sqrt(v) + 1e-7: where a gradient is a few millionths, its rounding moves the step up
 /// to ~80 times as much.
 const LOSS_BOUND: f64 = 1e-4;
+/// The scale below which a loss's error is taken as absolute: a distillation loss between two
+/// networks that both start near uniform can be ~1e-3 (a batch without labelled rows has only
+/// the KL term), while f32 rounds its p·log p sums, of order 1, to ~1e-7.
+const LOSS_FLOOR: f64 = 1e-2;
+
+/// The loss's error relative to the reference's, or to [`LOSS_FLOOR`] below it.
+fn loss_error(got: f64, want: f64) -> f64 {
+    (got - want).abs() / want.abs().max(LOSS_FLOOR)
+}
 const GRADIENT_BOUND: f64 = 2e-4;
 const MOMENT_BOUND: f64 = 2e-4;
+/// A co-trained teacher learns from the distillation term alone: the difference of two nearly
+/// equal softened distributions (both networks start near uniform), whose cancellation
+/// magnifies f32 rounding in its gradient (in 44 random seeds up to 4.9e-4 of the mean
+/// magnitude, at the last step's single row; the student's stay below 1e-5). Its gradient and
+/// moment bounds are this many times the student's: a wrong element is still off by far more.
+const CO_TRAINED_TEACHER_SLACK: f64 = 10.0;
 const WEIGHT_BOUND: f64 = 2e-3;
 /// A device's decision may differ from the reference's where the values compared are equal
 /// within this, relative to their magnitude floored by the layer's mean input magnitude.
@@ -243,24 +258,21 @@ fn run_shifted_case(gpu: &Gpu, case: &Case, shift: u32, rng: &mut ChaCha8Rng) {
 
         let metrics = plan.read_metrics(gpu, step + 1).unwrap();
         let loss = metrics[plan.metrics_width() * step] as f64 / rows as f64;
-        let loss_error = (loss - outcomes[0].loss).abs() / outcomes[0].loss.abs();
+        let loss_error = loss_error(loss, outcomes[0].loss);
         assert!(loss_error <= LOSS_BOUND, "step {}: loss {loss} against {}", step + 1, outcomes[0].loss);
         for (w, ((model, state), want)) in models.iter().zip(&states).zip(&outcomes).enumerate() {
             let a = &model.arch;
             let (m, v) = plan.adam_moments(w).unwrap();
             let grads = plan.gradients(w).unwrap().read_f32(gpu).unwrap();
-            let errors = [
-                loss_error,
-                compare("gradient", a, &grads, &want.grads, GRADIENT_BOUND),
-                compare("updated weight", a, &model.read_flat(gpu).unwrap(), &state.weights, WEIGHT_BOUND),
-                compare("Adam moment m", a, &m.read_f32(gpu).unwrap(), &state.m, MOMENT_BOUND).max(compare(
-                    "Adam moment v",
-                    a,
-                    &v.read_f32(gpu).unwrap(),
-                    &state.v,
-                    MOMENT_BOUND,
-                )),
-            ];
+            let slack = if w == 1 { CO_TRAINED_TEACHER_SLACK } else { 1.0 };
+            let errors =
+                [
+                    loss_error,
+                    compare("gradient", a, &grads, &want.grads, slack * GRADIENT_BOUND),
+                    compare("updated weight", a, &model.read_flat(gpu).unwrap(), &state.weights, WEIGHT_BOUND),
+                    compare("Adam moment m", a, &m.read_f32(gpu).unwrap(), &state.m, slack * MOMENT_BOUND)
+                        .max(compare("Adam moment v", a, &v.read_f32(gpu).unwrap(), &state.v, slack * MOMENT_BOUND)),
+                ];
             for (worst, e) in worst[w].iter_mut().zip(errors) {
                 *worst = worst.max(e);
             }
@@ -478,7 +490,7 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                 let metrics = plan.read_metrics(gpu, step + 1).unwrap();
                 let width = plan.metrics_width();
                 let loss = metrics[width * step] as f64 / rows as f64;
-                let loss_error = (loss - want.loss).abs() / want.loss.abs();
+                let loss_error = loss_error(loss, want.loss);
                 let name =
                     format!("{} <- {} {:?}, step {}", student_arch.name(), teacher_arch.name(), feature, step + 1);
                 assert!(loss_error <= LOSS_BOUND, "{name}: loss {loss} against {}", want.loss);
