@@ -84,15 +84,18 @@ impl LogitsCache {
 
     /// Keeps the tables for later runs (atomically); a failure costs a warning, not the run.
     pub fn write(&self, train: &[f32], test: &[f32]) {
+        if let Err(e) = self.try_write(train, test) {
+            eprintln!("warning: could not keep the teacher's logits in {}: {e:#}", self.path.display());
+        }
+    }
+
+    fn try_write(&self, train: &[f32], test: &[f32]) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let tensors: [(&str, &[usize], &[f32]); 2] =
             [("train", &[self.rows.0, NUM_CLASSES], train), ("test", &[self.rows.1, NUM_CLASSES], test)];
         let metadata = BTreeMap::from([("format".to_string(), FORMAT.to_string())]);
-        let written =
-            self.path.parent().map_or(Ok(()), std::fs::create_dir_all).map_err(anyhow::Error::from).and_then(|_| {
-                checkpoint::write_atomic(&self.path, &checkpoint::safetensors_bytes(&tensors, &metadata)?)
-            });
-        if let Err(e) = written {
-            eprintln!("warning: could not keep the teacher's logits in {}: {e:#}", self.path.display());
-        }
+        checkpoint::write_atomic(&self.path, &checkpoint::safetensors_bytes(&tensors, &metadata)?)
     }
 }

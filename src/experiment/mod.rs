@@ -248,28 +248,32 @@ fn distillation_teacher<'a>(
                 });
             }
             let t = Instant::now();
-            let (train, test) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
+            // The tables on the host, where the cache or the run state keeps them.
+            let (train, test, kept) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
                 Some((c, (train, test))) => {
                     println!("Teacher logits: read from {}", c.path.display());
-                    (table("logits table", &data.train, &train)?, table("logits table", &data.test, &test)?)
+                    let tables =
+                        (table("logits table", &data.train, &train)?, table("logits table", &data.test, &test)?);
+                    (tables.0, tables.1, Some((train, test)))
                 }
                 None => {
                     let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
                     let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
                     let (n, m) = (data.train.samples, data.test.samples);
                     println!("Teacher logits for {n} + {m} images in {:.1}s", t.elapsed().as_secs_f64());
-                    if let Some(c) = cache {
-                        c.write(&train.read_f32(gpu)?, &test.read_f32(gpu)?);
+                    let kept = match cache.is_some() || phases.checkpoints.is_some() {
+                        true => Some((train.read_f32(gpu)?, test.read_f32(gpu)?)),
+                        false => None,
+                    };
+                    if let (Some(c), Some((train, test))) = (cache, &kept) {
+                        c.write(train, test);
                     }
-                    (train, test)
+                    (train, test, kept)
                 }
             };
-            if let Some(c) = phases.checkpoints {
+            if let (Some(c), Some((train, test))) = (phases.checkpoints, kept) {
                 let secs = t.elapsed().as_secs_f64();
-                let tables = vec![
-                    ("teacher logits train".into(), train.read_f32(gpu)?),
-                    ("teacher logits test".into(), test.read_f32(gpu)?),
-                ];
+                let tables = vec![("teacher logits train".into(), train), ("teacher logits test".into(), test)];
                 c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
             }
             Teacher::Frozen { train, test, model: teacher }
