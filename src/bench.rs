@@ -8,10 +8,13 @@ use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
 use crate::ops::loss::Distill;
 use crate::ops::KernelBias;
-use crate::train::{DeviceData, FeatureDistiller, FeatureSpec, Feed, Loss, Model, Plan, Projection};
+use crate::train::{
+    DeviceData, FeatureDistiller, FeatureSpec, FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan, Projection,
+};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -149,7 +152,7 @@ pub fn run(
         };
         let fd = FeatureDistiller {
             student: &student,
-            teacher: &teacher,
+            teacher: FeatureTeacher::EachStep(&teacher),
             distill,
             feature: spec,
             projection: projection.as_ref(),
@@ -164,6 +167,18 @@ pub fn run(
         // The frozen teacher's forward pass and the student's training step.
         let flops = teacher.arch.forward_flops(batch) + student.arch.train_flops(batch);
         step_times.push(step_time(&student.arch, "feature distiller step", batch, seconds, flops));
+        // The same step with the teacher's outputs from a table in memory (--feature-table-gib).
+        let width = t_layer.output.len();
+        let features = Arc::new(FeatureTable { width, rows: vec![0.5; samples * width] });
+        let logits = Tensor::zeros(gpu, "logits", &[samples, NUM_CLASSES])?;
+        let fd = FeatureDistiller { teacher: FeatureTeacher::Table(&teacher.arch, &features), ..fd };
+        let feed = Feed { teacher_logits: Some(&logits), ..feed };
+        let plan = Plan::feature_distiller(gpu, "feature step", &fd, &feed, batch, &AdamConfig::default())?;
+        plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        let stats = plan.run_epoch(gpu, &order, 1, |_, _, _| {})?;
+        let seconds = stats.seconds / stats.steps as f64;
+        let what = "feature distiller step, teacher outputs from memory";
+        step_times.push(step_time(&student.arch, what, batch, seconds, student.arch.train_flops(batch)));
     }
     let products = match archs.first() {
         Some(arch) => product_entries(gpu, arch, batch, reps)?,

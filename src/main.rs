@@ -202,6 +202,11 @@ struct RunArgs {
     /// either way), e.g. ~/.cache/kd-wgpu.
     #[arg(long, value_name = "DIR", global = true)]
     logits_cache: Option<PathBuf>,
+    /// Keep the frozen teacher's outputs at a feature term's layer for every training image in
+    /// memory, up to this many GiB, so that the students' steps do not run the teacher (the
+    /// same bits either way); a larger table, or 0, runs the teacher at every step.
+    #[arg(long, value_name = "GIB", default_value_t = DEFAULTS.feature_table_gib, allow_negative_numbers = true, global = true)]
+    feature_table_gib: f64,
     /// Start the teacher's training from these weights instead of random ones.
     #[arg(long, value_name = "PATH")]
     teacher_init: Option<PathBuf>,
@@ -259,6 +264,7 @@ impl RunArgs {
                 progress: true,
             },
             logits_cache: self.logits_cache.clone(),
+            feature_table_gib: self.feature_table_gib,
             teacher_epochs: self.teacher_epochs,
             student_epochs: self.student_epochs,
             batch_size: self.batch_size,

@@ -160,6 +160,8 @@ fn out_of_range_settings_are_refused_before_any_work() {
     refused(Config { runs: 0, ..config() }, "--runs");
     refused(Config { sweep_alpha: vec![0.5, 1.5], ..config() }, "--sweep-alpha 1.5");
     refused(Config { sweep_temperature: vec![0.0], ..config() }, "--sweep-temperature");
+    refused(Config { feature_table_gib: -1.0, ..config() }, "--feature-table-gib");
+    refused(Config { feature_table_gib: f64::INFINITY, ..config() }, "--feature-table-gib");
 }
 
 #[test]
@@ -376,4 +378,50 @@ fn the_teachers_logits_are_kept_and_read_back_to_the_same_bits() {
     std::fs::write(&blocker, b"").unwrap();
     let (ok, refused, _) = run("refused", &blocker.join("cache"), &[]);
     assert!(!ok && refused.contains("--logits-cache") && !refused.contains("Epoch 1/"), "{refused}");
+}
+
+/// A feature term's teacher outputs kept in memory (`--feature-table-gib`, on by default at
+/// these sizes) train the same students to the byte as the teacher run at every step
+/// (`--feature-table-gib 0`), with all labels and with few; the batch leaves a short last one.
+#[test]
+fn a_feature_table_trains_the_same_students_as_the_teacher_run_at_every_step() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let save = dir.path().join(name);
+        let out = Command::new(exe)
+            .args(["--tune", "off", "--offline", "--train-limit", "330", "--test-limit", "160", "--batch-size", "24"])
+            .args(["--teacher-epochs", "1", "--student-epochs", "2", "--teacher-channels", "8,12"])
+            .args([
+                "--student-channels",
+                "3,5",
+                "--distill",
+                "logits",
+                "--distill",
+                "feature:conv2d_1:conv2d_1:project",
+            ])
+            .arg("--save-dir")
+            .arg(&save)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{name}:\n{text}");
+        let student = std::fs::read(save.join("student.safetensors")).unwrap();
+        // The per-epoch lines (loss, accuracy, each term) without their times.
+        let epochs: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("terms (unweighted)") || l.contains("distilled student: evaluation"))
+            .map(str::to_string)
+            .collect();
+        (text, student, epochs)
+    };
+    for labelled in [&[][..], &["--labelled", "40"]] {
+        let (kept, student, epochs) = run("kept", labelled);
+        assert!(kept.contains("kept in memory"), "{kept}");
+        let (each, again, epochs_again) = run("each", &[labelled, &["--feature-table-gib", "0"]].concat());
+        assert!(each.contains("the teacher runs at every step") && !each.contains("kept in memory"), "{each}");
+        assert!(student == again, "{labelled:?}: the distilled student differs with the teacher run at every step");
+        assert!(!epochs.is_empty() && epochs == epochs_again, "{epochs:?}\n{epochs_again:?}");
+    }
 }

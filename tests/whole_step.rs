@@ -24,7 +24,9 @@ use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::ops::batch::reference::{offsets, translate};
 use kd_wgpu::ops::batch::Shift;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
-use kd_wgpu::train::{DeviceData, Distiller, FeatureDistiller, FeatureSpec, Feed, Loss, Model, Plan, Projection};
+use kd_wgpu::train::{
+    DeviceData, Distiller, FeatureDistiller, FeatureSpec, FeatureTeacher, Feed, Loss, Model, Plan, Projection,
+};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -450,7 +452,7 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                 .then(|| Projection::new(gpu, s_dims.channels(), t_dims.channels(), rng.random()).unwrap());
             let fd = FeatureDistiller {
                 student: &student,
-                teacher: &teacher,
+                teacher: FeatureTeacher::EachStep(&teacher),
                 distill,
                 feature: *feature,
                 projection: projection.as_ref(),

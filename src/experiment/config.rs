@@ -87,6 +87,11 @@ pub struct Config {
     /// none: computed by every run. Changes no bit of the results.
     #[serde(skip)]
     pub logits_cache: Option<PathBuf>,
+    /// The largest table of the frozen teacher's feature-layer outputs kept in host memory, in
+    /// GiB (`--feature-table-gib`); a larger one, or 0, runs the teacher at every step instead.
+    /// Changes no bit of the results.
+    #[serde(skip)]
+    pub feature_table_gib: f64,
     pub teacher_epochs: usize,
     pub student_epochs: usize,
     pub batch_size: usize,
@@ -131,6 +136,10 @@ pub struct Config {
     pub student_augment: u32,
 }
 
+/// `--feature-table-gib`'s default: the seed teacher's `conv2d_1` for the 60,000 training
+/// images takes 5.6 GiB.
+pub const DEFAULT_FEATURE_TABLE_GIB: f64 = 8.0;
+
 /// The largest --teacher-augment / --student-augment (13): a shift of half an image or more
 /// can leave no pixel of it.
 pub const MAX_AUGMENT: u32 = IMAGE_SIDE as u32 / 2 - 1;
@@ -144,6 +153,7 @@ impl Default for Config {
             tune: TuneMode::Cached,
             data: LoadOptions::default(),
             logits_cache: None,
+            feature_table_gib: DEFAULT_FEATURE_TABLE_GIB,
             teacher_epochs: 5,
             student_epochs: 3,
             batch_size: 32,
@@ -279,6 +289,9 @@ impl Config {
         }
         if self.runs == 0 {
             bail!("--runs must be at least 1");
+        }
+        if !(self.feature_table_gib >= 0.0 && self.feature_table_gib.is_finite()) {
+            bail!("--feature-table-gib {} must be a finite number of GiB, 0 or more", self.feature_table_gib);
         }
         if let Some(shard) = self.shard {
             shard.check(self.runs)?;

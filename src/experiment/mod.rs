@@ -222,67 +222,69 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
 }
 
 /// What distilled students learn from: the frozen teacher's logits for every training and
-/// test image, computed once (or read from `cache`, and kept there), and the teacher itself,
-/// which a feature term runs at every step; or, for the seed's Distiller, the teacher's
-/// weights to copy.
+/// test image, computed once (or read from `cache`, and kept there), the teacher itself, and
+/// for a feature term its layer's outputs for every training image where they fit in
+/// `--feature-table-gib` (otherwise it runs at every step); or, for the seed's Distiller, the
+/// teacher's weights to copy.
 fn distillation_teacher<'a>(
     phases: &Phases,
     arch: &'a Architecture,
     teacher: &'a Model,
     cache: Option<&LogitsCache>,
 ) -> Result<Teacher<'a>> {
-    let (gpu, data) = (phases.gpu, phases.data);
     Ok(match phases.cfg.distill_teacher {
         DistillTeacher::Frozen => {
-            let table = |name: &str, split: &crate::train::DeviceSplit, values: &[f32]| {
-                Tensor::from_f32(gpu, name, &[split.samples, NUM_CLASSES], values)
-            };
-            let saved =
-                phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
-            if let Some((train, test)) = saved {
-                println!("Teacher logits: computed before the interruption");
-                return Ok(Teacher::Frozen {
-                    train: table("logits table", &data.train, &train)?,
-                    test: table("logits table", &data.test, &test)?,
-                    model: teacher,
-                });
-            }
-            let t = Instant::now();
-            // The tables on the host, where the cache or the run state keeps them.
-            let (train, test, kept) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
-                Some((c, (train, test))) => {
-                    println!("Teacher logits: read from {}", c.path.display());
-                    let tables =
-                        (table("logits table", &data.train, &train)?, table("logits table", &data.test, &test)?);
-                    (tables.0, tables.1, Some((train, test)))
-                }
-                None => {
-                    let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
-                    let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
-                    let (n, m) = (data.train.samples, data.test.samples);
-                    println!("Teacher logits for {n} + {m} images in {:.1}s", t.elapsed().as_secs_f64());
-                    let kept = match cache.is_some() || phases.checkpoints.is_some() {
-                        true => Some((train.read_f32(gpu)?, test.read_f32(gpu)?)),
-                        false => None,
-                    };
-                    if let (Some(c), Some((train, test))) = (cache, &kept) {
-                        c.write(train, test);
-                    }
-                    (train, test, kept)
-                }
-            };
-            if let (Some(c), Some((train, test))) = (phases.checkpoints, kept) {
-                let secs = t.elapsed().as_secs_f64();
-                let tables = vec![("teacher logits train".into(), train), ("teacher logits test".into(), test)];
-                c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
-            }
-            Teacher::Frozen { train, test, model: teacher }
+            let (train, test) = frozen_logits(phases, teacher, cache)?;
+            let features = phases.feature_table(teacher)?.map(std::sync::Arc::new);
+            Teacher::Frozen { train, test, model: teacher, features }
         }
         DistillTeacher::Trainable => {
             println!("Each distilled student trains its own copy of the teacher along (the seed's Distiller)");
-            Teacher::CoTrained { arch, weights: teacher.read_flat(gpu)? }
+            Teacher::CoTrained { arch, weights: teacher.read_flat(phases.gpu)? }
         }
     })
+}
+
+/// The frozen teacher's logits tables (training images, test images) on the device: from the
+/// run's state after an interruption, from `cache`, or computed (and kept in both).
+fn frozen_logits(phases: &Phases, teacher: &Model, cache: Option<&LogitsCache>) -> Result<(Tensor, Tensor)> {
+    let (gpu, data) = (phases.gpu, phases.data);
+    let table = |split: &crate::train::DeviceSplit, values: &[f32]| {
+        Tensor::from_f32(gpu, "logits table", &[split.samples, NUM_CLASSES], values)
+    };
+    let saved = phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
+    if let Some((train, test)) = saved {
+        println!("Teacher logits: computed before the interruption");
+        return Ok((table(&data.train, &train)?, table(&data.test, &test)?));
+    }
+    let t = Instant::now();
+    // The tables on the host, where the cache or the run state keeps them.
+    let (train, test, kept) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
+        Some((c, (train, test))) => {
+            println!("Teacher logits: read from {}", c.path.display());
+            (table(&data.train, &train)?, table(&data.test, &test)?, Some((train, test)))
+        }
+        None => {
+            let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
+            let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
+            let (n, m) = (data.train.samples, data.test.samples);
+            println!("Teacher logits for {n} + {m} images in {:.1}s", t.elapsed().as_secs_f64());
+            let kept = match cache.is_some() || phases.checkpoints.is_some() {
+                true => Some((train.read_f32(gpu)?, test.read_f32(gpu)?)),
+                false => None,
+            };
+            if let (Some(c), Some((train, test))) = (cache, &kept) {
+                c.write(train, test);
+            }
+            (train, test, kept)
+        }
+    };
+    if let (Some(c), Some((train_values, test_values))) = (phases.checkpoints, kept) {
+        let secs = t.elapsed().as_secs_f64();
+        let tables = vec![("teacher logits train".into(), train_values), ("teacher logits test".into(), test_values)];
+        c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
+    }
+    Ok((train, test))
 }
 
 /// The teacher: trained from random weights or `--teacher-init`, or given trained by
@@ -365,9 +367,7 @@ pub fn frozen_teacher_logits(
         Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
     let saver = WeightSaver { dir: None, config_json: String::new() };
     let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
-    let Teacher::Frozen { train, .. } = distillation_teacher(&phases, &teacher_arch, &teacher, None)? else {
-        anyhow::bail!("the export distils from a frozen teacher")
-    };
+    let (train, _) = frozen_logits(&phases, &teacher, None)?;
     train.read_f32(&gpu)
 }
 

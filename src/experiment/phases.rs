@@ -15,12 +15,13 @@ use crate::ops::adam::AdamConfig;
 use crate::progress::{self, EpochProgress, PhaseProgress};
 use crate::train::{
     check_batch_fits, run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, FeatureDistiller, FeatureSpec,
-    Feed, Loss, Model, Plan, PlanPosition, Projection,
+    FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan, PlanPosition, Projection,
 };
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 fn identity(samples: usize) -> Vec<u32> {
     (0..samples as u32).collect()
@@ -59,11 +60,13 @@ pub enum JobTeacher<'a> {
     Table(&'a Tensor),
     /// A teacher trained along with the student (the seed's Distiller).
     CoTrained(&'a Model),
-    /// A frozen teacher run at every step for a feature term (and its logits).
+    /// A frozen teacher's feature term (and its logits): from its feature table and logits
+    /// table where it has them, otherwise run at every step.
     Features {
         teacher: &'a Model,
         feature: FeatureSpec,
         projection: Option<&'a Projection>,
+        tables: Option<(&'a Arc<FeatureTable>, &'a Tensor)>,
     },
 }
 
@@ -236,9 +239,13 @@ impl Phases<'_> {
                         let distiller = Distiller { student: j.model, teacher, distill };
                         Plan::distiller(gpu, &j.name, &distiller, &self.feed(split, None), cfg.batch_size, &adam)
                     }
-                    (JobTeacher::Features { teacher, feature, projection }, Loss::Distillation(distill)) => {
+                    (JobTeacher::Features { teacher, feature, projection, tables }, Loss::Distillation(distill)) => {
+                        let (teacher, logits) = match tables {
+                            Some((features, logits)) => (FeatureTeacher::Table(&teacher.arch, features), Some(logits)),
+                            None => (FeatureTeacher::EachStep(teacher), None),
+                        };
                         let fd = FeatureDistiller { student: j.model, teacher, distill, feature, projection };
-                        let feed = self.feed(split, None);
+                        let feed = self.feed(split, logits);
                         Plan::feature_distiller(gpu, &j.name, &fd, &feed, cfg.batch_size, &adam)
                     }
                     (JobTeacher::Table(table), _) => {
@@ -319,6 +326,69 @@ impl Phases<'_> {
         run_epochs(self.gpu, &run, |done, _| progress.update(done), |_| self.stop_if_asked())?;
         progress.finish();
         Ok(table)
+    }
+
+    /// A feature term's table: the frozen teacher's outputs at its layer for every training
+    /// image, in file order, where `--feature-table-gib` holds them and the students see the
+    /// images as they are (with `--student-augment` the teacher must see the moved ones).
+    /// None: the teacher runs at every step of the feature term.
+    pub fn feature_table(&self, teacher: &Model) -> Result<Option<FeatureTable>> {
+        let (gpu, cfg, split) = (self.gpu, self.cfg, &self.data.train);
+        let Some(feature) = cfg.feature()? else {
+            return Ok(None);
+        };
+        let layer = &teacher.arch.walk()[feature.teacher_layer];
+        let (width, samples) = (layer.output.len(), split.samples);
+        let gib = FeatureTable::bytes(samples, width) as f64 / (1u64 << 30) as f64;
+        let what = format!("the teacher's `{}` outputs for {samples} images", layer.keras_name);
+        if cfg.student_augment > 0 {
+            println!("Feature term: the teacher runs at every step, on the students' moved images");
+            return Ok(None);
+        }
+        if gib > cfg.feature_table_gib {
+            println!(
+                "Feature term: the teacher runs at every step ({what} take {gib:.2} GiB, over --feature-table-gib {})",
+                cfg.feature_table_gib
+            );
+            return Ok(None);
+        }
+        let t = std::time::Instant::now();
+        let mut rows = Vec::new();
+        rows.try_reserve_exact(samples * width).map_err(|_| {
+            anyhow!(
+                "{what} need {gib:.2} GiB of memory, which could not be had; give --feature-table-gib {:.1} or less \
+                 (down to 0) to run the teacher at every step instead",
+                (gib / 2.0).max(0.0)
+            )
+        })?;
+        // A logits plan's forward pass, its layer's output read back after each step.
+        let logits = Tensor::zeros(gpu, "logits (unused)", &[samples, NUM_CLASSES])?;
+        let batch = self.forward_batch(teacher, split, &logits)?;
+        let plan = Plan::logits(gpu, "feature table", teacher, &self.feed(split, None), &logits, batch)?;
+        let output = plan.output(0, feature.teacher_layer).context("the teacher's feature layer")?.clone();
+        let keep = |rows: &mut Vec<f32>, done: usize| -> Result<()> {
+            let values = output.read_f32(gpu)?;
+            let kept = ((done - 1) * batch..(done * batch).min(samples)).len();
+            rows.extend_from_slice(&values[..kept * width]);
+            Ok(())
+        };
+        let order = identity(samples);
+        let run = Epoch { plans: &[&plan], orders: &[&order], resume: None, sync_points: 1 };
+        let progress = PhaseProgress::new(format!("Teacher's `{}` outputs", layer.keras_name), plan.steps);
+        run_epochs(
+            gpu,
+            &run,
+            |done, _| progress.update(done),
+            |done| {
+                keep(&mut rows, done)?;
+                self.stop_if_asked()
+            },
+        )?;
+        // The hook runs between steps: the last step's rows are read here.
+        keep(&mut rows, plan.steps)?;
+        progress.finish();
+        println!("Feature term: {what} kept in memory ({gib:.2} GiB), computed in {:.1}s", t.elapsed().as_secs_f64());
+        Ok(Some(FeatureTable { width, rows }))
     }
 
     /// The batch the logits of `split` are computed in: an image's logits do not depend on
@@ -453,9 +523,10 @@ impl GroupState<'_> {
 
 /// The teacher every distilled student learns from.
 pub enum Teacher<'a> {
-    /// Frozen: its logits for both splits, computed once, which every distilled student reads
-    /// (and the teacher, which a feature term runs at every step).
-    Frozen { train: Tensor, test: Tensor, model: &'a Model },
+    /// Frozen: its logits for both splits, computed once, which every distilled student reads;
+    /// the teacher, and a feature term's table of its layer's outputs where one is kept
+    /// (without one, the teacher runs at every step).
+    Frozen { train: Tensor, test: Tensor, model: &'a Model, features: Option<Arc<FeatureTable>> },
     /// The seed's Distiller: each distilled student trains its own copy of these weights along.
     CoTrained { arch: &'a Architecture, weights: Vec<f32> },
 }
@@ -539,8 +610,9 @@ impl Phases<'_> {
                 loss: s.distill.unwrap_or(Loss::CrossEntropy),
                 teacher: match (teacher, copy, s.distill, feature) {
                     (_, Some(copy), _, _) => JobTeacher::CoTrained(copy),
-                    (Teacher::Frozen { model, .. }, None, Some(_), Some(feature)) => {
-                        JobTeacher::Features { teacher: model, feature, projection: projection.as_ref() }
+                    (Teacher::Frozen { model, features, train, .. }, None, Some(_), Some(feature)) => {
+                        let tables = features.as_ref().map(|f| (f, train));
+                        JobTeacher::Features { teacher: model, feature, projection: projection.as_ref(), tables }
                     }
                     (Teacher::Frozen { train, .. }, None, Some(_), None) => JobTeacher::Table(train),
                     _ => JobTeacher::None,

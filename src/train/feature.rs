@@ -88,3 +88,28 @@ impl Projection {
         ))
     }
 }
+
+/// The frozen teacher's output at one layer for every training image, in file order, kept in
+/// host memory, so that a feature term reads its batch's rows instead of running the teacher
+/// at every step ([`super::plan::FeatureTeacher::Table`]).
+pub struct FeatureTable {
+    /// Values per image: the layer's output length.
+    pub width: usize,
+    /// samples x width.
+    pub rows: Vec<f32>,
+}
+
+impl FeatureTable {
+    /// The bytes a table of `samples` images of `width` values takes.
+    pub fn bytes(samples: usize, width: usize) -> u64 {
+        samples as u64 * width as u64 * 4
+    }
+
+    pub fn samples(&self) -> usize {
+        self.rows.len() / self.width.max(1)
+    }
+
+    pub fn row(&self, sample: usize) -> &[f32] {
+        &self.rows[sample * self.width..(sample + 1) * self.width]
+    }
+}

@@ -10,8 +10,8 @@ mod lower;
 mod plan;
 
 pub use crate::ops::loss::Loss;
-pub use feature::{check_layer as check_feature_layer, FeatureSpec, Projection};
-pub use plan::{check_batch_fits, Distiller, FeatureDistiller, Feed, Plan};
+pub use feature::{check_layer as check_feature_layer, FeatureSpec, FeatureTable, Projection};
+pub use plan::{check_batch_fits, Distiller, FeatureDistiller, FeatureTeacher, Feed, Plan};
 
 use crate::data::{Split, IMAGE_SIDE};
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -217,6 +217,9 @@ pub fn run_epochs(
     // measured so far (the first step sets it), so that progress never goes quiet for long.
     let (mut synced_at, mut next_paced) = (Instant::now(), first + 1);
     for step in first..steps {
+        for (plan, order) in plans.iter().zip(orders) {
+            plan.write_step_rows(gpu, order, step)?;
+        }
         gpu.submit(&refs).with_context(|| format!("{}: step {}", plans[0].name, step + 1))?;
         let done = step + 1;
         if done.is_multiple_of(every) || done == steps || done >= next_paced {
@@ -293,8 +296,10 @@ impl Plan {
         self.metrics_width
     }
 
-    /// One step, submitted without waiting (after [`Plan::begin_epoch`]).
+    /// One step, submitted without waiting (after [`Plan::begin_epoch`]); a plan whose host
+    /// writes rows before each step runs through [`run_epochs`], which knows the order.
     pub fn step(&self, gpu: &Gpu) -> Result<()> {
+        ensure!(self.host_rows.is_none(), "{}: a step with a feature table runs through run_epochs", self.name);
         gpu.submit(&self.dispatches.iter().collect::<Vec<_>>()).map(|_| ())
     }
 

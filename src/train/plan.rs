@@ -9,7 +9,7 @@
 //! gradient buffer in the layout of the weights, so that Adam updates the whole model in one
 //! dispatch.
 
-use super::feature::{FeatureSpec, Projection};
+use super::feature::{FeatureSpec, FeatureTable, Projection};
 use super::lower::{lower, BackwardStage, ForwardStage, Lowered};
 use super::{DeviceData, DeviceSplit, Loss, Model};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
@@ -25,6 +25,7 @@ use crate::ops::metrics;
 use crate::ops::transpose::transpose;
 use crate::ops::KernelBias;
 use anyhow::{bail, ensure, Context, Result};
+use std::sync::Arc;
 
 /// What a plan reads at each step: a split of the resident data and, for distillation, the
 /// teacher's logits for every sample of that split.
@@ -168,15 +169,41 @@ pub struct Distiller<'a> {
 }
 
 /// keras.distillation's Distiller with a feature term beside its logits terms: the frozen
-/// teacher runs at every step (as the Distiller calls it, with training=False) for its
-/// layer's output and its logits; the student learns from both, and with `:project` the
-/// projection from its channels to the teacher's learns with it (same Adam step count).
+/// teacher's layer output and logits (as the Distiller computes them, with training=False);
+/// the student learns from both, and with `:project` the projection from its channels to the
+/// teacher's learns with it (same Adam step count).
 pub struct FeatureDistiller<'a> {
     pub student: &'a Model,
-    pub teacher: &'a Model,
+    pub teacher: FeatureTeacher<'a>,
     pub distill: Distill,
     pub feature: FeatureSpec,
     pub projection: Option<&'a Projection>,
+}
+
+/// Where a feature term's teacher outputs come from. Both give the same bits: an image's
+/// outputs do not depend on the batch it runs in.
+#[derive(Clone, Copy)]
+pub enum FeatureTeacher<'a> {
+    /// The teacher runs at every step, for its layer's output and its logits.
+    EachStep(&'a Model),
+    /// Its layer's outputs for every training image, in host memory, whose batch rows the host
+    /// writes before each step; its logits from the feed's table. The step runs the student alone.
+    Table(&'a Architecture, &'a Arc<FeatureTable>),
+}
+
+impl FeatureTeacher<'_> {
+    pub fn arch(&self) -> &Architecture {
+        match self {
+            FeatureTeacher::EachStep(model) => &model.arch,
+            FeatureTeacher::Table(arch, _) => arch,
+        }
+    }
+}
+
+/// Rows the host writes before each step: a [`FeatureTable`]'s rows of the step's batch.
+pub(super) struct HostRows {
+    table: Arc<FeatureTable>,
+    dest: Tensor,
 }
 
 /// What an [`Injection`] records, given the gradient buffer it joins.
@@ -212,6 +239,8 @@ pub struct Plan {
     logits: Option<Tensor>,
     /// A feature term's projection, trained with the student, and its Adam state.
     projection: Option<(Tensor, OptimizerState)>,
+    /// A feature term's teacher outputs, written by the host before each step.
+    pub(super) host_rows: Option<HostRows>,
 }
 
 /// A loss kernel's per-row outputs.
@@ -269,6 +298,7 @@ impl Plan {
             models: vec![PlannedModel { activations, optimizer: None }],
             logits: None,
             projection: None,
+            host_rows: None,
         })
     }
 
@@ -533,7 +563,28 @@ impl Plan {
         let student = fd.student;
         let loss = Loss::Distillation(fd.distill);
         let terms = [&loss::TERMS[..], &[FEATURE_TERM]].concat();
-        let mut plan = Plan::with_teacher(gpu, name, (student, fd.teacher), feed, batch, terms)?;
+        let mut plan = match fd.teacher {
+            FeatureTeacher::EachStep(teacher) => Plan::with_teacher(gpu, name, (student, teacher), feed, batch, terms)?,
+            FeatureTeacher::Table(arch, table) => {
+                let width = arch.walk()[fd.feature.teacher_layer].output.len();
+                ensure!(
+                    table.width == width && table.samples() == feed.split.samples,
+                    "{name}: a feature table of {} x {} values for a layer of {width} and {} images",
+                    table.samples(),
+                    table.width,
+                    feed.split.samples
+                );
+                ensure!(feed.teacher_logits.is_some(), "{name}: a feature table goes with the teacher's logits table");
+                check_batch_fits(gpu, &student.arch, batch)?;
+                let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, terms)?;
+                // Refuses moved images: the table holds the images as they are.
+                plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
+                plan.forward(gpu, student, 0)?;
+                let dest = Tensor::zeros(gpu, &format!("{name} teacher features"), &[batch * width])?;
+                plan.host_rows = Some(HostRows { table: Arc::clone(table), dest });
+                plan
+            }
+        };
         let dlogits = plan.loss(gpu, &student.arch, loss, None)?;
         let inject = plan.feature_term(gpu, fd)?;
         plan.optimise(gpu, student, 0, dlogits, adam, Some(inject))?;
@@ -553,9 +604,12 @@ impl Plan {
     fn feature_term<'a>(&mut self, gpu: &'a Gpu, fd: &FeatureDistiller) -> Result<Injection<'a>> {
         let FeatureSpec { teacher_layer, student_layer, weight, project } = fd.feature;
         let (t_dims, s_dims) =
-            (fd.teacher.arch.walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
+            (fd.teacher.arch().walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
         let (b, features) = (self.batch, t_dims.len());
-        let t_out = self.models[1].activations.layers[teacher_layer].output.clone();
+        let t_out = match &self.host_rows {
+            Some(rows) => rows.dest.clone(),
+            None => self.models[1].activations.layers[teacher_layer].output.clone(),
+        };
         let s_out = self.models[0].activations.layers[student_layer].output.clone();
         let rows = self.rows.clone().context("the feature term follows the loss")?;
         let row_terms = rows.terms.clone().context("a distillation loss records its terms")?;
@@ -674,6 +728,30 @@ impl Plan {
         plan.dispatches.push(store);
         plan.dispatches.push(batch::advance(gpu, &plan.state)?);
         Ok(plan)
+    }
+
+    /// What the host writes before step `step` of the epoch in sample order `order`: a
+    /// feature table's rows of the step's batch (zeros past the end of the split, as
+    /// `gather_rows` writes them). Written into the queue's staging memory directly.
+    pub fn write_step_rows(&self, gpu: &Gpu, order: &[u32], step: usize) -> Result<()> {
+        let Some(HostRows { table, dest }) = &self.host_rows else {
+            return Ok(());
+        };
+        let row_bytes = table.width * 4;
+        let size = std::num::NonZeroU64::new(dest.bytes()).context("an empty feature batch")?;
+        let mut view = gpu
+            .queue
+            .write_buffer_with(dest.buffer(), dest.offset_bytes(), size)
+            .with_context(|| format!("{}: the teacher's feature rows cannot be written", self.name))?;
+        let first = step * self.batch;
+        for i in 0..self.batch {
+            let at = i * row_bytes..(i + 1) * row_bytes;
+            match order.get(first + i).filter(|_| first + i < self.samples) {
+                Some(&sample) => view.slice(at).copy_from_slice(bytemuck::cast_slice(table.row(sample as usize))),
+                None => view.slice(at).fill(0),
+            }
+        }
+        Ok(())
     }
 
     pub fn dispatches(&self) -> &[Dispatch] {
