@@ -356,9 +356,8 @@ impl Phases<'_> {
         let mut rows = Vec::new();
         rows.try_reserve_exact(samples * width).map_err(|_| {
             anyhow!(
-                "{what} need {gib:.2} GiB of memory, which could not be had; give --feature-table-gib {:.1} or less \
-                 (down to 0) to run the teacher at every step instead",
-                (gib / 2.0).max(0.0)
+                "{what} need {gib:.2} GiB of memory, which could not be had; give a --feature-table-gib below \
+                 {gib:.2} (0: never kept) to run the teacher at every step instead"
             )
         })?;
         // A logits plan's forward pass, its layer's output read back after each step.

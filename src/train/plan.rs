@@ -746,7 +746,7 @@ impl Plan {
         let first = step * self.batch;
         for i in 0..self.batch {
             let at = i * row_bytes..(i + 1) * row_bytes;
-            match order.get(first + i).filter(|_| first + i < self.samples) {
+            match order.get(first + i) {
                 Some(&sample) => view.slice(at).copy_from_slice(bytemuck::cast_slice(table.row(sample as usize))),
                 None => view.slice(at).fill(0),
             }
