@@ -1,7 +1,7 @@
 //! What the experiment found, and its rendering as the closing report (Markdown tables, so
 //! that they paste into notes as they are).
 
-use super::config::{Config, DistillTeacher, WeightFiles};
+use super::config::{Config, DistillTeacher, DistillTerm, WeightFiles};
 use super::results::{RunResult, StudentPair, SweepPoint};
 use super::shards::ShardRecord;
 use super::statistics::Statistics;
@@ -25,6 +25,8 @@ pub struct Report {
     pub statistics: Option<Statistics>,
     /// Distilled students over the --sweep-alpha x --sweep-temperature grid.
     pub sweep: Vec<SweepPoint>,
+    /// The frozen teacher's tables: its logits and, with a feature term, its layer's outputs
+    /// where they are kept in memory (`--feature-table-gib`).
     pub teacher_logits_seconds: f64,
     pub data_seconds: f64,
     /// The run's work, over all its parts when it was resumed.
@@ -205,6 +207,9 @@ impl Report {
             s += &self.render_sweep();
         }
         let logits = match self.config.distill_teacher {
+            DistillTeacher::Frozen if self.config.distill.iter().any(|t| matches!(t, DistillTerm::Feature { .. })) => {
+                format!("teacher logits and feature outputs {:.1}s", self.teacher_logits_seconds)
+            }
             DistillTeacher::Frozen => format!("teacher logits {:.1}s", self.teacher_logits_seconds),
             DistillTeacher::Trainable => "no logits table (the teacher runs at every step)".into(),
         };
