@@ -325,29 +325,34 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     assert!(stderr.contains("layer 6 `dropout` (GaussianNoise): GaussianNoise is not a supported layer"), "{stderr}");
 }
 
+/// The program on a small slice (one teacher epoch, small networks, 160 test images) with
+/// `args`, saving into `save`: whether it succeeded, its output, the distilled student's file
+/// (empty if none was written).
+fn run_small(save: &std::path::Path, args: &[&str]) -> (bool, String, Vec<u8>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off", "--offline", "--test-limit", "160", "--teacher-epochs", "1"])
+        .args(["--teacher-channels", "8,12", "--student-channels", "3,5"])
+        .args(args)
+        .arg("--save-dir")
+        .arg(save)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text, std::fs::read(save.join("student.safetensors")).unwrap_or_default())
+}
+
 /// `--logits-cache`: the first run keeps the frozen teacher's tables, the next reads them and
 /// trains the same distilled student to the byte; a corrupt file costs a warning and is
 /// computed and written again; another teacher gets a file of its own; a directory that
 /// cannot be made is refused before any work.
 #[test]
 fn the_teachers_logits_are_kept_and_read_back_to_the_same_bits() {
-    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let run = |name: &str, cache: &std::path::Path, extra: &[&str]| {
-        let save = dir.path().join(name);
-        let out = Command::new(exe)
-            .args(["--tune", "off", "--offline", "--train-limit", "320", "--test-limit", "160"])
-            .args(["--teacher-epochs", "1", "--student-epochs", "1", "--teacher-channels", "8,12"])
-            .args(["--student-channels", "3,5", "--logits-cache"])
-            .arg(cache)
-            .arg("--save-dir")
-            .arg(&save)
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text, std::fs::read(save.join("student.safetensors")).unwrap_or_default())
+        let cache = cache.to_str().unwrap();
+        let args = [&["--train-limit", "320", "--student-epochs", "1", "--logits-cache", cache][..], extra].concat();
+        run_small(&dir.path().join(name), &args)
     };
     let files = || -> Vec<std::path::PathBuf> {
         let mut f: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
@@ -385,29 +390,12 @@ fn the_teachers_logits_are_kept_and_read_back_to_the_same_bits() {
 /// (`--feature-table-gib 0`), with all labels and with few; the batch leaves a short last one.
 #[test]
 fn a_feature_table_trains_the_same_students_as_the_teacher_run_at_every_step() {
-    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, extra: &[&str]| {
-        let save = dir.path().join(name);
-        let out = Command::new(exe)
-            .args(["--tune", "off", "--offline", "--train-limit", "330", "--test-limit", "160", "--batch-size", "24"])
-            .args(["--teacher-epochs", "1", "--student-epochs", "2", "--teacher-channels", "8,12"])
-            .args([
-                "--student-channels",
-                "3,5",
-                "--distill",
-                "logits",
-                "--distill",
-                "feature:conv2d_1:conv2d_1:project",
-            ])
-            .arg("--save-dir")
-            .arg(&save)
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{name}:\n{text}");
-        let student = std::fs::read(save.join("student.safetensors")).unwrap();
+        let feature = ["--train-limit", "330", "--batch-size", "24", "--student-epochs", "2", "--distill", "logits"];
+        let args = [&feature[..], &["--distill", "feature:conv2d_1:conv2d_1:project"], extra].concat();
+        let (ok, text, student) = run_small(&dir.path().join(name), &args);
+        assert!(ok && !student.is_empty(), "{name}:\n{text}");
         // The per-epoch lines (loss, accuracy, each term) without their times.
         let epochs: Vec<String> = text
             .lines()
