@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
     },
+    /// Put several experiments' paired results side by side (the --metrics-out files of
+    /// --runs experiments, or merged shards): a Markdown table with a row per experiment, as
+    /// README's "When does distillation help?", and with --plot a chart of the same rows.
+    Compare {
+        /// Each experiment's metrics file, with the row's label before `=` (the file's name
+        /// without `.json` where none is given).
+        #[arg(value_name = "[LABEL=]METRICS.json", required = true)]
+        files: Vec<String>,
+        /// Draw each experiment's paired difference with its interval, overall and per class.
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
+    },
     /// Evaluate saved weights on the test set: cross-entropy loss and accuracy. The network is
     /// the one the file's metadata records.
     Evaluate {
@@ -375,6 +387,18 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             let json = serde_json::to_string_pretty(&merged.json)?;
             write_outputs(&merged.report, metrics_out.as_deref().map(|p| (p, json.as_bytes())), plot.as_deref())
         }
+        Some(Command::Compare { files, plot }) => {
+            if let Some(path) = &plot {
+                check_svg_path(path)?;
+            }
+            let regimes = experiment::compare::read_all(&files)?;
+            print!("{}", experiment::compare::table(&regimes));
+            if let Some(path) = plot {
+                checkpoint::write_atomic(&path, kd_wgpu::plot::compare_svg(&regimes)?.as_bytes())?;
+                println!("Wrote {}", path.display());
+            }
+            Ok(())
+        }
         Some(Command::Evaluate { model, weights, logits_out }) => {
             if let Some(path) = &logits_out {
                 checkpoint::check_writable("--logits-out", path)?;
@@ -410,12 +434,7 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
 /// Refuses, before any work, a --metrics-out or --plot path that could not be written at the end.
 fn check_outputs(metrics_out: Option<&Path>, plot: Option<&Path>) -> Result<()> {
     if let Some(path) = plot {
-        anyhow::ensure!(
-            path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
-            "--plot {}: plots are written as SVG; give a path ending in .svg",
-            path.display()
-        );
-        checkpoint::check_writable("--plot", path)?;
+        check_svg_path(path)?;
         checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
         checkpoint::check_writable("--plot", &kd_wgpu::plot::classes_path(path))?;
     }
@@ -423,6 +442,16 @@ fn check_outputs(metrics_out: Option<&Path>, plot: Option<&Path>) -> Result<()> 
         checkpoint::check_writable("--metrics-out", path)?;
     }
     Ok(())
+}
+
+/// Refuses a --plot path that is not an SVG file's or cannot be written.
+fn check_svg_path(path: &Path) -> Result<()> {
+    anyhow::ensure!(
+        path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")),
+        "--plot {}: plots are written as SVG; give a path ending in .svg",
+        path.display()
+    );
+    checkpoint::check_writable("--plot", path)
 }
 
 /// Writes the metrics (`metrics`: the path and its JSON) and the plots of `report`.

@@ -224,3 +224,123 @@ fn beside(path: &std::path::Path, what: &str) -> std::path::PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!("{stem}-{what}.svg"))
 }
+
+/// `kd-wgpu compare --plot`: a row per regime. Left, the paired difference of test accuracy
+/// (distilled - scratch, points) with its 95% interval: green where the interval is above
+/// zero, red below, grey across it. Right, the same per class, a cell per class: green or red
+/// as the difference, strong where its interval is clear of zero and faint where not.
+pub fn compare_svg(regimes: &[crate::experiment::compare::Regime]) -> Result<String> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    const ROW: u32 = 44;
+    let n = regimes.len() as f64;
+    let classes: Vec<&str> =
+        regimes.first().map(|r| r.statistics.per_class.iter().map(|c| c.class.as_str()).collect()).unwrap_or_default();
+    // Each panel: the regimes' rows from the top, and a header row above them.
+    let row_top = |i: usize| n - i as f64;
+    let (helped, hurt, neither) = (RGBColor(44, 140, 44), RGBColor(200, 40, 40), RGBColor(120, 120, 120));
+    let colour_of = |(lo, hi): (f64, f64)| {
+        if lo > 0.0 {
+            helped
+        } else if hi < 0.0 {
+            hurt
+        } else {
+            neither
+        }
+    };
+    let (lo, hi) = regimes.iter().fold((0.0f64, 0.0f64), |(l, h), r| {
+        (l.min(100.0 * r.statistics.difference_ci95.0), h.max(100.0 * r.statistics.difference_ci95.1))
+    });
+    let pad = ((hi - lo) * 0.05).max(0.1);
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (1240, 110 + ROW * (regimes.len() as u32 + 1))).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (left, right) = root.split_horizontally(600);
+        let build = |area, caption: &str, x: std::ops::Range<f64>| {
+            ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 17))
+                .margin(12)
+                .x_label_area_size(40)
+                .build_cartesian_2d(x, 0.0..n + 1.0)
+                .map_err(plot_error)
+        };
+
+        let mut forest =
+            build(&left, "distilled - scratch, test accuracy (points, 95% interval)", (lo - pad)..(hi + pad))?;
+        forest
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_max_light_lines(0)
+            .x_desc("points")
+            .draw()
+            .map_err(plot_error)?;
+        forest
+            .draw_series([PathElement::new([(0.0, 0.0), (0.0, n)], RGBColor(90, 90, 90).stroke_width(1))])
+            .map_err(plot_error)?;
+        let label_style = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
+        for (i, r) in regimes.iter().enumerate() {
+            let st = &r.statistics;
+            let (l, h) = (100.0 * st.difference_ci95.0, 100.0 * st.difference_ci95.1);
+            let (top, y) = (row_top(i), row_top(i) - 0.68);
+            let colour = colour_of(st.difference_ci95);
+            let text = format!(
+                "{}: {} [{}, {}]",
+                r.label,
+                crate::experiment::compare::points(st.difference_mean),
+                crate::experiment::compare::points(st.difference_ci95.0),
+                crate::experiment::compare::points(st.difference_ci95.1)
+            );
+            forest
+                .draw_series([Text::new(text, (lo - pad * 0.8, top - 0.08), label_style.clone())])
+                .map_err(plot_error)?;
+            forest.draw_series([PathElement::new([(l, y), (h, y)], colour.stroke_width(3))]).map_err(plot_error)?;
+            forest
+                .draw_series([Circle::new((100.0 * st.difference_mean, y), 5, colour.filled())])
+                .map_err(plot_error)?;
+        }
+
+        let mut cells =
+            build(&right, "per class (points; faint where the 95% interval holds zero)", 0.0..classes.len() as f64)?;
+        cells.configure_mesh().disable_mesh().disable_axes().draw().map_err(plot_error)?;
+        let centred =
+            |size| TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        for (c, name) in classes.iter().enumerate() {
+            // Two lines where the name has a break ("T-shirt/top", "Ankle boot"), to fit the column.
+            let (first, second) = match name.find(['/', ' ']) {
+                Some(at) => (&name[..=at], name[at + 1..].trim()),
+                None => (*name, ""),
+            };
+            let x = c as f64 + 0.5;
+            for (line, y) in [(first, n + 0.66), (second, n + 0.3)] {
+                cells.draw_series([Text::new(line.trim().to_string(), (x, y), centred(12))]).map_err(plot_error)?;
+            }
+        }
+        for (i, r) in regimes.iter().enumerate() {
+            let top = row_top(i);
+            for (c, class) in r.statistics.per_class.iter().enumerate() {
+                let v = 100.0 * class.difference_mean;
+                let clear = class.difference_ci95.0 > 0.0 || class.difference_ci95.1 < 0.0;
+                // Saturates at 10 points; a difference whose interval holds zero is drawn at a third.
+                let strength = (v.abs() / 10.0).min(1.0) * if clear { 1.0 } else { 0.33 };
+                let base = if v >= 0.0 { helped } else { hurt };
+                let fill = base.mix(strength.max(0.02));
+                let (x0, x1, y0, y1) = (c as f64 + 0.03, c as f64 + 0.97, top - 0.94, top - 0.06);
+                cells.draw_series([Rectangle::new([(x0, y0), (x1, y1)], fill.filled())]).map_err(plot_error)?;
+                let ink = if !clear {
+                    RGBColor(110, 110, 110)
+                } else if strength > 0.55 {
+                    WHITE
+                } else {
+                    BLACK
+                };
+                cells
+                    .draw_series([Text::new(format!("{v:+.1}"), (c as f64 + 0.5, top - 0.5), centred(12).color(&ink))])
+                    .map_err(plot_error)?;
+            }
+        }
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}

@@ -155,6 +155,17 @@ fn shards_merge_into_the_one_process_experiment() {
     assert_eq!(result_lines(&merged_stdout), result_lines(&one_stdout));
     assert!(merged_stdout.contains("merged from 2 shards"), "{merged_stdout}");
     assert!(file("merged-sweep.svg").exists() && file("merged-classes.svg").exists());
+    // `compare` reads the merged file as the one-process file, and refuses a shard.
+    let compare = |metrics: &Path| {
+        let mut c = Command::new(BIN);
+        c.arg("compare").arg(format!("three runs={}", path(metrics)));
+        run_ok(c)
+    };
+    assert_eq!(compare(&merged), compare(&file("one.json")));
+    assert!(compare(&merged).contains("| three runs | alpha 0.1, T 10, logits | "));
+    let mut c = Command::new(BIN);
+    c.arg("compare").arg(file("shard-1.json"));
+    refused(c, "put its shards together with `kd-wgpu merge`");
 
     // A shard's state does not resume as another shard.
     let mut other = command(&experiment);

@@ -8,9 +8,11 @@
 //! - [`report`]: the results and the closing report;
 //! - [`resume`]: the run's state on disk, for resuming an interrupted run;
 //! - [`shards`], [`merge`]: an experiment split across machines (`--shard I/K`), and its
-//!   shards' metrics put back together (`kd-wgpu merge`).
+//!   shards' metrics put back together (`kd-wgpu merge`);
+//! - [`compare`]: several experiments' paired results side by side (`kd-wgpu compare`).
 
 pub mod classes;
+pub mod compare;
 pub mod config;
 pub mod logits_cache;
 pub mod merge;

@@ -1,0 +1,233 @@
+//! `kd-wgpu compare`: several experiments' paired results side by side, one row each, as
+//! README's "When does distillation help?" table: the regime's settings as its metrics file
+//! records them, the teacher's test accuracy, each student's mean and standard deviation, the
+//! paired difference with its 95% interval, and the classes whose paired difference has an
+//! interval clear of zero. The statistics are recomputed from the file's runs by the code
+//! that computes them in one process (as `merge` does). `--plot` draws the same rows
+//! ([`crate::plot::compare_svg`]).
+
+use super::results::{RunResult, StudentPair};
+use super::statistics::Statistics;
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// One experiment of the comparison.
+pub struct Regime {
+    pub label: String,
+    pub path: PathBuf,
+    /// The settings that make the regime, in words (see [`settings`]).
+    pub settings: String,
+    pub teacher_accuracy: f64,
+    pub statistics: Statistics,
+}
+
+/// The fields of a metrics file that compare reads.
+#[derive(serde::Deserialize)]
+struct Metrics {
+    config: Map<String, Value>,
+    teacher: RunResult,
+    runs: Vec<StudentPair>,
+    #[serde(default)]
+    shard: Option<Value>,
+}
+
+impl Regime {
+    /// Reads `LABEL=PATH` (split at the last `=`, so that labels may hold one), or `PATH`
+    /// alone (labelled by its file name without `.json`).
+    pub fn read(arg: &str) -> Result<Regime> {
+        let (label, path) = match arg.rsplit_once('=') {
+            Some((label, path)) if !label.is_empty() => (label.to_string(), PathBuf::from(path)),
+            _ => {
+                let path = PathBuf::from(arg);
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                (stem, path)
+            }
+        };
+        let metrics = read_metrics(&path)?;
+        let name = path.display();
+        ensure!(
+            metrics.shard.is_none(),
+            "{name} holds one shard of an experiment (--shard I/K): put its shards together with `kd-wgpu merge` \
+             first and compare the merged file"
+        );
+        ensure!(
+            metrics.runs.len() >= 2,
+            "{name} holds {} run(s): compare puts paired runs side by side; give the --metrics-out file of an \
+             experiment run with --runs 2 or more",
+            metrics.runs.len()
+        );
+        Ok(Regime {
+            label,
+            settings: settings(&metrics.config),
+            teacher_accuracy: metrics.teacher.test_accuracy,
+            statistics: Statistics::of(&metrics.runs),
+            path,
+        })
+    }
+}
+
+fn read_metrics(path: &Path) -> Result<Metrics> {
+    let name = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
+    let json: Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("{name} is not valid JSON (truncated or corrupt?); give the files that --metrics-out or merge wrote")
+    })?;
+    serde_json::from_value(json).with_context(|| format!("{name} is not a kd-wgpu metrics file"))
+}
+
+/// Reads every `LABEL=PATH` and checks that they can stand side by side: the same classes.
+pub fn read_all(args: &[String]) -> Result<Vec<Regime>> {
+    ensure!(!args.is_empty(), "compare needs the metrics files of one or more --runs experiments");
+    let regimes = args.iter().map(|a| Regime::read(a)).collect::<Result<Vec<_>>>()?;
+    let names = |r: &Regime| r.statistics.per_class.iter().map(|c| c.class.clone()).collect::<Vec<_>>();
+    for r in &regimes[1..] {
+        if names(r) != names(&regimes[0]) {
+            bail!(
+                "{} and {} were tested on different classes ({:?} and {:?}); compare experiments on one data set",
+                regimes[0].path.display(),
+                r.path.display(),
+                names(&regimes[0]),
+                names(r)
+            );
+        }
+    }
+    Ok(regimes)
+}
+
+/// What sets a regime apart, from its config: alpha, T, the distillation terms (with their
+/// weights where not 1), labelled images, augmentation, a co-trained teacher. Files written
+/// before a setting existed lack its key, and had its default.
+pub fn settings(config: &Map<String, Value>) -> String {
+    let number = |key: &str| config.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    let terms: Vec<String> = match config.get("distill").and_then(Value::as_array) {
+        Some(terms) if !terms.is_empty() => terms.iter().map(|t| t.as_str().unwrap_or("?").to_string()).collect(),
+        _ => vec!["logits".to_string()],
+    };
+    let weights: Vec<f64> = config
+        .get("distill_weights")
+        .and_then(Value::as_array)
+        .map(|w| w.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let parts: Vec<String> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, term)| match weights.get(i) {
+            Some(&w) if w != 1.0 => format!("{term} x{w}"),
+            _ => term.clone(),
+        })
+        .collect();
+    let mut s = format!("alpha {}, T {}, {}", number("alpha"), number("temperature"), parts.join(" + "));
+    if let Some(n) = config.get("labelled").and_then(Value::as_u64) {
+        s += &format!(", {n} labelled");
+    }
+    if number("teacher_augment") > 0.0 {
+        s += &format!(", teacher moved {} px, {} epochs", number("teacher_augment"), number("teacher_epochs"));
+    }
+    if number("student_augment") > 0.0 {
+        s += &format!(", students moved {} px", number("student_augment"));
+    }
+    if config.get("distill_teacher").and_then(Value::as_str).is_some_and(|t| !t.eq_ignore_ascii_case("frozen")) {
+        s += ", co-trained teacher";
+    }
+    s
+}
+
+/// A difference of accuracies in percentage points, signed.
+pub fn points(v: f64) -> String {
+    format!("{:+.2}", 100.0 * v)
+}
+
+/// The Markdown table, a row per regime (rows are left unpadded: the classes column is long).
+pub fn table(regimes: &[Regime]) -> String {
+    let mut out = String::from(
+        "| regime | settings | teacher | distilled | scratch | distilled - scratch, points [95%] | classes that moved (points) |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in regimes {
+        let st = &r.statistics;
+        let (lo, hi) = st.difference_ci95;
+        let moved: Vec<String> = st
+            .classes_with_a_difference()
+            .iter()
+            .map(|c| format!("{} {}", c.class, points(c.difference_mean)))
+            .collect();
+        let cells = [
+            r.label.clone(),
+            r.settings.clone(),
+            format!("{:.4}", r.teacher_accuracy),
+            format!("{:.4} ± {:.4}", st.distilled_mean, st.distilled_std),
+            format!("{:.4} ± {:.4}", st.scratch_mean, st.scratch_std),
+            format!("{} [{}, {}]", points(st.difference_mean), points(lo), points(hi)),
+            if moved.is_empty() { "none".to_string() } else { moved.join(", ") },
+        ];
+        out += &format!("| {} |\n", cells.join(" | "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn settings_name_what_sets_a_regime_apart() {
+        // A file from before the distillation terms and --labelled: the seed's logits term.
+        assert_eq!(
+            settings(&config(r#"{"alpha": 0.1, "temperature": 10.0, "distill_teacher": "Frozen"}"#)),
+            "alpha 0.1, T 10, logits"
+        );
+        assert_eq!(
+            settings(&config(
+                r#"{"alpha": 0.5, "temperature": 3.0, "distill": ["logits", "feature:conv2d_1:conv2d_1:project"],
+                    "distill_weights": [1.0, 100.0], "labelled": 600, "teacher_augment": 2, "teacher_epochs": 10,
+                    "student_augment": 1, "distill_teacher": "Trainable"}"#
+            )),
+            "alpha 0.5, T 3, logits + feature:conv2d_1:conv2d_1:project x100, 600 labelled, teacher moved 2 px, \
+             10 epochs, students moved 1 px, co-trained teacher"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let error = |arg: &str| format!("{:#}", Regime::read(arg).err().expect("refused"));
+        assert!(error(&write("cut.json", "{\"config\": {")).contains("not valid JSON"));
+        assert!(error(&write("other.json", "{\"a\": 1}")).contains("not a kd-wgpu metrics file"));
+        assert!(error(&dir.path().join("absent.json").display().to_string()).contains("cannot read"));
+        // One run of the real format: the first run of a committed experiment.
+        let full: Value =
+            serde_json::from_slice(&std::fs::read("docs/runs10-keras-defaults-lavapipe.json").unwrap()).unwrap();
+        let mut one = full.clone();
+        one["runs"] = Value::Array(vec![full["runs"][0].clone()]);
+        assert!(error(&write("one.json", &one.to_string())).contains("holds 1 run(s)"));
+        let mut shard = full.clone();
+        shard["shard"] = serde_json::json!({"index": 1, "count": 2});
+        assert!(error(&write("shard.json", &shard.to_string())).contains("kd-wgpu merge"));
+        // Experiments on other classes do not stand side by side.
+        let mut renamed = full.clone();
+        for run in renamed["runs"].as_array_mut().unwrap() {
+            for student in ["distilled", "scratch"] {
+                run[student]["classes"]["names"][0] = "Top".into();
+            }
+        }
+        let (a, b) = (write("a.json", &full.to_string()), write("b.json", &renamed.to_string()));
+        let refused = format!("{:#}", read_all(&[a.clone(), b]).err().expect("refused"));
+        assert!(refused.contains("tested on different classes"), "{refused}");
+        assert_eq!(read_all(&[a.clone(), a]).unwrap().len(), 2);
+        // The whole file is read, labelled by the name before '=' or by its file name.
+        let whole = write("keras-defaults.json", &full.to_string());
+        assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
+        let labelled = Regime::read(&format!("defaults, alpha=0.5={whole}")).unwrap();
+        assert_eq!(labelled.label, "defaults, alpha=0.5");
+    }
+}
