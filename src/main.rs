@@ -79,6 +79,10 @@ enum Command {
         /// Draw each experiment's paired difference with its interval, overall and per class.
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
+        /// Also compare every other experiment's distilled students with those of the one
+        /// labelled LABEL, run by run (where their runs pair: the same seeds and scratch students).
+        #[arg(long, value_name = "LABEL")]
+        against: Option<String>,
     },
     /// Evaluate saved weights on the test set: cross-entropy loss and accuracy. The network is
     /// the one the file's metadata records.
@@ -387,12 +391,13 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             let json = serde_json::to_string_pretty(&merged.json)?;
             write_outputs(&merged.report, metrics_out.as_deref().map(|p| (p, json.as_bytes())), plot.as_deref())
         }
-        Some(Command::Compare { files, plot }) => {
+        Some(Command::Compare { files, plot, against }) => {
             if let Some(path) = &plot {
                 check_svg_path(path)?;
             }
             let regimes = experiment::compare::read_all(&files)?;
-            print!("{}", experiment::compare::table(&regimes));
+            let paired = against.map(|label| experiment::compare::against(&regimes, &label)).transpose()?;
+            print!("{}{}", experiment::compare::table(&regimes), paired.unwrap_or_default());
             if let Some(path) = plot {
                 checkpoint::write_atomic(&path, kd_wgpu::plot::compare_svg(&regimes)?.as_bytes())?;
                 println!("Wrote {}", path.display());

@@ -4,7 +4,9 @@
 //! paired difference with its 95% interval, and the classes whose paired difference has an
 //! interval clear of zero. The statistics are recomputed from the file's runs by the code
 //! that computes them in one process (as `merge` does). `--plot` draws the same rows
-//! ([`crate::plot::compare_svg`]).
+//! ([`crate::plot::compare_svg`]). `--against LABEL` adds a second table: each experiment's
+//! distilled students against LABEL's, run by run, where the runs pair (the same seeds, and
+//! scratch students equal to the last digit: the same starting weights and order).
 
 use super::results::{RunResult, StudentPair};
 use super::statistics::Statistics;
@@ -20,6 +22,8 @@ pub struct Regime {
     pub settings: String,
     pub teacher_accuracy: f64,
     pub statistics: Statistics,
+    /// Each run's students, for pairing with another experiment's ([`against`]).
+    pub runs: Vec<StudentPair>,
 }
 
 /// The fields of a metrics file that compare reads.
@@ -62,6 +66,7 @@ impl Regime {
             settings: settings(&metrics.config),
             teacher_accuracy: metrics.teacher.test_accuracy,
             statistics: Statistics::of(&metrics.runs),
+            runs: metrics.runs,
             path,
         })
     }
@@ -138,6 +143,17 @@ pub fn points(v: f64) -> String {
     format!("{:+.2}", 100.0 * v)
 }
 
+/// The classes whose paired difference has an interval clear of zero, with the difference.
+fn moved(st: &Statistics) -> String {
+    let moved: Vec<String> =
+        st.classes_with_a_difference().iter().map(|c| format!("{} {}", c.class, points(c.difference_mean))).collect();
+    if moved.is_empty() {
+        "none".to_string()
+    } else {
+        moved.join(", ")
+    }
+}
+
 /// The Markdown table, a row per regime (rows are left unpadded: the classes column is long).
 pub fn table(regimes: &[Regime]) -> String {
     let mut out = String::from(
@@ -147,11 +163,6 @@ pub fn table(regimes: &[Regime]) -> String {
     for r in regimes {
         let st = &r.statistics;
         let (lo, hi) = st.difference_ci95;
-        let moved: Vec<String> = st
-            .classes_with_a_difference()
-            .iter()
-            .map(|c| format!("{} {}", c.class, points(c.difference_mean)))
-            .collect();
         let cells = [
             r.label.clone(),
             r.settings.clone(),
@@ -159,11 +170,82 @@ pub fn table(regimes: &[Regime]) -> String {
             format!("{:.4} ± {:.4}", st.distilled_mean, st.distilled_std),
             format!("{:.4} ± {:.4}", st.scratch_mean, st.scratch_std),
             format!("{} [{}, {}]", points(st.difference_mean), points(lo), points(hi)),
-            if moved.is_empty() { "none".to_string() } else { moved.join(", ") },
+            moved(st),
         ];
         out += &format!("| {} |\n", cells.join(" | "));
     }
     out
+}
+
+/// Why `other`'s runs do not pair with `base`'s, if they do not.
+fn unpaired(base: &Regime, other: &Regime) -> Option<String> {
+    if base.runs.len() != other.runs.len() {
+        return Some(format!("{} runs against {}", other.runs.len(), base.runs.len()));
+    }
+    for (i, (b, o)) in base.runs.iter().zip(&other.runs).enumerate() {
+        if b.seed != o.seed {
+            return Some(format!("run {} has seed {} against {}", i + 1, o.seed, b.seed));
+        }
+        if b.scratch.test_accuracy != o.scratch.test_accuracy {
+            return Some(format!(
+                "run {}'s scratch students differ ({:.4} against {:.4}): other starting weights, order or labels",
+                i + 1,
+                o.scratch.test_accuracy,
+                b.scratch.test_accuracy
+            ));
+        }
+    }
+    None
+}
+
+/// The second table of `--against LABEL`: every other experiment's distilled students against
+/// the distilled students of the one labelled `label`, run by run, by the paired statistics
+/// of [`Statistics::of`] (the base's distilled students in the place of the scratch ones).
+pub fn against(regimes: &[Regime], label: &str) -> Result<String> {
+    let Some(base) = regimes.iter().find(|r| r.label == label) else {
+        let labels: Vec<&str> = regimes.iter().map(|r| r.label.as_str()).collect();
+        bail!("--against {label:?}: no experiment is labelled so; the labels are {labels:?}")
+    };
+    let mut out = format!(
+        "\nDistilled students against those of {label}, run by run (the same seeds, starting weights and order):\n\n\
+         | regime | distilled | distilled, {label} | difference, points [95%] | runs above, below | classes that moved (points) |\n\
+         | --- | --- | --- | --- | --- | --- |\n"
+    );
+    for r in regimes.iter().filter(|r| r.label != label) {
+        let cells = match unpaired(base, r) {
+            Some(why) => vec![
+                r.label.clone(),
+                format!("not paired: {why}"),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+            None => {
+                let pairs: Vec<StudentPair> = r
+                    .runs
+                    .iter()
+                    .zip(&base.runs)
+                    .map(|(o, b)| StudentPair { scratch: b.distilled.clone(), ..o.clone() })
+                    .collect();
+                let st = Statistics::of(&pairs);
+                let (lo, hi) = st.difference_ci95;
+                let accuracies = pairs.iter().map(|p| (p.distilled.test_accuracy, p.scratch.test_accuracy));
+                let above = accuracies.clone().filter(|(o, b)| o > b).count();
+                let below = accuracies.filter(|(o, b)| o < b).count();
+                vec![
+                    r.label.clone(),
+                    format!("{:.4} ± {:.4}", st.distilled_mean, st.distilled_std),
+                    format!("{:.4} ± {:.4}", st.scratch_mean, st.scratch_std),
+                    format!("{} [{}, {}]", points(st.difference_mean), points(lo), points(hi)),
+                    format!("{above}, {below}"),
+                    moved(&st),
+                ]
+            }
+        };
+        out += &format!("| {} |\n", cells.join(" | "));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -223,7 +305,39 @@ mod tests {
         let (a, b) = (write("a.json", &full.to_string()), write("b.json", &renamed.to_string()));
         let refused = format!("{:#}", read_all(&[a.clone(), b]).err().expect("refused"));
         assert!(refused.contains("tested on different classes"), "{refused}");
-        assert_eq!(read_all(&[a.clone(), a]).unwrap().len(), 2);
+        assert_eq!(read_all(&[a.clone(), a.clone()]).unwrap().len(), 2);
+        // --against: the same runs with every distilled student 0.1 points higher pair with
+        // them; other scratch students or seeds do not.
+        let shifted = |edit: &dyn Fn(&mut Value)| {
+            let mut v = full.clone();
+            for run in v["runs"].as_array_mut().unwrap() {
+                edit(run);
+            }
+            v.to_string()
+        };
+        let up = write(
+            "up.json",
+            &shifted(&|run| {
+                run["distilled"]["test_accuracy"] = (run["distilled"]["test_accuracy"].as_f64().unwrap() + 0.001).into()
+            }),
+        );
+        let scratch = write("scratch.json", &shifted(&|run| run["scratch"]["test_accuracy"] = 0.5.into()));
+        let seeds = write("seeds.json", &shifted(&|run| run["seed"] = (run["seed"].as_u64().unwrap() + 1).into()));
+        let regimes = read_all(&[
+            format!("base={a}"),
+            format!("up={up}"),
+            format!("scratch={scratch}"),
+            format!("seeds={seeds}"),
+        ])
+        .unwrap();
+        let paired = against(&regimes, "base").unwrap();
+        let row = |label: &str| paired.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap().to_string();
+        assert!(row("up").contains("| +0.10 [+0.10, +0.10] | 10, 0 |"), "{paired}");
+        assert!(row("scratch").contains("not paired: run 1's scratch students differ"), "{paired}");
+        assert!(row("seeds").contains("not paired: run 1 has seed 2 against 1"), "{paired}");
+        assert!(!paired.contains("| base |"), "{paired}");
+        let refused = format!("{:#}", against(&regimes, "other").expect_err("refused"));
+        assert!(refused.contains("--against \"other\": no experiment is labelled so"), "{refused}");
         // The whole file is read, labelled by the name before '=' or by its file name.
         let whole = write("keras-defaults.json", &full.to_string());
         assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
