@@ -274,21 +274,28 @@ mod tests {
         );
     }
 
+    /// A committed experiment's metrics, ten runs of the real format.
+    fn committed() -> Value {
+        serde_json::from_slice(&std::fs::read("docs/runs10-keras-defaults-lavapipe.json").unwrap()).unwrap()
+    }
+
+    /// Writes `text` into `dir` as `name` and returns its path.
+    fn write(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     #[test]
     fn bad_files_are_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.display().to_string()
-        };
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
         let error = |arg: &str| format!("{:#}", Regime::read(arg).err().expect("refused"));
         assert!(error(&write("cut.json", "{\"config\": {")).contains("not valid JSON"));
         assert!(error(&write("other.json", "{\"a\": 1}")).contains("not a kd-wgpu metrics file"));
         assert!(error(&dir.path().join("absent.json").display().to_string()).contains("cannot read"));
         // One run of the real format: the first run of a committed experiment.
-        let full: Value =
-            serde_json::from_slice(&std::fs::read("docs/runs10-keras-defaults-lavapipe.json").unwrap()).unwrap();
+        let full = committed();
         let mut one = full.clone();
         one["runs"] = Value::Array(vec![full["runs"][0].clone()]);
         assert!(error(&write("one.json", &one.to_string())).contains("holds 1 run(s)"));
@@ -306,8 +313,21 @@ mod tests {
         let refused = format!("{:#}", read_all(&[a.clone(), b]).err().expect("refused"));
         assert!(refused.contains("tested on different classes"), "{refused}");
         assert_eq!(read_all(&[a.clone(), a.clone()]).unwrap().len(), 2);
-        // --against: the same runs with every distilled student 0.1 points higher pair with
-        // them; other scratch students or seeds do not.
+        // The whole file is read, labelled by the name before '=' or by its file name.
+        let whole = write("keras-defaults.json", &full.to_string());
+        assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
+        let labelled = Regime::read(&format!("defaults, alpha=0.5={whole}")).unwrap();
+        assert_eq!(labelled.label, "defaults, alpha=0.5");
+    }
+
+    #[test]
+    fn against_pairs_only_runs_of_the_same_seeds_and_scratch_students() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| write(dir.path(), name, text);
+        let full = committed();
+        let a = write("a.json", &full.to_string());
+        // The same runs with every distilled student 0.1 points higher pair with them; other
+        // scratch students or seeds do not.
         let shifted = |edit: &dyn Fn(&mut Value)| {
             let mut v = full.clone();
             for run in v["runs"].as_array_mut().unwrap() {
@@ -338,10 +358,5 @@ mod tests {
         assert!(!paired.contains("| base |"), "{paired}");
         let refused = format!("{:#}", against(&regimes, "other").expect_err("refused"));
         assert!(refused.contains("--against \"other\": no experiment is labelled so"), "{refused}");
-        // The whole file is read, labelled by the name before '=' or by its file name.
-        let whole = write("keras-defaults.json", &full.to_string());
-        assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
-        let labelled = Regime::read(&format!("defaults, alpha=0.5={whole}")).unwrap();
-        assert_eq!(labelled.label, "defaults, alpha=0.5");
     }
 }
