@@ -321,12 +321,20 @@ pub fn compare_svg(regimes: &[crate::experiment::compare::Regime]) -> Result<Str
             let top = row_top(i);
             for (c, class) in r.statistics.per_class.iter().enumerate() {
                 let v = 100.0 * class.difference_mean;
+                let (x0, x1, y0, y1) = (c as f64 + 0.03, c as f64 + 0.97, top - 0.94, top - 0.06);
+                if !v.is_finite() {
+                    // A class without test images (a --test-limit slice) has no accuracy.
+                    let fill = RGBColor(235, 235, 235).filled();
+                    cells.draw_series([Rectangle::new([(x0, y0), (x1, y1)], fill)]).map_err(plot_error)?;
+                    let text = Text::new("n/a", (c as f64 + 0.5, top - 0.5), centred(12));
+                    cells.draw_series([text]).map_err(plot_error)?;
+                    continue;
+                }
                 let clear = class.difference_ci95.0 > 0.0 || class.difference_ci95.1 < 0.0;
                 // Saturates at 10 points; a difference whose interval holds zero is drawn at a third.
                 let strength = (v.abs() / 10.0).min(1.0) * if clear { 1.0 } else { 0.33 };
                 let base = if v >= 0.0 { helped } else { hurt };
                 let fill = base.mix(strength.max(0.02));
-                let (x0, x1, y0, y1) = (c as f64 + 0.03, c as f64 + 0.97, top - 0.94, top - 0.06);
                 cells.draw_series([Rectangle::new([(x0, y0), (x1, y1)], fill.filled())]).map_err(plot_error)?;
                 let ink = if !clear {
                     RGBColor(110, 110, 110)

@@ -313,6 +313,17 @@ mod tests {
         let refused = format!("{:#}", read_all(&[a.clone(), b]).err().expect("refused"));
         assert!(refused.contains("tested on different classes"), "{refused}");
         assert_eq!(read_all(&[a.clone(), a.clone()]).unwrap().len(), 2);
+        // A class without test images (null accuracies, as a --test-limit slice may give) is
+        // drawn as such, not as a number.
+        let mut no_bags = full.clone();
+        for run in no_bags["runs"].as_array_mut().unwrap() {
+            for student in ["distilled", "scratch"] {
+                run[student]["classes"]["accuracy"][8] = Value::Null;
+            }
+        }
+        let regimes = read_all(&[write("no-bags.json", &no_bags.to_string())]).unwrap();
+        let svg = crate::plot::compare_svg(&regimes).unwrap();
+        assert!(svg.contains("n/a") && !svg.contains("NaN"), "{svg}");
         // The whole file is read, labelled by the name before '=' or by its file name.
         let whole = write("keras-defaults.json", &full.to_string());
         assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
