@@ -223,6 +223,11 @@ struct RunArgs {
     /// same bits either way); a larger table, or 0, runs the teacher at every step.
     #[arg(long, value_name = "GIB", default_value_t = DEFAULTS.feature_table_gib, allow_negative_numbers = true, global = true)]
     feature_table_gib: f64,
+    /// Take each run's scratch student from this earlier experiment's --metrics-out (the same
+    /// seed, student, epochs, batch, learning rate, labels and device) instead of training it
+    /// again: it never sees the teacher, so regimes of one student share it.
+    #[arg(long, value_name = "METRICS.json", conflicts_with = "student_init")]
+    scratch_from: Option<PathBuf>,
     /// Start the teacher's training from these weights instead of random ones.
     #[arg(long, value_name = "PATH")]
     teacher_init: Option<PathBuf>,
@@ -297,6 +302,7 @@ impl RunArgs {
             sweep_temperature: self.sweep_temperature.clone(),
             teacher_channels: self.teacher_channels.0,
             student_channels: self.student_channels.0,
+            scratch_from: self.scratch_from.clone(),
             teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
             student_layers: layers("--student-layers", &self.student_layers)?,
             distill_teacher: self.distill_teacher,

@@ -413,3 +413,103 @@ fn a_feature_table_trains_the_same_students_as_the_teacher_run_at_every_step() {
         assert!(!epochs.is_empty() && epochs == epochs_again, "{epochs:?}\n{epochs_again:?}");
     }
 }
+
+/// `--scratch-from`: scratch students taken from an earlier experiment pair with the distilled
+/// students as the ones trained again would (the same metrics, figure for figure, the distilled
+/// student the same bytes), with all labels and with few; a file whose scratch students are
+/// not this run's is refused, naming what differs.
+#[test]
+fn scratch_students_from_an_earlier_experiment_are_the_ones_trained_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (ok, text, _) = run_small(&dir.path().join("teacher"), &["--train-limit", "320", "--student-epochs", "1"]);
+    assert!(ok, "{text}");
+    let teacher = path("teacher/teacher.safetensors");
+    let run = |name: &str, extra: &[&str]| {
+        let metrics = path(&format!("{name}.json"));
+        let common = [
+            "--train-limit",
+            "320",
+            "--student-epochs",
+            "1",
+            "--runs",
+            "2",
+            "--teacher",
+            &teacher,
+            "--metrics-out",
+            &metrics,
+        ];
+        let (ok, text, student) = run_small(&dir.path().join(name), &[&common[..], extra].concat());
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&metrics).unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+        (ok, text, student, json)
+    };
+    // The runs' and statistics' figures, without times.
+    let results = |mut v: serde_json::Value| {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    map.retain(|k, _| !k.contains("second"));
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        strip(&mut v);
+        (v["runs"].clone(), v["statistics"].clone())
+    };
+    for labelled in [&[][..], &["--labelled", "40"]] {
+        let (ok, text, _, first) = run("first", &[labelled, &["--alpha", "0.1"]].concat());
+        assert!(ok, "{text}");
+        let earlier = path("first.json");
+        let other = [labelled, &["--alpha", "0.6", "--temperature", "2"]].concat();
+        let (ok, text, student, taken) = run("taken", &[&other[..], &["--scratch-from", &earlier]].concat());
+        assert!(ok && text.contains("scratch student: from"), "{text}");
+        assert!(!dir.path().join("taken/scratch.safetensors").exists(), "a scratch student was trained");
+        let (ok, text, student_again, trained) = run("trained", &other);
+        assert!(ok, "{text}");
+        // The same weights (the files' metadata record each run's settings, --scratch-from among them).
+        let weights = |name: &str| {
+            let file = dir.path().join(name).join("student.safetensors");
+            checkpoint::load(&file, &checkpoint::read_architecture(&file).unwrap()).unwrap()
+        };
+        assert!(!student.is_empty() && !student_again.is_empty());
+        assert!(weights("taken") == weights("trained"), "{labelled:?}: the distilled student differs");
+        assert_eq!(results(taken.clone()), results(trained), "{labelled:?}");
+        assert_eq!(taken["config"]["scratch_from"], earlier.as_str());
+        assert_eq!(first["runs"][1]["scratch"], taken["runs"][1]["scratch"]);
+    }
+
+    // Files whose scratch students are not this run's, refused before any training.
+    let first = std::fs::read_to_string(path("first.json")).unwrap();
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        edit(&mut v);
+        std::fs::write(path(name), v.to_string()).unwrap();
+        path(name)
+    };
+    let device = edited("device.json", &|v| v["adapter"] = "another GPU".into());
+    let seeds = edited("seeds.json", &|v| v["runs"][1]["seed"] = 5.into());
+    std::fs::write(path("cut.json"), &first[..first.len() / 2]).unwrap();
+    let few = ["--labelled", "40", "--runs", "2", "--student-epochs", "1"];
+    for (file, extra, expect) in [
+        (path("first.json"), [&few[..], &["--seed", "2"]].concat(), "--seed: 1 there, 2 here"),
+        (path("first.json"), vec!["--labelled", "40", "--runs", "2"], "--student-epochs: 1 there, 3 here"),
+        (path("first.json"), vec!["--runs", "2", "--student-epochs", "1"], "--labelled: 40 there, none here"),
+        (
+            path("first.json"),
+            vec!["--labelled", "40", "--runs", "3", "--student-epochs", "1"],
+            "it holds 2 run(s), this run needs 3",
+        ),
+        (device, few.to_vec(), "its students were trained on another GPU, not on this device"),
+        (seeds, few.to_vec(), "its run 2 has seed 5, this one 1001"),
+        (path("cut.json"), few.to_vec(), "not a kd-wgpu metrics file"),
+    ] {
+        let given = ["--train-limit", "320", "--teacher", &teacher, "--scratch-from", &file];
+        let args = [&given[..], &extra].concat();
+        let (ok, text, _) = run_small(&dir.path().join("refused"), &args);
+        assert!(!ok && text.contains(expect), "`{expect}`:\n{text}");
+        assert!(!text.contains("panicked") && !text.contains("Epoch 1/"), "{text}");
+    }
+}

@@ -134,6 +134,10 @@ pub struct Config {
     /// pixels each way (0: none).
     pub teacher_augment: u32,
     pub student_augment: u32,
+    /// Each run's scratch student from this earlier experiment's metrics, not trained again
+    /// (`--scratch-from`, see [`super::scratch_from`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_from: Option<PathBuf>,
 }
 
 /// `--feature-table-gib`'s default: the seed teacher's `conv2d_1` for the 60,000 training
@@ -179,6 +183,7 @@ impl Default for Config {
             shard: None,
             teacher_augment: 0,
             student_augment: 0,
+            scratch_from: None,
         }
     }
 }

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 /// Settings that may differ between the shards of one experiment: the shard itself, and
 /// what cannot change a bit of the results (every entry the tuner may choose gives the same
-/// bits; readbacks only report). The backend and the kernel family must agree, as the adapter.
-const MAY_DIFFER: [&str; 3] = ["shard", "tune", "sync_points"];
+/// bits; readbacks only report; scratch students taken from an earlier file, checked to be
+/// the ones each shard would train). The backend and the kernel family must agree, as the adapter.
+const MAY_DIFFER: [&str; 4] = ["shard", "tune", "sync_points", "scratch_from"];
 
 /// The fields of a shard's metrics file that merge reads.
 #[derive(serde::Deserialize)]
@@ -323,6 +324,7 @@ fn report_config(config: &serde_json::Map<String, Value>) -> Result<Config> {
         labelled: config.get("labelled").and_then(Value::as_u64).map(|n| n as usize),
         teacher_augment: config.get("teacher_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
         student_augment: config.get("student_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
+        scratch_from: config.get("scratch_from").and_then(Value::as_str).map(PathBuf::from),
         ..default
     })
 }

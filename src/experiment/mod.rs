@@ -9,6 +9,7 @@
 //! - [`resume`]: the run's state on disk, for resuming an interrupted run;
 //! - [`shards`], [`merge`]: an experiment split across machines (`--shard I/K`), and its
 //!   shards' metrics put back together (`kd-wgpu merge`);
+//! - [`scratch_from`]: scratch students taken from an earlier experiment (`--scratch-from`);
 //! - [`compare`]: several experiments' paired results side by side (`kd-wgpu compare`).
 
 pub mod classes;
@@ -20,6 +21,7 @@ pub mod phases;
 pub mod report;
 pub mod results;
 pub mod resume;
+pub mod scratch_from;
 pub mod seeds;
 pub mod shards;
 pub mod statistics;
@@ -34,12 +36,13 @@ use crate::data::{self, Dataset, NUM_CLASSES};
 use crate::gpu::{self, Gpu, Tensor};
 use crate::model::Architecture;
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use config::StartingWeights;
 use logits_cache::LogitsCache;
 use phases::{FitJob, JobTeacher, Phases, Teacher, TrainImages, WeightSaver};
 use results::Tested;
 use resume::{Checkpoints, Fingerprint, SavedState};
+use scratch_from::EarlierScratch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,10 +126,19 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
     let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
     let shard = shards::ShardRecord::of(cfg, &starting)?;
+    ensure!(
+        cfg.scratch_from.is_none() || files.student_init.is_none(),
+        "--scratch-from cannot tell whether the earlier run's students started from the same --student-init \
+         weights; give one or the other"
+    );
+    let earlier_scratch = cfg.scratch_from.as_deref().map(|p| EarlierScratch::read(p, cfg)).transpose()?;
     let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
     let gpu = open_gpu(cfg)?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
     println!("Kernel family: {:?}", gpu.family());
+    if let Some(earlier) = &earlier_scratch {
+        earlier.check_adapter(&gpu::describe(&gpu.info))?;
+    }
     for arch in [&teacher_arch, &student_arch] {
         check_batch_fits(&gpu, arch, cfg.batch_size)?;
     }
@@ -185,7 +197,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let teacher_logits_seconds = done.teacher_logits_seconds.unwrap_or(t.elapsed().as_secs_f64());
 
     println!("{}", student_arch.summary());
-    let pairs = phases.student_runs(&student_arch, &distill_from, &starting, &saver)?;
+    let pairs = phases.student_runs(&student_arch, &distill_from, &starting, earlier_scratch.as_ref(), &saver)?;
     let statistics = (pairs.len() > 1).then(|| Statistics::of(&pairs));
     let sweep = phases.sweep(&student_arch, &distill_from, &starting, &saver)?;
 

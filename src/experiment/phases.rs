@@ -5,6 +5,7 @@ use super::classes::ClassResults;
 use super::config::{Config, StartingWeights};
 use super::results::{RunResult, StudentPair, SweepPoint, Tested};
 use super::resume::{self, Checkpoints, Interrupted, SavedTraining, Training};
+use super::scratch_from::EarlierScratch;
 use super::seeds::{sample_orders, subset_orders, StudentSeeds};
 use super::shards;
 use crate::checkpoint;
@@ -678,12 +679,14 @@ impl Phases<'_> {
         })
     }
 
-    /// The distilled and the scratch student, `--runs` times over seeds, with one teacher.
+    /// The distilled and the scratch student, `--runs` times over seeds, with one teacher; the
+    /// scratch students from `earlier` where given (`--scratch-from`), not trained again.
     pub fn student_runs(
         &self,
         student: &Architecture,
         teacher: &Teacher,
         starting: &StartingWeights,
+        earlier: Option<&EarlierScratch>,
         saver: &WeightSaver,
     ) -> Result<Vec<StudentPair>> {
         let (cfg, runs) = (self.cfg, self.cfg.runs.max(1));
@@ -721,29 +724,36 @@ impl Phases<'_> {
             let files = |name: &str| {
                 Some((format!("{name}{suffix}.safetensors"), format!("teacher-after-distillation{suffix}.safetensors")))
             };
-            let specs = [
-                StudentSpec {
-                    name: "distilled student".into(),
-                    init: distilled_init,
-                    distill: Some(Loss::Distillation(cfg.distill_loss(cfg.alpha, cfg.temperature))),
-                    order_seed: seeds.distilled_order,
-                    save_as: files("student"),
-                },
-                StudentSpec {
+            let mut specs = vec![StudentSpec {
+                name: "distilled student".into(),
+                init: distilled_init,
+                distill: Some(Loss::Distillation(cfg.distill_loss(cfg.alpha, cfg.temperature))),
+                order_seed: seeds.distilled_order,
+                save_as: files("student"),
+            }];
+            if earlier.is_none() {
+                specs.push(StudentSpec {
                     name: "scratch student".into(),
                     init: scratch_init,
                     distill: None,
                     order_seed: seeds.scratch_order,
                     save_as: files("scratch"),
-                },
-            ];
+                });
+            }
             let group = format!("students run {}", r + 1);
-            let [distilled, scratch]: [StudentOutcome; 2] =
-                self.train_students(&group, student, teacher, &specs, saver)?.try_into().ok().expect("two students");
+            let mut outcomes = self.train_students(&group, student, teacher, &specs, saver)?.into_iter();
+            let distilled = outcomes.next().expect("the distilled student");
+            let scratch = match earlier {
+                Some(earlier) => {
+                    println!("scratch student: from {} (run {})", earlier.path().display(), r + 1);
+                    earlier.scratch(r).clone()
+                }
+                None => outcomes.next().expect("the scratch student").student,
+            };
             pairs.push(StudentPair {
                 seed: seeds.run,
                 distilled: distilled.student,
-                scratch: scratch.student,
+                scratch,
                 teacher_after_distillation: distilled.teacher_after,
             });
             if let Some(c) = self.checkpoints {

@@ -213,17 +213,27 @@ impl Report {
             DistillTeacher::Frozen => format!("teacher logits {:.1}s", self.teacher_logits_seconds),
             DistillTeacher::Trainable => "no logits table (the teacher runs at every step)".into(),
         };
+        let (students, evaluated) = match &self.config.scratch_from {
+            None => ("distilled and scratch side by side", self.runs.iter().map(|p| p.scratch.evaluate_seconds).sum()),
+            Some(_) => ("the distilled alone", 0.0),
+        };
         s += &format!(
             "phases: data {:.1}s, teacher fit {:.1}s + evaluate {:.1}s, {logits}, \
-             students fit {:.1}s (distilled and scratch side by side) + evaluate {:.1}s; total {:.1}s\n",
+             students fit {:.1}s ({students}) + evaluate {:.1}s; total {:.1}s\n",
             self.data_seconds,
             self.teacher.train_seconds,
             self.teacher.evaluate_seconds,
             // A run's two students share their training time.
             self.runs.iter().map(|p| p.distilled.train_seconds).sum::<f64>(),
-            self.runs.iter().map(|p| p.distilled.evaluate_seconds + p.scratch.evaluate_seconds).sum::<f64>(),
+            self.runs.iter().map(|p| p.distilled.evaluate_seconds).sum::<f64>() + evaluated,
             self.total_seconds
         );
+        if let Some(path) = &self.config.scratch_from {
+            s += &format!(
+                "scratch students: from {} (--scratch-from), trained there, not here; their times are that run's\n",
+                path.display()
+            );
+        }
         if !self.resumed_from.is_empty() {
             s += &format!(
                 "resumed {} time(s), from: {}; times add the parts before and after (work lost to an \
