@@ -73,12 +73,8 @@ impl Regime {
 }
 
 fn read_metrics(path: &Path) -> Result<Metrics> {
-    let name = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
-    let json: Value = serde_json::from_slice(&bytes).with_context(|| {
-        format!("{name} is not valid JSON (truncated or corrupt?); give the files that --metrics-out or merge wrote")
-    })?;
-    serde_json::from_value(json).with_context(|| format!("{name} is not a kd-wgpu metrics file"))
+    let json = super::merge::read_json(path, "give the files that --metrics-out or merge wrote")?;
+    serde_json::from_value(json).with_context(|| format!("{} is not a kd-wgpu metrics file", path.display()))
 }
 
 /// Reads every `LABEL=PATH` and checks that they can stand side by side: the same classes.

@@ -50,13 +50,18 @@ struct ShardFile {
     runs: usize,
 }
 
+/// A metrics file as JSON, with messages that name it and say what to give (`give`) where it
+/// cannot be read or is not JSON.
+pub(crate) fn read_json(path: &Path, give: &str) -> Result<Value> {
+    let name = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{name} is not valid JSON (truncated or corrupt?); {give}"))
+}
+
 impl ShardFile {
     fn read(path: &Path) -> Result<ShardFile> {
         let name = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
-        let json: Value = serde_json::from_slice(&bytes).with_context(|| {
-            format!("{name} is not valid JSON (truncated or corrupt?); give the --metrics-out files the shards wrote")
-        })?;
+        let json = read_json(path, "give the --metrics-out files the shards wrote")?;
         let Value::Object(json) = json else { bail!("{name} is not a kd-wgpu metrics file (not a JSON object)") };
         let metrics: ShardMetrics = serde_json::from_value(Value::Object(json.clone()))
             .with_context(|| format!("{name} is not a kd-wgpu metrics file"))?;
