@@ -4,13 +4,15 @@
 use std::process::Command;
 
 /// README's rows, in its order: each row's label and the metrics file it comes from.
-const REGIMES: [(&str, &str); 6] = [
+const REGIMES: [(&str, &str); 8] = [
     ("the seed's", "docs/runs10-frozen-lavapipe.json"),
     ("the seed's, co-trained teacher", "docs/runs10-trainable-lavapipe.json"),
     ("keras.distillation's defaults", "docs/runs10-keras-defaults-lavapipe.json"),
     ("600 labels", "docs/runs10-labelled600-lavapipe.json"),
     ("3,000 labels", "docs/runs10-labelled3000-lavapipe.json"),
     ("a feature term on `conv2d_1` with a projection", "docs/runs10-feature-conv2d_1-lavapipe.json"),
+    ("a teacher trained on moved images, the seed's settings", "docs/runs10-teacher-aug2-lavapipe.json"),
+    ("the same teacher, its sweep's best alpha and T", "docs/runs10-teacher-aug2-best-lavapipe.json"),
 ];
 
 #[test]
