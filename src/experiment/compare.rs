@@ -1,6 +1,6 @@
 //! `kd-wgpu compare`: several experiments' paired results side by side, one row each, as
 //! README's "When does distillation help?" table: the regime's settings as its metrics file
-//! records them, the teacher's test accuracy, each student's mean and standard deviation, the
+//! records them, the teacher's test accuracy (and its file, where `--teacher` gave one), each student's mean and standard deviation, the
 //! paired difference with its 95% interval, and the classes whose paired difference has an
 //! interval clear of zero. The statistics are recomputed from the file's runs by the code
 //! that computes them in one process (as `merge` does). `--plot` draws the same rows
@@ -21,6 +21,8 @@ pub struct Regime {
     /// The settings that make the regime, in words (see [`settings`]).
     pub settings: String,
     pub teacher_accuracy: f64,
+    /// The `--teacher` file's name without `.safetensors`, where the teacher came from one.
+    pub teacher_file: Option<String>,
     pub statistics: Statistics,
     /// Each run's students, for pairing with another experiment's ([`against`]).
     pub runs: Vec<StudentPair>,
@@ -34,6 +36,14 @@ struct Metrics {
     runs: Vec<StudentPair>,
     #[serde(default)]
     shard: Option<Value>,
+    #[serde(default)]
+    weights: Weights,
+}
+
+/// The weight files a metrics file names; compare reads the teacher's.
+#[derive(serde::Deserialize, Default)]
+struct Weights {
+    teacher: Option<PathBuf>,
 }
 
 impl Regime {
@@ -65,6 +75,7 @@ impl Regime {
             label,
             settings: settings(&metrics.config),
             teacher_accuracy: metrics.teacher.test_accuracy,
+            teacher_file: metrics.weights.teacher.and_then(|t| t.file_stem().map(|s| s.to_string_lossy().into_owned())),
             statistics: Statistics::of(&metrics.runs),
             runs: metrics.runs,
             path,
@@ -162,7 +173,10 @@ pub fn table(regimes: &[Regime]) -> String {
         let cells = [
             r.label.clone(),
             r.settings.clone(),
-            format!("{:.4}", r.teacher_accuracy),
+            match &r.teacher_file {
+                Some(file) => format!("{:.4} ({file})", r.teacher_accuracy),
+                None => format!("{:.4}", r.teacher_accuracy),
+            },
             format!("{:.4} ± {:.4}", st.distilled_mean, st.distilled_std),
             format!("{:.4} ± {:.4}", st.scratch_mean, st.scratch_std),
             format!("{} [{}, {}]", points(st.difference_mean), points(lo), points(hi)),
@@ -323,6 +337,13 @@ mod tests {
         // The whole file is read, labelled by the name before '=' or by its file name.
         let whole = write("keras-defaults.json", &full.to_string());
         assert_eq!(Regime::read(&whole).unwrap().label, "keras-defaults");
+        // The teacher column names the --teacher file, where there was one.
+        let regimes = read_all(std::slice::from_ref(&whole)).unwrap();
+        assert!(table(&regimes).contains("| 0.8891 (teacher-seed1) |"), "{}", table(&regimes));
+        let mut trained_here = full.clone();
+        trained_here["weights"]["teacher"] = Value::Null;
+        let regimes = read_all(&[write("trained-here.json", &trained_here.to_string())]).unwrap();
+        assert!(table(&regimes).contains("| 0.8891 |"), "{}", table(&regimes));
         let labelled = Regime::read(&format!("defaults, alpha=0.5={whole}")).unwrap();
         assert_eq!(labelled.label, "defaults, alpha=0.5");
     }
