@@ -1,12 +1,13 @@
 //! `kd-wgpu compare`: several experiments' paired results side by side, one row each, as
 //! README's "When does distillation help?" table: the regime's settings as its metrics file
-//! records them, the teacher's test accuracy (and its file, where `--teacher` gave one), each student's mean and standard deviation, the
-//! paired difference with its 95% interval, and the classes whose paired difference has an
-//! interval clear of zero. The statistics are recomputed from the file's runs by the code
-//! that computes them in one process (as `merge` does). `--plot` draws the same rows
-//! ([`crate::plot::compare_svg`]). `--against LABEL` adds a second table: each experiment's
-//! distilled students against LABEL's, run by run, where the runs pair (the same seeds, and
-//! scratch students equal to the last digit: the same starting weights and order).
+//! records them, the teacher's test accuracy (and its file, where `--teacher` gave one), each
+//! student's mean and standard deviation, the paired difference with its 95% interval, and the
+//! classes whose paired difference has an interval clear of zero. The statistics are
+//! recomputed from the file's runs by the code that computes them in one process (as `merge`
+//! does). `--plot` draws the same rows ([`crate::plot::compare_svg`]). `--against LABEL` adds
+//! a second table: each experiment's distilled students against LABEL's, run by run, where
+//! the runs pair (the same seeds, and scratch students equal to the last digit: the same
+//! starting weights and order).
 
 use super::results::{RunResult, StudentPair};
 use super::statistics::Statistics;
