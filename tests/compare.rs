@@ -4,7 +4,7 @@
 use std::process::Command;
 
 /// README's rows, in its order: each row's label and the metrics file it comes from.
-const REGIMES: [(&str, &str); 8] = [
+const REGIMES: [(&str, &str); 9] = [
     ("the seed's", "docs/runs10-frozen-lavapipe.json"),
     ("the seed's, co-trained teacher", "docs/runs10-trainable-lavapipe.json"),
     ("keras.distillation's defaults", "docs/runs10-keras-defaults-lavapipe.json"),
@@ -13,6 +13,7 @@ const REGIMES: [(&str, &str); 8] = [
     ("a feature term on `conv2d_1` with a projection", "docs/runs10-feature-conv2d_1-lavapipe.json"),
     ("a teacher trained on moved images, the seed's settings", "docs/runs10-teacher-aug2-lavapipe.json"),
     ("the same teacher, its sweep's best alpha and T", "docs/runs10-teacher-aug2-best-lavapipe.json"),
+    ("the best combination: 600 labels, its sweep's best alpha and T", "docs/runs10-labelled600-best-lavapipe.json"),
 ];
 
 #[test]
