@@ -9,6 +9,7 @@
 //! the runs pair (the same seeds, and scratch students equal to the last digit: the same
 //! starting weights and order).
 
+use super::config::WeightFiles;
 use super::results::{RunResult, StudentPair};
 use super::statistics::Statistics;
 use anyhow::{bail, ensure, Context, Result};
@@ -37,14 +38,9 @@ struct Metrics {
     runs: Vec<StudentPair>,
     #[serde(default)]
     shard: Option<Value>,
+    /// The teacher's file is named in the teacher column. Absent in files from before it.
     #[serde(default)]
-    weights: Weights,
-}
-
-/// The weight files a metrics file names; compare reads the teacher's.
-#[derive(serde::Deserialize, Default)]
-struct Weights {
-    teacher: Option<PathBuf>,
+    weights: WeightFiles,
 }
 
 impl Regime {

@@ -394,7 +394,7 @@ impl Config {
 
 /// Weight files the experiment starts from or saves to (`--teacher`, `--teacher-init`,
 /// `--student-init`, `--save-dir`).
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct WeightFiles {
     /// Writes `teacher.safetensors`, `student.safetensors` (distilled) and `scratch.safetensors`.
     pub save_dir: Option<PathBuf>,
