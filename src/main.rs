@@ -1,12 +1,13 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
+use kd_wgpu::config::{Config, DistillTeacher, DistillTerm, Shard, WeightFiles};
 use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
-use kd_wgpu::experiment::resume::{self, Interrupted};
-use kd_wgpu::experiment::shards::Shard;
-use kd_wgpu::experiment::{self, Checkpointing, Config, DistillTeacher, DistillTerm, Report, WeightFiles};
 use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant, TuneMode};
 use kd_wgpu::model::{keras, Architecture, Channels};
+use kd_wgpu::results::{self, plot, Report};
+use kd_wgpu::run::resume::{self, Interrupted};
+use kd_wgpu::run::{self, Checkpointing};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -342,7 +343,7 @@ impl RunArgs {
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
-    match run(cli, started) {
+    match run_command(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
@@ -352,7 +353,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
+fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
     if cli.list_adapters {
         let adapters = gpu::list_adapters(cli.device.backend);
         if adapters.is_empty() {
@@ -392,20 +393,20 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         }
         Some(Command::Merge { files, metrics_out, plot }) => {
             check_outputs(metrics_out.as_deref(), plot.as_deref())?;
-            let merged = experiment::merge::merge(&files)?;
+            let merged = results::merge::merge(&files)?;
             print!("{}{}", merged.report.render(), merged.times());
-            let json = serde_json::to_string_pretty(&merged.json)?;
+            let json = serde_json::to_string_pretty(&merged.report)?;
             write_outputs(&merged.report, metrics_out.as_deref().map(|p| (p, json.as_bytes())), plot.as_deref())
         }
         Some(Command::Compare { files, plot, against }) => {
             if let Some(path) = &plot {
                 check_svg_path(path)?;
             }
-            let regimes = experiment::compare::read_all(&files)?;
-            let paired = against.map(|label| experiment::compare::against(&regimes, &label)).transpose()?;
-            print!("{}{}", experiment::compare::table(&regimes), paired.unwrap_or_default());
+            let regimes = results::compare::read_all(&files)?;
+            let paired = against.map(|label| results::compare::against(&regimes, &label)).transpose()?;
+            print!("{}{}", results::compare::table(&regimes), paired.unwrap_or_default());
             if let Some(path) = plot {
-                checkpoint::write_atomic(&path, kd_wgpu::plot::compare_svg(&regimes)?.as_bytes())?;
+                checkpoint::write_atomic(&path, plot::compare_svg(&regimes)?.as_bytes())?;
                 println!("Wrote {}", path.display());
             }
             Ok(())
@@ -415,7 +416,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 checkpoint::check_writable("--logits-out", path)?;
             }
             let expected = model.map(|m| m.arch(&cfg)).transpose()?;
-            experiment::evaluate_file(&cfg, expected.as_ref(), &weights, logits_out.as_deref())?;
+            run::evaluate_file(&cfg, expected.as_ref(), &weights, logits_out.as_deref())?;
             Ok(())
         }
     }
@@ -428,7 +429,7 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
     if checkpointing.is_some() {
         resume::catch_signals()?;
     }
-    let report = match experiment::run_resumable(cfg, &args.weight_files(), checkpointing.as_ref()) {
+    let report = match run::run_resumable(cfg, &args.weight_files(), checkpointing.as_ref()) {
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let dir = checkpointing.as_ref().map(|c| c.dir.display().to_string()).unwrap_or_default();
             eprintln!("Stopped by a signal; the run's state is in {dir}. To go on where it stopped, run:");
@@ -446,8 +447,8 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
 fn check_outputs(metrics_out: Option<&Path>, plot: Option<&Path>) -> Result<()> {
     if let Some(path) = plot {
         check_svg_path(path)?;
-        checkpoint::check_writable("--plot", &kd_wgpu::plot::sweep_path(path))?;
-        checkpoint::check_writable("--plot", &kd_wgpu::plot::classes_path(path))?;
+        checkpoint::check_writable("--plot", &plot::sweep_path(path))?;
+        checkpoint::check_writable("--plot", &plot::classes_path(path))?;
     }
     if let Some(path) = metrics_out {
         checkpoint::check_writable("--metrics-out", path)?;
@@ -472,13 +473,13 @@ fn write_outputs(report: &Report, metrics: Option<(&Path, &[u8])>, plot: Option<
         println!("Wrote {}", path.display());
     }
     if let Some(path) = plot {
-        checkpoint::write_atomic(path, kd_wgpu::plot::curves_svg(report)?.as_bytes())?;
+        checkpoint::write_atomic(path, plot::curves_svg(report)?.as_bytes())?;
         println!("Wrote {}", path.display());
-        let classes = kd_wgpu::plot::classes_path(path);
-        checkpoint::write_atomic(&classes, kd_wgpu::plot::classes_svg(report)?.as_bytes())?;
+        let classes = plot::classes_path(path);
+        checkpoint::write_atomic(&classes, plot::classes_svg(report)?.as_bytes())?;
         println!("Wrote {}", classes.display());
-        if let Some(svg) = kd_wgpu::plot::sweep_svg(report)? {
-            let sweep = kd_wgpu::plot::sweep_path(path);
+        if let Some(svg) = plot::sweep_svg(report)? {
+            let sweep = plot::sweep_path(path);
             checkpoint::write_atomic(&sweep, svg.as_bytes())?;
             println!("Wrote {}", sweep.display());
         }

@@ -12,12 +12,12 @@
 //! initial content and sample order the JSON points into, little-endian).
 
 use crate::checkpoint;
+use crate::config::{Config, DistillTeacher, WeightFiles};
 use crate::data::NUM_CLASSES;
-use crate::experiment::config::StartingWeights;
-use crate::experiment::seeds::{sample_orders, StudentSeeds};
-use crate::experiment::{self, load_data, Config, DistillTeacher, WeightFiles};
 use crate::gpu::{self, Bound, Gpu, MatmulVariant, Tensor};
 use crate::ops::adam::AdamConfig;
+use crate::run::seeds::{sample_orders, StudentSeeds};
+use crate::run::{self, load_data, StartingWeights};
 use crate::train::{check_batch_fits, DeviceData, Feed, Loss, Model, Plan};
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
@@ -134,7 +134,7 @@ pub fn export(cfg: &Config, teacher: Option<&Path>, dir: &Path) -> Result<Export
     let files = WeightFiles { teacher: teacher.map(PathBuf::from), ..WeightFiles::default() };
     let starting = StartingWeights::load(&files, &teacher_arch, &student_arch)?;
     let ds = load_data(&cfg)?;
-    let train_logits = experiment::frozen_teacher_logits(&cfg, &files, &starting, &ds)?;
+    let train_logits = run::frozen_teacher_logits(&cfg, &files, &starting, &ds)?;
 
     // The students' plans in the buffer family, which every WebGPU implementation runs.
     let cfg = Config { matmul: MatmulVariant::Tiled, ..cfg };

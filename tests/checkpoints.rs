@@ -4,10 +4,11 @@
 mod common;
 
 use kd_wgpu::checkpoint::{self, load, load_bytes, save};
+use kd_wgpu::config::{self, WeightFiles};
 use kd_wgpu::data::{LoadOptions, Split, IMAGE_SIDE, NUM_CLASSES};
-use kd_wgpu::experiment::{self, WeightFiles};
 use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::{reference, Architecture, STUDENT_CHANNELS};
+use kd_wgpu::run;
 use kd_wgpu::train::{DeviceData, Feed, Model, Plan};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -366,8 +367,8 @@ fn evaluate_subcommand_reports_and_writes_logits() {
     assert!(!out.status.success() && stderr.contains("holds a student") && !stderr.contains("panicked"), "{stderr}");
 }
 
-fn tiny_config() -> experiment::Config {
-    experiment::Config {
+fn tiny_config() -> config::Config {
+    config::Config {
         data: LoadOptions { offline: true, ..LoadOptions::default() },
         teacher_epochs: 0,
         student_epochs: 0,
@@ -390,7 +391,7 @@ fn the_experiment_starts_from_and_saves_weight_files() {
 
     // Bad files and flags are refused before any work.
     let refused = |files: WeightFiles, expect: &[&str]| {
-        let msg = format!("{:#}", experiment::run_with(&tiny_config(), &files).expect_err("must be refused"));
+        let msg = format!("{:#}", run::run_with(&tiny_config(), &files).expect_err("must be refused"));
         for e in expect {
             assert!(msg.contains(e), "`{msg}` should mention `{e}`");
         }
@@ -431,7 +432,7 @@ fn the_experiment_starts_from_and_saves_weight_files() {
         student_init: Some(student_file.clone()),
         ..Default::default()
     };
-    let report = experiment::run_with(&tiny_config(), &files).unwrap();
+    let report = run::run_with(&tiny_config(), &files).unwrap();
     assert_eq!(bits(&load(&saved.join("teacher.safetensors"), &teacher()).unwrap()), bits(&teacher_flat));
     for name in ["student.safetensors", "scratch.safetensors"] {
         assert_eq!(bits(&load(&saved.join(name), &student()).unwrap()), bits(&student_flat), "{name}");
@@ -443,9 +444,9 @@ fn the_experiment_starts_from_and_saves_weight_files() {
     assert!(config.contains("\"seed\":3") && config.contains("\"student_epochs\":0"), "{config}");
 
     // --teacher skips the teacher's training even with epochs asked for.
-    let cfg = experiment::Config { teacher_epochs: 1, ..tiny_config() };
+    let cfg = config::Config { teacher_epochs: 1, ..tiny_config() };
     let report =
-        experiment::run_with(&cfg, &WeightFiles { teacher: Some(teacher_file.clone()), ..Default::default() }).unwrap();
+        run::run_with(&cfg, &WeightFiles { teacher: Some(teacher_file.clone()), ..Default::default() }).unwrap();
     assert!(report.teacher.epochs.is_empty());
     assert!((0.0..=1.0).contains(&report.teacher.test_accuracy));
 }

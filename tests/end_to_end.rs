@@ -2,12 +2,14 @@
 //! and the refusals of bad input.
 
 use kd_wgpu::checkpoint;
+use kd_wgpu::config::{Config, DistillTeacher, WeightFiles};
 use kd_wgpu::data::{self, LoadOptions, NUM_CLASSES};
-use kd_wgpu::experiment::{self, Config, DistillTeacher, Report, WeightFiles};
 use kd_wgpu::gpu::{BackendChoice, Gpu, MatmulVariant, TuneMode};
 use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::Architecture;
 use kd_wgpu::ops::loss::{self as loss_ops, Distill, Loss};
+use kd_wgpu::results::Report;
+use kd_wgpu::run;
 use std::process::Command;
 
 /// The seed's settings on a slice, with a smaller teacher (widths that are multiples of no
@@ -43,7 +45,7 @@ fn figures(r: &Report) -> Vec<f64> {
 fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     // Two runs of the students exercise the paired statistics; a 2 x 1 sweep the grid.
     let cfg = Config { runs: 2, sweep_alpha: vec![0.5, 1.0], sweep_temperature: vec![4.0], ..config() };
-    let first = experiment::run(&cfg).expect("experiment runs");
+    let first = run::run(&cfg).expect("experiment runs");
     print!("{}", first.render());
     // Chance is 0.10; one teacher epoch and three student epochs on 640 images get far past it.
     let students = first.runs.iter().flat_map(|p| [&p.distilled, &p.scratch]);
@@ -72,14 +74,14 @@ fn three_models_learn_and_the_same_seed_gives_the_same_figures() {
     }
     assert_eq!(st.per_class.len(), 10);
     assert!(first.render().contains("Test accuracy per class") && first.render().contains("Ankle boot"));
-    let classes_svg = kd_wgpu::plot::classes_svg(&first).expect("the plot per class draws");
+    let classes_svg = kd_wgpu::results::plot::classes_svg(&first).expect("the plot per class draws");
     assert!(classes_svg.contains("Pullover") && classes_svg.matches("<polyline").count() >= 3);
-    let svg = kd_wgpu::plot::curves_svg(&first).expect("the plot draws");
+    let svg = kd_wgpu::results::plot::curves_svg(&first).expect("the plot draws");
     assert!(svg.starts_with("<svg") && svg.contains("teacher") && svg.contains("scratch"));
     assert!(svg.matches("<polyline").count() >= 6, "a loss and an accuracy line per model");
-    let sweep_svg = kd_wgpu::plot::sweep_svg(&first).unwrap().expect("a sweep plot");
+    let sweep_svg = kd_wgpu::results::plot::sweep_svg(&first).unwrap().expect("a sweep plot");
     assert!(sweep_svg.contains("alpha 0.5") && sweep_svg.contains("alpha 1"));
-    let second = experiment::run(&cfg).expect("experiment runs again");
+    let second = run::run(&cfg).expect("experiment runs again");
     assert_eq!(figures(&first), figures(&second), "same seed, same device: identical figures");
 }
 
@@ -97,7 +99,7 @@ fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
         ..config()
     };
     let files = WeightFiles { save_dir: Some(dir.path().to_path_buf()), ..Default::default() };
-    let report = experiment::run_with(&cfg, &files).expect("experiment runs");
+    let report = run::run_with(&cfg, &files).expect("experiment runs");
     print!("{}", report.render());
     assert!(report.render().contains("teacher after"), "the report shows the teacher after distillation");
     let json = serde_json::to_string(&report).unwrap();
@@ -143,7 +145,7 @@ fn the_seeds_distiller_trains_each_students_own_copy_of_the_teacher() {
 }
 
 fn refused(cfg: Config, expect: &str) {
-    let err = experiment::run(&cfg).expect_err("bad input must be refused");
+    let err = run::run(&cfg).expect_err("bad input must be refused");
     let msg = format!("{err:#}");
     assert!(msg.contains(expect), "error `{msg}` should mention `{expect}`");
 }

@@ -4,7 +4,7 @@
 //! a state that cannot be resumed.
 //!
 //! The program stops at a point when `KD_WGPU_PAUSE_AT` names it (see
-//! `kd_wgpu::experiment::resume::pause_point`); the test then kills it from outside.
+//! `kd_wgpu::run::resume::pause_point`); the test then kills it from outside.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

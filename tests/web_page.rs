@@ -6,8 +6,8 @@
 //! (`npm ci --prefix tests/browser`); `.ci/run` installs them. Without them the test says so
 //! and passes, except under CI (`CI` set), where it fails.
 
+use kd_wgpu::config::Config;
 use kd_wgpu::data::LoadOptions;
-use kd_wgpu::experiment::Config;
 use kd_wgpu::train::{run_epochs_together, Plan};
 use kd_wgpu::web::{self, Export};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use super::idx::MAX_FILE_BYTES;
 use super::{missing_files, LoadOptions, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
@@ -166,7 +165,7 @@ fn progress_bar(show: bool, name: &str, total: Option<u64>) -> ProgressBar {
 pub(super) fn verify(path: &Path, name: &str, sha256: &str, size: u64) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = MultiGzDecoder::new(BufReader::new(file)).take(MAX_FILE_BYTES + 1);
-    let mut hasher = Sha256::new();
+    let mut hasher = crate::digest::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got: u64 = 0;
     loop {
@@ -182,13 +181,9 @@ pub(super) fn verify(path: &Path, name: &str, sha256: &str, size: u64) -> Result
     if got != size {
         bail!("size mismatch: {name} decompresses to {got} bytes, expected {size}");
     }
-    let digest = hex(&hasher.finalize());
+    let digest = hasher.hex();
     if !digest.eq_ignore_ascii_case(sha256) {
         bail!("SHA-256 mismatch: decompressed {name} has {digest}, expected {sha256}");
     }
     Ok(())
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,7 +6,6 @@ use super::*;
 use anyhow::Result;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -70,7 +69,7 @@ fn write_files(dir: &Path, files: &[(&str, Vec<u8>)], gzipped: bool) {
 }
 
 fn hashes_of(files: &[(&str, Vec<u8>)]) -> Vec<(String, String, u64)> {
-    files.iter().map(|(name, bytes)| (name.to_string(), hex(&Sha256::digest(bytes)), bytes.len() as u64)).collect()
+    files.iter().map(|(name, bytes)| (name.to_string(), crate::digest::sha256_hex(bytes), bytes.len() as u64)).collect()
 }
 
 fn as_expected(table: &[(String, String, u64)]) -> Vec<Expected<'_>> {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The graphics API to run on. `Auto` lets wgpu pick among the platform's primary backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BackendChoice {
     Auto,
     Vulkan,
@@ -59,7 +59,7 @@ impl BackendChoice {
 
 /// Which kernel family runs: the matrix product of the convolutions (see `ops::matmul`) and,
 /// with it, where kernels read their inputs from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum MatmulVariant {
     /// Choose from the adapter: `subgroup` on CPU drivers with 8-lane subgroups, else `tiled`.
     Auto,

@@ -11,7 +11,6 @@
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// `--tune`: how entries are chosen where an op has several that give the same bits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum TuneMode {
     /// Every op runs its built-in default; nothing is timed, read or written.
     Off,
@@ -127,8 +126,7 @@ impl Tuner {
     /// platform's cache directory; where there is none, choices live for this process only).
     pub fn new(mode: TuneMode, device: String, dir: Option<PathBuf>) -> Tuner {
         let dir = dir.or_else(|| dirs::cache_dir().map(|d| d.join("kd-wgpu")));
-        let digest = Sha256::digest(device.as_bytes());
-        let name = format!("tune-{}.json", digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let name = format!("tune-{}.json", crate::digest::Hasher::new().update(&device).short_hex(8));
         Tuner { mode, file: dir.map(|d| d.join(name)), device, state: Mutex::default() }
     }
 

@@ -6,58 +6,21 @@
 //! the first regime's file leaves the distilled student alone on the device.
 //!
 //! The earlier file is accepted only where its scratch students are the ones this run would
-//! train: every setting but those of the teacher and the distillation ([`MAY_DIFFER`]) the
-//! same, the same adapter, and each run's seed there.
+//! train: the same settings of scopes [`Scope::Device`] and [`Scope::Scratch`], the same
+//! adapter, and each run's seed there.
 
-use super::config::Config;
-use super::results::{RunResult, StudentPair};
 use super::seeds::StudentSeeds;
-use anyhow::{bail, ensure, Context, Result};
-use serde_json::{Map, Value};
+use crate::config::{Config, Scope};
+use crate::results::{RunResult, StudentPair};
+use anyhow::{bail, ensure, Result};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-/// Settings that leave the scratch student as it is: the teacher's, the distilled student's,
-/// the sweep's, how many runs (each run's seeds follow from its index), and what changes no bit.
-const MAY_DIFFER: [&str; 16] = [
-    "alpha",
-    "temperature",
-    "distill",
-    "distill_weights",
-    "distill_teacher",
-    "teacher_epochs",
-    "teacher_channels",
-    "teacher_layers",
-    "teacher_augment",
-    "sweep_alpha",
-    "sweep_temperature",
-    "runs",
-    "shard",
-    "tune",
-    "sync_points",
-    "scratch_from",
-];
-
-/// The fields of the earlier metrics file that are read.
-#[derive(serde::Deserialize)]
-struct Metrics {
-    adapter: String,
-    config: Map<String, Value>,
-    runs: Vec<StudentPair>,
-    #[serde(default)]
-    shard: Option<Value>,
-}
 
 /// The earlier experiment's scratch students, checked against this run's settings.
 pub struct EarlierScratch {
     path: PathBuf,
     adapter: String,
     runs: Vec<StudentPair>,
-}
-
-/// The settings as a metrics file records them: through the text, which writes an f32 as
-/// its shortest decimal (0.001, not 0.0010000000474974513).
-fn settings(cfg: &Config) -> Result<Map<String, Value>> {
-    Ok(serde_json::from_str(&serde_json::to_string(cfg)?)?)
 }
 
 /// A setting's value as the messages give it: `none` for null, strings without quotes.
@@ -74,29 +37,18 @@ impl EarlierScratch {
     /// scratch students (the adapter is checked once the device is open: [`Self::check_adapter`]).
     pub fn read(path: &Path, cfg: &Config) -> Result<EarlierScratch> {
         let name = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("--scratch-from {name}: cannot read it"))?;
-        let metrics: Metrics = serde_json::from_slice(&bytes).with_context(|| {
-            format!("--scratch-from {name}: not a kd-wgpu metrics file (truncated or corrupt?); give an earlier run's --metrics-out")
-        })?;
+        let metrics = crate::results::read(path, "give an earlier run's --metrics-out")
+            .map_err(|e| e.context(format!("--scratch-from {name}")))?;
         ensure!(
             metrics.shard.is_none(),
             "--scratch-from {name}: one shard's metrics (--shard I/K) lack the other shards' runs; give the file \
              `kd-wgpu merge` wrote"
         );
-        let (now, defaults) = (settings(cfg)?, settings(&Config::default())?);
-        // A setting the file does not record came after the build that wrote it, which ran it
-        // at its default.
-        let differ: Vec<String> = now
-            .keys()
-            .chain(metrics.config.keys())
-            .filter(|k| !MAY_DIFFER.contains(&k.as_str()))
-            .collect::<std::collections::BTreeSet<_>>()
+        let differ: Vec<String> = metrics
+            .config
+            .differences(cfg, &[Scope::Device, Scope::Scratch])
             .into_iter()
-            .filter_map(|k| {
-                let then = metrics.config.get(k).or(defaults.get(k)).unwrap_or(&Value::Null);
-                let here = now.get(k).unwrap_or(&Value::Null);
-                (then != here).then(|| format!("--{}: {} there, {} here", k.replace('_', "-"), text(then), text(here)))
-            })
+            .map(|(k, then, here)| format!("--{}: {} there, {} here", k.replace('_', "-"), text(&then), text(&here)))
             .collect();
         if !differ.is_empty() {
             bail!(

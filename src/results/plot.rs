@@ -2,7 +2,8 @@
 //! test results marked (beside it, the test accuracy per class and a sweep's accuracies), drawn with plotters' SVG backend (no font files needed: SVG text is laid
 //! out by the viewer).
 
-use crate::experiment::{Report, RunResult};
+use super::compare::{points, Regime};
+use super::{Report, RunResult};
 use anyhow::{anyhow, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -229,7 +230,7 @@ fn beside(path: &std::path::Path, what: &str) -> std::path::PathBuf {
 /// (distilled - scratch, points) with its 95% interval: green where the interval is above
 /// zero, red below, grey across it. Right, the same per class, a cell per class: green or red
 /// as the difference, strong where its interval is clear of zero and faint where not.
-pub fn compare_svg(regimes: &[crate::experiment::compare::Regime]) -> Result<String> {
+pub fn compare_svg(regimes: &[Regime]) -> Result<String> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     const ROW: u32 = 44;
     let n = regimes.len() as f64;
@@ -288,9 +289,9 @@ pub fn compare_svg(regimes: &[crate::experiment::compare::Regime]) -> Result<Str
             let text = format!(
                 "{}: {} [{}, {}]",
                 r.label,
-                crate::experiment::compare::points(st.difference_mean),
-                crate::experiment::compare::points(st.difference_ci95.0),
-                crate::experiment::compare::points(st.difference_ci95.1)
+                points(st.difference_mean),
+                points(st.difference_ci95.0),
+                points(st.difference_ci95.1)
             );
             forest
                 .draw_series([Text::new(text, (lo - pad * 0.8, top - 0.08), label_style.clone())])

@@ -11,16 +11,15 @@
 //! phases' records, and where the training group stands (epoch, step, Adam's t). The sample
 //! order needs no saving: each model's shuffles come from a seeded generator, replayed.
 
-use super::config::Config;
-use super::results::{RunResult, StudentPair, SweepPoint};
-use super::shards::Shard;
 use crate::checkpoint;
+use crate::config::{Config, Scope, Shard};
 use crate::data::Dataset;
+use crate::digest::{weights_digest, Hasher};
 use crate::gpu::{self, Gpu};
+use crate::results::{RunResult, StudentPair, SweepPoint};
 use crate::train::{EpochStats, PlanPosition};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,36 +81,20 @@ pub fn pause_point(name: impl FnOnce() -> String) {
     }
 }
 
-/// Settings of [`Config`] that cannot change a bit of the results: the adapter and the kernel
-/// family, which the fingerprint records as such, the tuning (every candidate an op may run
-/// gives the same bits), and how often metrics are read back.
-const NOT_IN_RESULTS: [&str; 4] = ["backend", "matmul", "tune", "sync_points"];
-
 /// The settings a run's results depend on, by flag, each as text; two runs with equal
 /// fingerprints compute the same bits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint(BTreeMap<String, String>);
 
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of weights as loaded (f32, little-endian), in hex.
-pub fn weights_digest(weights: &[f32]) -> String {
-    hex(&Sha256::digest(bytemuck::cast_slice::<f32, u8>(weights)))
-}
-
 impl Fingerprint {
-    /// Every setting of `cfg` by its flag, except those that cannot change a bit of the
-    /// results ([`NOT_IN_RESULTS`]); then what else the results depend on: `starting`, the
+    /// Every setting of `cfg` a resumed run must share, by its flag ([`settings`]); then what else the results depend on: `starting`, the
     /// weights of `--teacher`, `--teacher-init`, `--student-init`, the data, and the device.
     pub fn of(cfg: &Config, starting: [Option<&[f32]>; 3], data: &Dataset, gpu: &Gpu) -> Fingerprint {
         let file = |w: Option<&[f32]>| w.map_or("none".into(), |w| format!("weights {}", weights_digest(w)));
         let split = |s: &crate::data::Split| {
-            let mut h = Sha256::new();
-            h.update(&s.images);
-            h.update(&s.labels);
-            format!("{} images, {}", s.len(), hex(&h.finalize()))
+            let mut h = Hasher::new();
+            h.update(&s.images).update(&s.labels);
+            format!("{} images, {}", s.len(), h.hex())
         };
         let others = [
             ("--teacher".to_string(), file(starting[0])),
@@ -142,17 +125,13 @@ impl Fingerprint {
     }
 }
 
-/// Every setting of `cfg` by its flag, each as text, except [`NOT_IN_RESULTS`].
+/// Every setting of `cfg` that a resumed run must share, by its flag, each as text: all but
+/// those of [`Scope::None`], which change no bit, and of [`Scope::Device`], whose choices (the
+/// adapter, the kernel family, the data) the fingerprint records instead.
 fn settings(cfg: &Config) -> BTreeMap<String, String> {
-    // Through the text, which writes an f32 as its shortest decimal (0.1, not 0.100000001).
-    let text = serde_json::to_string(cfg).expect("a configuration serializes");
-    let settings = match serde_json::from_str(&text).expect("JSON reads back") {
-        serde_json::Value::Object(fields) => fields,
-        _ => unreachable!("a struct serializes as an object"),
-    };
-    settings
+    cfg.recorded()
         .into_iter()
-        .filter(|(k, _)| !NOT_IN_RESULTS.contains(&k.as_str()))
+        .filter(|(k, _)| Config::scope(k).is_some_and(|s| !matches!(s, Scope::None | Scope::Device)))
         .map(|(k, v)| {
             let text = match v {
                 serde_json::Value::Null => "none".to_string(),
@@ -263,7 +242,7 @@ impl SavedState {
         let st = SafeTensors::deserialize(bytes).map_err(corrupt)?;
         let mut names = st.names();
         names.sort_unstable();
-        let mut digest = Sha256::new();
+        let mut digest = Hasher::new();
         let mut tensors = BTreeMap::new();
         for name in names {
             let t = st.tensor(name).map_err(corrupt)?;
@@ -275,7 +254,7 @@ impl SavedState {
         let json = meta.get("state").context("its metadata has no `state`")?;
         digest.update(json.as_bytes());
         let expected = meta.get("sha256").context("its metadata has no checksum")?;
-        let found = hex(&digest.finalize());
+        let found = digest.hex();
         ensure!(
             *expected == found,
             "it is corrupt (the SHA-256 of its tensors and state is {found}, the file records {expected}); the \
@@ -496,7 +475,7 @@ impl Checkpoints {
         let kept = self.tensors.borrow();
         let all: BTreeMap<&str, &Vec<f32>> =
             kept.iter().chain(group_tensors.iter()).map(|(k, v)| (k.as_str(), v)).collect();
-        let mut digest = Sha256::new();
+        let mut digest = Hasher::new();
         let shapes: Vec<[usize; 1]> = all.values().map(|v| [v.len()]).collect();
         let mut tensors = Vec::with_capacity(all.len());
         for ((name, values), shape) in all.iter().zip(&shapes) {
@@ -507,7 +486,7 @@ impl Checkpoints {
         let metadata = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-            ("sha256".to_string(), hex(&digest.finalize())),
+            ("sha256".to_string(), digest.hex()),
             ("state".to_string(), json),
         ]);
         let bytes = checkpoint::safetensors_bytes(&tensors, &metadata)?;

@@ -9,70 +9,34 @@
 //! `total_seconds` add up all shards' (the work done on all machines, not any one's wall time);
 //! `merged_shards` lists each shard's file and its own total.
 
-use super::config::{Config, DistillTeacher, WeightFiles};
-use super::report::Report;
-use super::results::{RunResult, StudentPair, SweepPoint};
-use super::shards::ShardRecord;
-use super::statistics::Statistics;
+use super::{MergedShard, Report, RunResult, ShardRecord, Statistics, StudentPair, SweepPoint, FORMAT};
+use crate::config::Scope;
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// Settings that may differ between the shards of one experiment: the shard itself, and
-/// what cannot change a bit of the results (every entry the tuner may choose gives the same
-/// bits; readbacks only report; scratch students taken from an earlier file, checked to be
-/// the ones each shard would train). The backend and the kernel family must agree, as the adapter.
-const MAY_DIFFER: [&str; 4] = ["shard", "tune", "sync_points", "scratch_from"];
-
-/// The fields of a shard's metrics file that merge reads.
-#[derive(serde::Deserialize)]
-struct ShardMetrics {
-    adapter: String,
-    config: Map<String, Value>,
-    teacher: RunResult,
-    runs: Vec<StudentPair>,
-    sweep: Vec<SweepPoint>,
-    teacher_logits_seconds: f64,
-    data_seconds: f64,
-    total_seconds: f64,
-    resumed_from: Vec<String>,
-    shard: Option<ShardRecord>,
-}
+/// The settings the shards of one experiment share: all that change a bit of any result (the
+/// shard itself, tuning, readbacks and where scratch students come from may differ), and
+/// `--runs`, checked on its own.
+const SHARED: [Scope; 4] = [Scope::Device, Scope::Teacher, Scope::Distilled, Scope::Scratch];
 
 /// One shard's metrics file, read and checked on its own.
 struct ShardFile {
     path: PathBuf,
-    /// The file as written, for the fields merge takes over unchanged.
-    json: Map<String, Value>,
-    metrics: ShardMetrics,
+    metrics: Report,
     record: ShardRecord,
-    /// The experiment's `--runs`, over all shards.
-    runs: usize,
-}
-
-/// A metrics file as JSON, with messages that name it and say what to give (`give`) where it
-/// cannot be read or is not JSON.
-pub(crate) fn read_json(path: &Path, give: &str) -> Result<Value> {
-    let name = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{name} is not valid JSON (truncated or corrupt?); {give}"))
 }
 
 impl ShardFile {
     fn read(path: &Path) -> Result<ShardFile> {
         let name = path.display();
-        let json = read_json(path, "give the --metrics-out files the shards wrote")?;
-        let Value::Object(json) = json else { bail!("{name} is not a kd-wgpu metrics file (not a JSON object)") };
-        let metrics: ShardMetrics = serde_json::from_value(Value::Object(json.clone()))
-            .with_context(|| format!("{name} is not a kd-wgpu metrics file"))?;
+        let metrics = super::read(path, "give the --metrics-out files the shards wrote")?;
         let Some(record) = metrics.shard.clone() else {
             bail!(
                 "{name} holds the metrics of a whole experiment, not of a shard (it has no `shard` record): merge \
                  reads the --metrics-out files of runs started with --shard I/K"
             )
         };
-        let runs = metrics.config.get("runs").and_then(Value::as_u64).map(|n| n as usize);
-        let runs = runs.with_context(|| format!("{name} is not a kd-wgpu metrics file (its config has no `runs`)"))?;
+        let runs = metrics.config.runs;
         ensure!(
             (1..=record.count).contains(&record.index) && record.run_indices == record.shard().share(runs),
             "{name} is damaged: its shard record (shard {}/{}, runs {:?}) is not a share of its --runs {runs}",
@@ -88,22 +52,14 @@ impl ShardFile {
             metrics.runs.len(),
             metrics.sweep.len()
         );
-        Ok(ShardFile { path: path.to_path_buf(), json, metrics, record, runs })
+        Ok(ShardFile { path: path.to_path_buf(), metrics, record })
     }
 }
 
-/// An experiment's merged metrics.
+/// An experiment's merged metrics: as `--metrics-out` writes them, with the first shard's
+/// settings (but `--shard`) and weight files, every result merged, and `merged_shards`.
 pub struct Merged {
-    /// As `--metrics-out` writes them: the first shard's file with every result merged, and
-    /// `merged_shards` added.
-    pub json: Value,
-    /// The same results for the closing report and the plots, which read from the settings
-    /// only how the students were distilled: `report.config` is the defaults with the shards'
-    /// mode, loss, labelled images and augmentation, and `report.weights` is empty; the
-    /// shards' settings and files are in `json`.
     pub report: Report,
-    /// How many shards were merged.
-    pub shards: usize,
 }
 
 impl Merged {
@@ -112,7 +68,7 @@ impl Merged {
         format!(
             "merged from {} shards: each run's times are its shard's, the teacher's evaluation shard 1's; data, \
              teacher logits and total add up all shards' (the work on all machines, not a wall time)\n",
-            self.shards
+            self.report.merged_shards.len()
         )
     }
 }
@@ -127,9 +83,9 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
     for f in &files[1..] {
         check_same_experiment(&files[0], f)?;
     }
-    let first = &files[0];
+    let first = &files[0].metrics;
 
-    let mut runs: Vec<Option<StudentPair>> = vec![None; first.runs];
+    let mut runs: Vec<Option<StudentPair>> = vec![None; first.config.runs];
     let mut cells: Vec<Option<SweepPoint>> = vec![None; files.iter().map(|f| f.metrics.sweep.len()).sum()];
     for f in &files {
         for (&r, pair) in f.record.run_indices.iter().zip(&f.metrics.runs) {
@@ -150,13 +106,15 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
     let runs: Vec<StudentPair> = runs.into_iter().collect::<Option<_>>().context("the shards miss a run")?;
     let sweep: Vec<SweepPoint> = cells.into_iter().collect::<Option<_>>().context("the shards miss a sweep cell")?;
     let first_run = runs.first().context("the shards hold no run")?.clone();
-    let config = report_config(&first.metrics.config).with_context(|| first.path.display().to_string())?;
-    let sum = |seconds: fn(&ShardMetrics) -> f64| files.iter().map(|f| seconds(&f.metrics)).sum::<f64>();
+    let sum = |seconds: fn(&Report) -> f64| files.iter().map(|f| seconds(&f.metrics)).sum::<f64>();
+    let mut config = first.config.clone();
+    config.shard = None;
     let report = Report {
-        adapter: first.metrics.adapter.clone(),
+        format: FORMAT.to_string(),
+        adapter: first.adapter.clone(),
         config,
-        weights: WeightFiles::default(),
-        teacher: first.metrics.teacher.clone(),
+        weights: first.weights.clone(),
+        teacher: first.teacher.clone(),
         distilled: first_run.distilled,
         scratch: first_run.scratch,
         teacher_after_distillation: first_run.teacher_after_distillation,
@@ -172,33 +130,16 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
             .flat_map(|f| f.metrics.resumed_from.iter().map(|r| format!("shard {}: {r}", f.record.shard())))
             .collect(),
         shard: None,
+        merged_shards: files
+            .iter()
+            .map(|f| MergedShard {
+                file: f.path.display().to_string(),
+                shard: f.record.shard().to_string(),
+                total_seconds: f.metrics.total_seconds,
+            })
+            .collect(),
     };
-
-    let mut json = first.json.clone();
-    json.remove("shard");
-    // Through the text, as --metrics-out writes it: to_value would widen an f32 (alpha 0.1
-    // would become 0.10000000149011612).
-    let Value::Object(results) = serde_json::from_str(&serde_json::to_string(&report)?)? else {
-        unreachable!("a struct is an object")
-    };
-    for (key, value) in results {
-        // The settings and the weight files stay as the shards give them.
-        if key != "config" && key != "weights" {
-            json.insert(key, value);
-        }
-    }
-    if let Some(Value::Object(config)) = json.get_mut("config") {
-        config.remove("shard");
-    }
-    let shards = files.iter().map(|f| {
-        serde_json::json!({
-            "file": f.path.display().to_string(),
-            "shard": f.record.shard().to_string(),
-            "total_seconds": f.metrics.total_seconds,
-        })
-    });
-    json.insert("merged_shards".into(), Value::Array(shards.collect()));
-    Ok(Merged { json: Value::Object(json), report, shards: files.len() })
+    Ok(Merged { report })
 }
 
 /// Refuses files of different splits (K), a shard given twice, and a missing shard.
@@ -259,16 +200,15 @@ fn check_same_experiment(a: &ShardFile, b: &ShardFile) -> Result<()> {
             digest(&br.student_init_weights_sha256)
         );
     }
-    let keys: std::collections::BTreeSet<&String> = a.metrics.config.keys().chain(b.metrics.config.keys()).collect();
-    let absent = Value::String("(not recorded)".into());
-    let mut differences: Vec<String> = keys
+    let (ac, bc) = (&a.metrics.config, &b.metrics.config);
+    let mut differences: Vec<String> = ac
+        .differences(bc, &SHARED)
         .into_iter()
-        .filter(|k| !MAY_DIFFER.contains(&k.as_str()))
-        .filter_map(|k| {
-            let (x, y) = (a.metrics.config.get(k).unwrap_or(&absent), b.metrics.config.get(k).unwrap_or(&absent));
-            (x != y).then(|| format!("--{}: {x} in {an}, {y} in {bn}", k.replace('_', "-")))
-        })
+        .map(|(name, x, y)| format!("--{}: {x} in {an}, {y} in {bn}", name.replace('_', "-")))
         .collect();
+    if ac.runs != bc.runs {
+        differences.push(format!("--runs: {} in {an}, {} in {bn}", ac.runs, bc.runs));
+    }
     if a.metrics.adapter != b.metrics.adapter {
         differences.push(format!("adapter: {} in {an}, {} in {bn}", a.metrics.adapter, b.metrics.adapter));
     }
@@ -298,49 +238,14 @@ fn same_figures(a: &RunResult, b: &RunResult) -> bool {
         && epochs(a) == epochs(b)
 }
 
-/// The settings the merged report prints (the distillation's mode and loss, the labelled
-/// images, the augmentation), read from a shard's `config`; the written JSON keeps the shards'
-/// settings as they are.
-fn report_config(config: &serde_json::Map<String, Value>) -> Result<Config> {
-    let mode = config.get("distill_teacher").and_then(Value::as_str).unwrap_or_default();
-    let distill_teacher = <DistillTeacher as clap::ValueEnum>::from_str(mode, true)
-        .map_err(|_| anyhow::anyhow!("unknown distill_teacher `{mode}`"))?;
-    let default = Config::default();
-    // Written from f32 as their shortest decimals: read back to the same f32.
-    let number = |key: &str, or: f32| config.get(key).and_then(Value::as_f64).map_or(or, |v| v as f32);
-    let distill = match config.get("distill").and_then(Value::as_array) {
-        None => default.distill.clone(),
-        Some(terms) => terms
-            .iter()
-            .map(|t| t.as_str().unwrap_or_default().parse().map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
-    };
-    let distill_weights = config
-        .get("distill_weights")
-        .and_then(Value::as_array)
-        .map(|w| w.iter().filter_map(Value::as_f64).map(|v| v as f32).collect())
-        .unwrap_or_default();
-    Ok(Config {
-        distill_teacher,
-        alpha: number("alpha", default.alpha),
-        temperature: number("temperature", default.temperature),
-        distill,
-        distill_weights,
-        labelled: config.get("labelled").and_then(Value::as_u64).map(|n| n as usize),
-        teacher_augment: config.get("teacher_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
-        student_augment: config.get("student_augment").and_then(Value::as_u64).unwrap_or_default() as u32,
-        scratch_from: config.get("scratch_from").and_then(Value::as_str).map(PathBuf::from),
-        ..default
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Shard, WeightFiles};
     use crate::data::CLASS_NAMES;
-    use crate::experiment::classes::ClassResults;
-    use crate::experiment::shards::Shard;
+    use crate::results::ClassResults;
     use crate::train::EpochStats;
+    use serde_json::Value;
 
     /// A record whose figures all derive from `x`; class 9 has no test images (NaN, null in JSON).
     fn result(name: &str, x: f64) -> RunResult {
@@ -369,6 +274,7 @@ mod tests {
         let (run_indices, sweep_cells) = (mine(runs.len()), mine(sweep.len()));
         let runs: Vec<StudentPair> = run_indices.iter().map(|&r| runs[r].clone()).collect();
         Report {
+            format: FORMAT.into(),
             adapter: "lavapipe".into(),
             config: Config { shard, ..cfg.clone() },
             weights: WeightFiles::default(),
@@ -391,6 +297,7 @@ mod tests {
                 teacher_weights_sha256: "ab".repeat(32),
                 student_init_weights_sha256: None,
             }),
+            merged_shards: Vec::new(),
         }
     }
 
@@ -440,7 +347,7 @@ mod tests {
         let merged = merge(&paths).unwrap();
         let mut one: Value =
             serde_json::from_str(&serde_json::to_string(&report(&cfg, &runs, &sweep, None)).unwrap()).unwrap();
-        let mut json = merged.json.clone();
+        let mut json: Value = serde_json::from_str(&serde_json::to_string(&merged.report).unwrap()).unwrap();
         assert_eq!(json["total_seconds"], 9.0, "the shards' work added up");
         assert_eq!(json["merged_shards"][0]["shard"], "1/3");
         without_times(&mut one);

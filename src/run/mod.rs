@@ -1,50 +1,48 @@
-//! The seed program end to end: load data, train the teacher, distil it into the student,
-//! train the same student architecture from scratch, evaluate all three, report.
+//! What runs an experiment: the seed program end to end (load data, train the teacher, distil
+//! it into the student, train the same student from scratch, evaluate all three) and its
+//! record, the [`Report`] that [`crate::results`] reads.
 //!
-//! - [`config`]: the settings, their validation, the weight files to start from;
-//! - [`phases`]: training and evaluating models, the teacher's logits, the students' runs and sweep;
-//! - [`logits_cache`]: the frozen teacher's logits tables kept between runs (`--logits-cache`);
-//! - [`statistics`]: paired statistics over several runs;
-//! - [`report`]: the results and the closing report;
+//! - [`fit`]: fitting and evaluating models, side by side, saving and restoring their state;
+//! - [`teacher`]: the teacher's training, its logits tables and feature table;
+//! - [`students`]: each run's distilled and scratch student;
+//! - [`sweep`]: distilled students over an alpha x temperature grid;
+//! - [`weights`]: the weight files a run starts from and saves;
+//! - [`seeds`]: each model's seeds and sample orders;
 //! - [`resume`]: the run's state on disk, for resuming an interrupted run;
-//! - [`shards`], [`merge`]: an experiment split across machines (`--shard I/K`), and its
-//!   shards' metrics put back together (`kd-wgpu merge`);
-//! - [`scratch_from`]: scratch students taken from an earlier experiment (`--scratch-from`);
-//! - [`compare`]: several experiments' paired results side by side (`kd-wgpu compare`).
+//! - [`logits_cache`]: the frozen teacher's logits tables kept between runs (`--logits-cache`);
+//! - [`shards`]: an experiment split across machines (`--shard I/K`);
+//! - [`scratch_from`]: scratch students taken from an earlier experiment (`--scratch-from`).
 
-pub mod classes;
-pub mod compare;
-pub mod config;
+pub mod fit;
 pub mod logits_cache;
-pub mod merge;
-pub mod phases;
-pub mod report;
-pub mod results;
 pub mod resume;
 pub mod scratch_from;
 pub mod seeds;
 pub mod shards;
-pub mod statistics;
+pub mod students;
+pub mod sweep;
+pub mod teacher;
+pub mod weights;
 
-pub use config::{Config, DistillTeacher, DistillTerm, WeightFiles};
-pub use report::Report;
-pub use results::{RunResult, StudentPair, SweepPoint};
-pub use statistics::Statistics;
+pub use teacher::frozen_teacher_logits;
+pub use weights::StartingWeights;
 
 use crate::checkpoint;
+use crate::config::{Config, DistillTeacher, WeightFiles};
 use crate::data::{self, Dataset, NUM_CLASSES};
-use crate::gpu::{self, Gpu, Tensor};
+use crate::gpu::{self, Gpu};
 use crate::model::Architecture;
+use crate::results::{classes::ClassResults, Report, Statistics, FORMAT};
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
 use anyhow::{ensure, Result};
-use config::StartingWeights;
+use fit::{Phases, Tested};
 use logits_cache::LogitsCache;
-use phases::{FitJob, JobTeacher, Phases, Teacher, TrainImages, WeightSaver};
-use results::Tested;
 use resume::{Checkpoints, Fingerprint, SavedState};
 use scratch_from::EarlierScratch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use teacher::{distillation_teacher, train_teacher};
+use weights::WeightSaver;
 
 /// Loads the data set, applies the limits and prints what the seed prints about it.
 pub fn load_data(cfg: &Config) -> Result<Dataset> {
@@ -108,7 +106,7 @@ impl Checkpointing {
 }
 
 /// The device the settings name, tuned as they say.
-fn open_gpu(cfg: &Config) -> Result<Gpu> {
+pub(crate) fn open_gpu(cfg: &Config) -> Result<Gpu> {
     Ok(Gpu::new(cfg.backend, cfg.matmul)?.tuned(cfg.tune))
 }
 
@@ -125,7 +123,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     let (teacher_arch, student_arch) = (cfg.teacher()?, cfg.student()?);
     let saved = checkpointing.map(Checkpointing::check).transpose()?.flatten();
     let starting = StartingWeights::load(files, &teacher_arch, &student_arch)?;
-    let shard = shards::ShardRecord::of(cfg, &starting)?;
+    let shard = shards::record(cfg, &starting)?;
     ensure!(
         cfg.scratch_from.is_none() || files.student_init.is_none(),
         "--scratch-from cannot tell whether the earlier run's students started from the same --student-init \
@@ -217,6 +215,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         );
     }
     Ok(Report {
+        format: FORMAT.to_string(),
         adapter: gpu::describe(&gpu.info),
         config: cfg.clone(),
         weights: files.clone(),
@@ -232,125 +231,8 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
         total_seconds: checkpoints.as_ref().map_or(start.elapsed().as_secs_f64(), Checkpoints::seconds),
         resumed_from: checkpoints.map(|c| c.progress().resumed).unwrap_or_default(),
         shard,
+        merged_shards: Vec::new(),
     })
-}
-
-/// What distilled students learn from: the frozen teacher's logits for every training and
-/// test image, computed once (or read from `cache`, and kept there), the teacher itself, and
-/// for a feature term its layer's outputs for every training image where they fit in
-/// `--feature-table-gib` (otherwise it runs at every step); or, for the seed's Distiller, the
-/// teacher's weights to copy.
-fn distillation_teacher<'a>(
-    phases: &Phases,
-    arch: &'a Architecture,
-    teacher: &'a Model,
-    cache: Option<&LogitsCache>,
-) -> Result<Teacher<'a>> {
-    Ok(match phases.cfg.distill_teacher {
-        DistillTeacher::Frozen => {
-            let (train, test) = frozen_logits(phases, teacher, cache)?;
-            let features = phases.feature_table(teacher)?.map(std::sync::Arc::new);
-            Teacher::Frozen { train, test, model: teacher, features }
-        }
-        DistillTeacher::Trainable => {
-            println!("Each distilled student trains its own copy of the teacher along (the seed's Distiller)");
-            Teacher::CoTrained { arch, weights: teacher.read_flat(phases.gpu)? }
-        }
-    })
-}
-
-/// The frozen teacher's logits tables (training images, test images) on the device: from the
-/// run's state after an interruption, from `cache`, or computed (and kept in both).
-fn frozen_logits(phases: &Phases, teacher: &Model, cache: Option<&LogitsCache>) -> Result<(Tensor, Tensor)> {
-    let (gpu, data) = (phases.gpu, phases.data);
-    let table = |split: &crate::train::DeviceSplit, values: &[f32]| {
-        Tensor::from_f32(gpu, "logits table", &[split.samples, NUM_CLASSES], values)
-    };
-    let saved = phases.checkpoints.and_then(|c| c.tensor("teacher logits train").zip(c.tensor("teacher logits test")));
-    if let Some((train, test)) = saved {
-        println!("Teacher logits: computed before the interruption");
-        return Ok((table(&data.train, &train)?, table(&data.test, &test)?));
-    }
-    let t = Instant::now();
-    // The tables on the host, where the cache or the run state keeps them.
-    let (train, test, kept) = match cache.and_then(|c| c.read().map(|tables| (c, tables))) {
-        Some((c, (train, test))) => {
-            println!("Teacher logits: read from {}", c.path.display());
-            (table(&data.train, &train)?, table(&data.test, &test)?, Some((train, test)))
-        }
-        None => {
-            let train = phases.logits_table("Teacher logits, training images", teacher, &data.train)?;
-            let test = phases.logits_table("Teacher logits, test images", teacher, &data.test)?;
-            let (n, m) = (data.train.samples, data.test.samples);
-            println!("Teacher logits for {n} + {m} images in {:.1}s", t.elapsed().as_secs_f64());
-            let kept = match cache.is_some() || phases.checkpoints.is_some() {
-                true => Some((train.read_f32(gpu)?, test.read_f32(gpu)?)),
-                false => None,
-            };
-            if let (Some(c), Some((train, test))) = (cache, &kept) {
-                c.write(train, test);
-            }
-            (train, test, kept)
-        }
-    };
-    if let (Some(c), Some((train_values, test_values))) = (phases.checkpoints, kept) {
-        let secs = t.elapsed().as_secs_f64();
-        let tables = vec![("teacher logits train".into(), train_values), ("teacher logits test".into(), test_values)];
-        c.phase_done("teacher logits", |p| p.teacher_logits_seconds = Some(secs), tables)?;
-    }
-    Ok((train, test))
-}
-
-/// The teacher: trained from random weights or `--teacher-init`, or given trained by
-/// `--teacher`; saved, then evaluated, and recorded in the run's state. A run resumed after
-/// this phase takes the teacher and its record from the state instead.
-fn train_teacher(
-    phases: &Phases,
-    arch: &Architecture,
-    files: &WeightFiles,
-    starting: &StartingWeights,
-    saver: &WeightSaver,
-) -> Result<(Model, RunResult)> {
-    let (gpu, cfg) = (phases.gpu, phases.cfg);
-    let done = phases.checkpoints.and_then(|c| c.progress().teacher.zip(c.tensor("teacher")));
-    if let Some((result, weights)) = done {
-        println!("Teacher: trained and evaluated before the interruption");
-        return Ok((Model::new(gpu, arch, &weights)?, result));
-    }
-    println!("{}", arch.summary());
-    let metric = "sparse_categorical_accuracy";
-    let teacher = match starting.teacher.as_ref().or(starting.teacher_init.as_ref()) {
-        Some(flat) => Model::new(gpu, arch, flat)?,
-        None => Model::new(gpu, arch, &arch.init_glorot(cfg.seed))?,
-    }
-    .seeded(cfg.seed)
-    .augmented(cfg.teacher_augment);
-    let epochs = match &files.teacher {
-        Some(path) => {
-            println!("Teacher weights from {} (not trained)", path.display());
-            Vec::new()
-        }
-        None => {
-            let job = FitJob {
-                name: "teacher".into(),
-                model: &teacher,
-                loss: Loss::CrossEntropy,
-                teacher: JobTeacher::None,
-                order_seed: cfg.seed,
-                images: TrainImages::All,
-            };
-            phases.fit("teacher", job, cfg.teacher_epochs, metric)?
-        }
-    };
-    saver.save(gpu, "teacher.safetensors", &teacher)?;
-    let test = phases.evaluate("teacher", &teacher, Loss::CrossEntropy, None, metric)?;
-    let ce = test.stats.loss;
-    let result = RunResult::from_epochs("teacher", epochs, test, ce, phases.data.train.samples);
-    if let Some(c) = phases.checkpoints {
-        let weights = teacher.read_flat(gpu)?;
-        c.phase_done("teacher", |p| p.teacher = Some(result.clone()), vec![("teacher".into(), weights)])?;
-    }
-    Ok((teacher, result))
 }
 
 /// What `kd-wgpu evaluate` reports.
@@ -360,29 +242,7 @@ pub struct Evaluation {
     /// Mean cross-entropy over the test images.
     pub loss: f64,
     pub accuracy: f64,
-    pub classes: classes::ClassResults,
-}
-
-/// The frozen teacher's logits for the training images (`export-web`'s table), computed on
-/// the configured kernel family (the fastest here): the teacher from `files.teacher`, or
-/// trained as the program trains it (and evaluated, as it does).
-pub fn frozen_teacher_logits(
-    cfg: &Config,
-    files: &WeightFiles,
-    starting: &StartingWeights,
-    ds: &Dataset,
-) -> Result<Vec<f32>> {
-    let teacher_arch = cfg.teacher()?;
-    let gpu = open_gpu(cfg)?;
-    println!("Teacher on: {}", gpu::describe(&gpu.info));
-    check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
-    let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
-    let phases =
-        Phases { gpu: &gpu, cfg, data: &data, test_labels: &ds.test.labels, checkpoints: None, labelled: None };
-    let saver = WeightSaver { dir: None, config_json: String::new() };
-    let (teacher, _) = train_teacher(&phases, &teacher_arch, files, starting, &saver)?;
-    let (train, _) = frozen_logits(&phases, &teacher, None)?;
-    train.read_f32(&gpu)
+    pub classes: ClassResults,
 }
 
 /// `kd-wgpu evaluate`: loads `weights` (the network its metadata names; with `expected`, it

@@ -1,143 +1,140 @@
-//! The experiment's settings, their validation, and the weight files it starts from.
+//! The experiment's settings: what each flag sets, which results each one changes
+//! ([`Scope`]), their validation, and the weight files the experiment starts from.
+//!
+//! - [`distill`]: how students distil (`--distill-teacher`, `--distill`);
+//! - [`shard`]: `--shard I/K`.
 
-use super::shards::Shard;
-use crate::checkpoint;
+pub mod distill;
+pub mod shard;
+
+pub use distill::{DistillTeacher, DistillTerm};
+pub use shard::Shard;
+
 use crate::data::{LoadOptions, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
 use crate::model::{Architecture, Dims, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
 use crate::ops::loss::Distill;
 use crate::train::{check_feature_layer, FeatureSpec};
 use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-/// What the teacher does while a student distils from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum DistillTeacher {
-    /// Distillation as intended (and as keras.distillation.Distiller does it): the teacher
-    /// stays as trained; its logits are computed once.
-    Frozen,
-    /// What the seed program computes under Keras 3: its Distiller tracks the teacher, so the
-    /// teacher learns from the KL term along with the student, by the distiller's one Adam.
-    Trainable,
+/// Which results a setting changes. Every consumer of settings reads it from here: a resumed
+/// run must match its state in every setting but `None`'s and `Device`'s (whose choices it
+/// compares instead: the adapter, the kernel family, the data's digest); the shards of one
+/// experiment in every setting of `Device`, `Teacher`, `Distilled` and `Scratch` (and in
+/// `--runs`); an earlier experiment's scratch students (`--scratch-from`) are this run's where
+/// `Device`'s and `Scratch`'s settings agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Changes no bit of any result: how the work is driven (tuning, readbacks, caches).
+    None,
+    /// What the work runs on and reads (the backend, the kernel family, the data files): it
+    /// changes results through what it picks, which the results record.
+    Device,
+    /// Which of an experiment's runs a process computes, and where its scratch students come
+    /// from: never a bit of any one run.
+    Extent,
+    /// The teacher's results, and with them the distilled students'.
+    Teacher,
+    /// The distilled students' results alone.
+    Distilled,
+    /// The scratch student's results, and with them the distilled students' (and most also
+    /// the teacher's): every setting a student trained without a teacher depends on.
+    Scratch,
 }
 
-/// One of keras.distillation's losses (`--distill SPEC`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DistillTerm {
-    /// `logits`: `LogitsDistillation(T, KLDivergence())`, KL of the softened distributions times T^2.
-    Logits,
-    /// `logits:mse`: `LogitsDistillation(T, "mse")`, the MSE of the logits divided by T.
-    LogitsMse,
-    /// `feature:TEACHER_LAYER:STUDENT_LAYER[:project]`: `FeatureDistillation("mse", ...)`
-    /// between two layers' outputs (Keras's layer names), through a learned 1x1 projection
-    /// to the teacher's channels with `:project`.
-    Feature { teacher: String, student: String, project: bool },
-}
+/// Declares [`Config`] with each setting's [`Scope`] after its type (`name: Type => Scope`):
+/// which results a setting changes is said once, on the setting itself.
+macro_rules! settings {
+    (
+        $(#[$meta:meta])*
+        pub struct Config { $( $(#[$attr:meta])* pub $field:ident: $ty:ty => $scope:ident, )* }
+    ) => {
+        $(#[$meta])*
+        pub struct Config { $( $(#[$attr])* pub $field: $ty, )* }
 
-impl std::str::FromStr for DistillTerm {
-    type Err = String;
-
-    fn from_str(spec: &str) -> Result<DistillTerm, String> {
-        match spec {
-            "logits" | "logits:kl" => Ok(DistillTerm::Logits),
-            "logits:mse" => Ok(DistillTerm::LogitsMse),
-            _ => match spec.split(':').collect::<Vec<_>>()[..] {
-                ["feature", teacher, student] | ["feature", teacher, student, "project"]
-                    if !teacher.is_empty() && !student.is_empty() =>
-                {
-                    let project = spec.ends_with(":project");
-                    Ok(DistillTerm::Feature { teacher: teacher.into(), student: student.into(), project })
+        impl Config {
+            /// The scope of the setting a metrics file records as `name` (None: no setting).
+            pub fn scope(name: &str) -> Option<Scope> {
+                match name {
+                    $( stringify!($field) => Some(Scope::$scope), )*
+                    _ => None,
                 }
-                _ => Err(format!(
-                    "unknown distillation loss `{spec}`: give `logits` (KL times T^2), `logits:mse` or \
-                     `feature:TEACHER_LAYER:STUDENT_LAYER[:project]` (Keras's layer names, e.g. conv2d_1)"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for DistillTerm {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            DistillTerm::Logits => f.write_str("logits"),
-            DistillTerm::LogitsMse => f.write_str("logits:mse"),
-            DistillTerm::Feature { teacher, student, project } => {
-                write!(f, "feature:{teacher}:{student}{}", if *project { ":project" } else { "" })
             }
         }
-    }
+    };
 }
 
-impl serde::Serialize for DistillTerm {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+settings! {
+    /// Everything the experiment's flags set, as the metrics file records it (`config`). A
+    /// setting a file does not record came after the build that wrote it, which ran it at its
+    /// default; a setting this build does not know is refused.
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Config {
+        pub backend: BackendChoice => Device,
+        pub matmul: MatmulVariant => Device,
+        pub tune: TuneMode => None,
+        /// Where the data set is read from; the run state records the data's digest instead.
+        #[serde(skip)]
+        pub data: LoadOptions => Device,
+        /// Where the frozen teacher's logits tables are kept between runs (`--logits-cache`);
+        /// none: computed by every run.
+        #[serde(skip)]
+        pub logits_cache: Option<PathBuf> => None,
+        /// The largest table of the frozen teacher's feature-layer outputs kept in host memory,
+        /// in GiB (`--feature-table-gib`); a larger one, or 0, runs the teacher at every step.
+        #[serde(skip)]
+        pub feature_table_gib: f64 => None,
+        pub teacher_epochs: usize => Teacher,
+        pub student_epochs: usize => Scratch,
+        pub batch_size: usize => Scratch,
+        pub alpha: f32 => Distilled,
+        pub temperature: f32 => Distilled,
+        pub learning_rate: f32 => Scratch,
+        pub seed: u64 => Scratch,
+        pub train_limit: Option<usize> => Scratch,
+        pub test_limit: Option<usize> => Scratch,
+        pub shuffle: bool => Scratch,
+        /// Metric readbacks per epoch (progress updates and NaN checks).
+        pub sync_points: usize => None,
+        /// Distilled and scratch students trained this many times (over seeds) with one
+        /// teacher; run r's seeds follow from r alone.
+        pub runs: usize => Extent,
+        /// A grid of distilled students over these alphas and temperatures (empty: none); a
+        /// list left empty while the other is given takes the single --alpha or --temperature.
+        pub sweep_alpha: Vec<f32> => Distilled,
+        pub sweep_temperature: Vec<f32> => Distilled,
+        /// Filters of the seed network's two convolutions, for the teacher and the students.
+        pub teacher_channels: [usize; 2] => Teacher,
+        pub student_channels: [usize; 2] => Scratch,
+        /// Layer lists read from Keras model files (`--teacher-layers`, `--student-layers`),
+        /// instead of the seed's network with the channels above.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub teacher_layers: Option<Vec<Layer>> => Teacher,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub student_layers: Option<Vec<Layer>> => Scratch,
+        pub distill_teacher: DistillTeacher => Distilled,
+        /// keras.distillation's losses (`--distill`), weighed by `distill_weights`
+        /// (`distillation_loss_weights`; empty: 1 each). `alpha` is `student_loss_weight`.
+        pub distill: Vec<DistillTerm> => Distilled,
+        pub distill_weights: Vec<f32> => Distilled,
+        /// Only this many training images, a seeded class-balanced subset, keep their labels
+        /// (`--labelled`); the teacher keeps all.
+        pub labelled: Option<usize> => Scratch,
+        /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub shard: Option<Shard> => Extent,
+        /// Random translations of the teacher's / the students' training images, up to this
+        /// many pixels each way (0: none).
+        pub teacher_augment: u32 => Teacher,
+        pub student_augment: u32 => Scratch,
+        /// Each run's scratch student from this earlier experiment's metrics, not trained
+        /// again (`--scratch-from`, checked to be this run's).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub scratch_from: Option<PathBuf> => Extent,
     }
-}
-
-/// Everything the experiment's flags set.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Config {
-    pub backend: BackendChoice,
-    pub matmul: MatmulVariant,
-    pub tune: TuneMode,
-    #[serde(skip)]
-    pub data: LoadOptions,
-    /// Where the frozen teacher's logits tables are kept between runs (`--logits-cache`);
-    /// none: computed by every run. Changes no bit of the results.
-    #[serde(skip)]
-    pub logits_cache: Option<PathBuf>,
-    /// The largest table of the frozen teacher's feature-layer outputs kept in host memory, in
-    /// GiB (`--feature-table-gib`); a larger one, or 0, runs the teacher at every step instead.
-    /// Changes no bit of the results.
-    #[serde(skip)]
-    pub feature_table_gib: f64,
-    pub teacher_epochs: usize,
-    pub student_epochs: usize,
-    pub batch_size: usize,
-    pub alpha: f32,
-    pub temperature: f32,
-    pub learning_rate: f32,
-    pub seed: u64,
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub shuffle: bool,
-    /// Metric readbacks per epoch (progress updates and NaN checks).
-    pub sync_points: usize,
-    /// Distilled and scratch students trained this many times (over seeds) with one teacher.
-    pub runs: usize,
-    /// A grid of distilled students over these alphas and temperatures (empty: none); a list
-    /// left empty while the other is given takes the single --alpha or --temperature.
-    pub sweep_alpha: Vec<f32>,
-    pub sweep_temperature: Vec<f32>,
-    /// Filters of the seed network's two convolutions, for the teacher and the students.
-    pub teacher_channels: [usize; 2],
-    pub student_channels: [usize; 2],
-    /// Layer lists read from Keras model files (`--teacher-layers`, `--student-layers`),
-    /// instead of the seed's network with the channels above.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub teacher_layers: Option<Vec<Layer>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub student_layers: Option<Vec<Layer>>,
-    pub distill_teacher: DistillTeacher,
-    /// keras.distillation's losses (`--distill`), weighed by `distill_weights`
-    /// (`distillation_loss_weights`; empty: 1 each). `alpha` is `student_loss_weight`.
-    pub distill: Vec<DistillTerm>,
-    pub distill_weights: Vec<f32>,
-    /// Only this many training images, a seeded class-balanced subset, keep their labels
-    /// (`--labelled`); the teacher keeps all.
-    pub labelled: Option<usize>,
-    /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard: Option<Shard>,
-    /// Random translations of the teacher's / the students' training images, up to this many
-    /// pixels each way (0: none).
-    pub teacher_augment: u32,
-    pub student_augment: u32,
-    /// Each run's scratch student from this earlier experiment's metrics, not trained again
-    /// (`--scratch-from`, see [`super::scratch_from`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scratch_from: Option<PathBuf>,
 }
 
 /// `--feature-table-gib`'s default: the seed teacher's `conv2d_1` for the 60,000 training
@@ -189,6 +186,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The settings as the metrics file records them, by name: through the text, which writes
+    /// an f32 as its shortest decimal (0.1, not 0.10000000149011612).
+    pub fn recorded(&self) -> Map<String, Value> {
+        let text = serde_json::to_string(self).expect("settings serialize");
+        match serde_json::from_str(&text).expect("JSON reads back") {
+            Value::Object(fields) => fields,
+            _ => unreachable!("a struct serializes as an object"),
+        }
+    }
+
+    /// The recorded settings in `scopes` where `self` and `other` differ: (name, self's value,
+    /// other's value), by name; an unrecorded optional setting is `null`.
+    pub fn differences(&self, other: &Config, scopes: &[Scope]) -> Vec<(String, Value, Value)> {
+        let (a, b) = (self.recorded(), other.recorded());
+        let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        names
+            .into_iter()
+            .filter(|name| Config::scope(name).is_some_and(|s| scopes.contains(&s)))
+            .filter_map(|name| {
+                let (x, y) = (a.get(name).unwrap_or(&Value::Null), b.get(name).unwrap_or(&Value::Null));
+                (x != y).then(|| (name.clone(), x.clone(), y.clone()))
+            })
+            .collect()
+    }
+
     /// The (alpha, temperature) grid of `--sweep-alpha` x `--sweep-temperature`.
     pub fn sweep_grid(&self) -> Vec<(f32, f32)> {
         if self.sweep_alpha.is_empty() && self.sweep_temperature.is_empty() {
@@ -238,7 +260,7 @@ impl Config {
     }
 
     /// The distillation's loss in words: `alpha 0.1, T 10, logits` (weights other than 1
-    /// follow their loss), and the labelled images under `--labelled`.
+    /// follow their loss).
     pub fn describe_losses(&self) -> String {
         let terms: Vec<String> = self
             .distill
@@ -249,9 +271,24 @@ impl Config {
                 _ => t.to_string(),
             })
             .collect();
-        let mut s = format!("alpha {}, T {}, {}", self.alpha, self.temperature, terms.join(" + "));
+        format!("alpha {}, T {}, {}", self.alpha, self.temperature, terms.join(" + "))
+    }
+
+    /// What sets an experiment's distilled students apart, in words (`kd-wgpu compare`'s
+    /// settings column): the loss, labelled images, moved images, a co-trained teacher.
+    pub fn describe_regime(&self) -> String {
+        let mut s = self.describe_losses();
         if let Some(n) = self.labelled {
-            s += &format!("; {n} labelled images");
+            s += &format!(", {n} labelled");
+        }
+        if self.teacher_augment > 0 {
+            s += &format!(", teacher moved {} px, {} epochs", self.teacher_augment, self.teacher_epochs);
+        }
+        if self.student_augment > 0 {
+            s += &format!(", students moved {} px", self.student_augment);
+        }
+        if self.distill_teacher == DistillTeacher::Trainable {
+            s += ", co-trained teacher";
         }
         s
     }
@@ -404,37 +441,4 @@ pub struct WeightFiles {
     pub teacher_init: Option<PathBuf>,
     /// The initial weights of both students, so that they differ only in what the teacher taught.
     pub student_init: Option<PathBuf>,
-}
-
-/// The weights named by [`WeightFiles`], loaded and checked against the configured networks.
-pub struct StartingWeights {
-    pub teacher: Option<Vec<f32>>,
-    pub teacher_init: Option<Vec<f32>>,
-    pub student_init: Option<Vec<f32>>,
-}
-
-impl StartingWeights {
-    /// Loads every given weight file, so that a bad one is refused before any training.
-    pub fn load(files: &WeightFiles, teacher: &Architecture, student: &Architecture) -> Result<StartingWeights> {
-        if files.teacher.is_some() && files.teacher_init.is_some() {
-            bail!(
-                "--teacher (a trained teacher, not trained again) and --teacher-init (a starting point for \
-                 training) exclude each other"
-            );
-        }
-        let load = |flag: &str, path: &Option<PathBuf>, arch: &Architecture| -> Result<Option<Vec<f32>>> {
-            path.as_deref()
-                .map(|p| checkpoint::load(p, arch).with_context(|| format!("{flag} {}", p.display())))
-                .transpose()
-        };
-        let weights = StartingWeights {
-            teacher: load("--teacher", &files.teacher, teacher)?,
-            teacher_init: load("--teacher-init", &files.teacher_init, teacher)?,
-            student_init: load("--student-init", &files.student_init, student)?,
-        };
-        if let Some(dir) = &files.save_dir {
-            checkpoint::check_writable_dir("--save-dir", dir)?;
-        }
-        Ok(weights)
-    }
 }

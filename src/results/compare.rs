@@ -9,18 +9,15 @@
 //! the runs pair (the same seeds, and scratch students equal to the last digit: the same
 //! starting weights and order).
 
-use super::config::WeightFiles;
-use super::results::{RunResult, StudentPair};
-use super::statistics::Statistics;
-use anyhow::{bail, ensure, Context, Result};
-use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use super::{Report, Statistics, StudentPair};
+use anyhow::{bail, ensure, Result};
+use std::path::PathBuf;
 
 /// One experiment of the comparison.
 pub struct Regime {
     pub label: String,
     pub path: PathBuf,
-    /// The settings that make the regime, in words (see [`settings`]).
+    /// The settings that make the regime, in words ([`crate::config::Config::describe_regime`]).
     pub settings: String,
     pub teacher_accuracy: f64,
     /// The `--teacher` file's name without `.safetensors`, where the teacher came from one.
@@ -28,19 +25,6 @@ pub struct Regime {
     pub statistics: Statistics,
     /// Each run's students, for pairing with another experiment's ([`against`]).
     pub runs: Vec<StudentPair>,
-}
-
-/// The fields of a metrics file that compare reads.
-#[derive(serde::Deserialize)]
-struct Metrics {
-    config: Map<String, Value>,
-    teacher: RunResult,
-    runs: Vec<StudentPair>,
-    #[serde(default)]
-    shard: Option<Value>,
-    /// The teacher's file is named in the teacher column. Absent in files from before it.
-    #[serde(default)]
-    weights: WeightFiles,
 }
 
 impl Regime {
@@ -55,7 +39,7 @@ impl Regime {
                 (stem, path)
             }
         };
-        let metrics = read_metrics(&path)?;
+        let metrics: Report = super::read(&path, "give the files that --metrics-out or merge wrote")?;
         let name = path.display();
         ensure!(
             metrics.shard.is_none(),
@@ -70,7 +54,7 @@ impl Regime {
         );
         Ok(Regime {
             label,
-            settings: settings(&metrics.config),
+            settings: metrics.config.describe_regime(),
             teacher_accuracy: metrics.teacher.test_accuracy,
             teacher_file: metrics.weights.teacher.and_then(|t| t.file_stem().map(|s| s.to_string_lossy().into_owned())),
             statistics: Statistics::of(&metrics.runs),
@@ -78,11 +62,6 @@ impl Regime {
             path,
         })
     }
-}
-
-fn read_metrics(path: &Path) -> Result<Metrics> {
-    let json = super::merge::read_json(path, "give the files that --metrics-out or merge wrote")?;
-    serde_json::from_value(json).with_context(|| format!("{} is not a kd-wgpu metrics file", path.display()))
 }
 
 /// Reads every `LABEL=PATH` and checks that they can stand side by side: the same classes.
@@ -102,44 +81,6 @@ pub fn read_all(args: &[String]) -> Result<Vec<Regime>> {
         }
     }
     Ok(regimes)
-}
-
-/// What sets a regime apart, from its config: alpha, T, the distillation terms (with their
-/// weights where not 1), labelled images, augmentation, a co-trained teacher. Files written
-/// before a setting existed lack its key, and had its default.
-pub fn settings(config: &Map<String, Value>) -> String {
-    let number = |key: &str| config.get(key).and_then(Value::as_f64).unwrap_or(0.0);
-    let terms: Vec<String> = match config.get("distill").and_then(Value::as_array) {
-        Some(terms) if !terms.is_empty() => terms.iter().map(|t| t.as_str().unwrap_or("?").to_string()).collect(),
-        _ => vec!["logits".to_string()],
-    };
-    let weights: Vec<f64> = config
-        .get("distill_weights")
-        .and_then(Value::as_array)
-        .map(|w| w.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    let parts: Vec<String> = terms
-        .iter()
-        .enumerate()
-        .map(|(i, term)| match weights.get(i) {
-            Some(&w) if w != 1.0 => format!("{term} x{w}"),
-            _ => term.clone(),
-        })
-        .collect();
-    let mut s = format!("alpha {}, T {}, {}", number("alpha"), number("temperature"), parts.join(" + "));
-    if let Some(n) = config.get("labelled").and_then(Value::as_u64) {
-        s += &format!(", {n} labelled");
-    }
-    if number("teacher_augment") > 0.0 {
-        s += &format!(", teacher moved {} px, {} epochs", number("teacher_augment"), number("teacher_epochs"));
-    }
-    if number("student_augment") > 0.0 {
-        s += &format!(", students moved {} px", number("student_augment"));
-    }
-    if config.get("distill_teacher").and_then(Value::as_str).is_some_and(|t| !t.eq_ignore_ascii_case("frozen")) {
-        s += ", co-trained teacher";
-    }
-    s
 }
 
 /// A difference of accuracies in percentage points, signed.
@@ -259,7 +200,11 @@ pub fn against(regimes: &[Regime], label: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn config(json: &str) -> Map<String, Value> {
+    use crate::config::Config;
+    use serde_json::Value;
+    use std::path::Path;
+
+    fn config(json: &str) -> Config {
         serde_json::from_str(json).unwrap()
     }
 
@@ -267,15 +212,16 @@ mod tests {
     fn settings_name_what_sets_a_regime_apart() {
         // A file from before the distillation terms and --labelled: the seed's logits term.
         assert_eq!(
-            settings(&config(r#"{"alpha": 0.1, "temperature": 10.0, "distill_teacher": "Frozen"}"#)),
+            config(r#"{"alpha": 0.1, "temperature": 10.0, "distill_teacher": "Frozen"}"#).describe_regime(),
             "alpha 0.1, T 10, logits"
         );
         assert_eq!(
-            settings(&config(
+            config(
                 r#"{"alpha": 0.5, "temperature": 3.0, "distill": ["logits", "feature:conv2d_1:conv2d_1:project"],
                     "distill_weights": [1.0, 100.0], "labelled": 600, "teacher_augment": 2, "teacher_epochs": 10,
                     "student_augment": 1, "distill_teacher": "Trainable"}"#
-            )),
+            )
+            .describe_regime(),
             "alpha 0.5, T 3, logits + feature:conv2d_1:conv2d_1:project x100, 600 labelled, teacher moved 2 px, \
              10 epochs, students moved 1 px, co-trained teacher"
         );
@@ -307,7 +253,8 @@ mod tests {
         one["runs"] = Value::Array(vec![full["runs"][0].clone()]);
         assert!(error(&write("one.json", &one.to_string())).contains("holds 1 run(s)"));
         let mut shard = full.clone();
-        shard["shard"] = serde_json::json!({"index": 1, "count": 2});
+        shard["shard"] = serde_json::json!({"index": 1, "count": 2, "run_indices": [0, 2, 4, 6, 8], "sweep_cells": [],
+            "teacher_weights_sha256": "ab", "student_init_weights_sha256": null});
         assert!(error(&write("shard.json", &shard.to_string())).contains("kd-wgpu merge"));
         // Experiments on other classes do not stand side by side.
         let mut renamed = full.clone();
@@ -329,7 +276,7 @@ mod tests {
             }
         }
         let regimes = read_all(&[write("no-bags.json", &no_bags.to_string())]).unwrap();
-        let svg = crate::plot::compare_svg(&regimes).unwrap();
+        let svg = crate::results::plot::compare_svg(&regimes).unwrap();
         assert!(svg.contains("n/a") && !svg.contains("NaN"), "{svg}");
         // The whole file is read, labelled by the name before '=' or by its file name.
         let whole = write("keras-defaults.json", &full.to_string());

@@ -1,43 +1,9 @@
-//! What the experiment found, and its rendering as the closing report (Markdown tables, so
-//! that they paste into notes as they are).
+//! The closing report: a finished experiment's metrics rendered as Markdown tables, so that
+//! they paste into notes as they are.
 
-use super::config::{Config, DistillTeacher, DistillTerm, WeightFiles};
-use super::results::{RunResult, StudentPair, SweepPoint};
-use super::shards::ShardRecord;
-use super::statistics::Statistics;
+use super::{Report, Statistics};
+use crate::config::{DistillTeacher, DistillTerm};
 use comfy_table::{presets, CellAlignment, Table};
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Report {
-    pub adapter: String,
-    pub config: Config,
-    pub weights: WeightFiles,
-    pub teacher: RunResult,
-    /// The first run's students.
-    pub distilled: RunResult,
-    pub scratch: RunResult,
-    /// With --distill-teacher trainable, the first run's teacher after distillation (the
-    /// distilled student's combined test loss is computed against it, as Keras does).
-    pub teacher_after_distillation: Option<RunResult>,
-    /// Every run's students (`--runs`), the first included.
-    pub runs: Vec<StudentPair>,
-    /// Over the runs, when there are several.
-    pub statistics: Option<Statistics>,
-    /// Distilled students over the --sweep-alpha x --sweep-temperature grid.
-    pub sweep: Vec<SweepPoint>,
-    /// The frozen teacher's tables: its logits and, with a feature term, its layer's outputs
-    /// where they are kept in memory (`--feature-table-gib`).
-    pub teacher_logits_seconds: f64,
-    pub data_seconds: f64,
-    /// The run's work, over all its parts when it was resumed.
-    pub total_seconds: f64,
-    /// Where the run was resumed (`--resume`), each time it was; the times of the phases
-    /// then add the parts before and after each interruption.
-    pub resumed_from: Vec<String>,
-    /// With `--shard I/K`: the shard, its runs and sweep cells, and its teacher's digest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard: Option<ShardRecord>,
-}
 
 /// A Markdown table with `header`; columns after the first are right-aligned numbers.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -185,7 +151,10 @@ impl Report {
             .collect();
         let augment =
             if moved.is_empty() { String::new() } else { format!("; training images moved: {}", moved.join(", ")) };
-        let losses = self.config.describe_losses();
+        let mut losses = self.config.describe_losses();
+        if let Some(n) = self.config.labelled {
+            losses += &format!("; {n} labelled images");
+        }
         let mut s =
             format!("\nResults on the test set (distillation: {mode}; {losses}{augment})\n{}", table(&header, rows));
         if let Some(shard) = &self.shard {

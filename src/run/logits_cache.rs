@@ -11,7 +11,6 @@ use crate::gpu::{self, Gpu};
 use crate::model::Architecture;
 use anyhow::{ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +27,7 @@ impl LogitsCache {
     /// The cache file in `dir` for `teacher` (its network and flat weights) over `data`'s
     /// training and test images, computed on `gpu`.
     pub fn new(dir: &Path, teacher: (&Architecture, &[f32]), data: &Dataset, gpu: &Gpu) -> Result<LogitsCache> {
-        let mut h = Sha256::new();
+        let mut h = crate::digest::Hasher::new();
         h.update(FORMAT);
         h.update(serde_json::to_vec(teacher.0)?);
         h.update(bytemuck::cast_slice::<f32, u8>(teacher.1));
@@ -39,7 +38,7 @@ impl LogitsCache {
         // The bits depend on the device and the kernel family, not on the tuner's choices.
         h.update(gpu::describe(&gpu.info));
         h.update(format!("{:?}", gpu.family()));
-        let name: String = h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let name = h.short_hex(12);
         Ok(LogitsCache {
             path: dir.join(format!("logits-{name}.safetensors")),
             rows: (data.train.len(), data.test.len()),

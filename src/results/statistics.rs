@@ -1,6 +1,6 @@
 //! Paired statistics over several runs of the two students.
 
-use super::results::StudentPair;
+use super::StudentPair;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Test accuracy over several runs: each student's mean and standard deviation, and the paired
@@ -120,8 +120,8 @@ impl Statistics {
 mod tests {
     use super::*;
     use crate::data::CLASS_NAMES;
-    use crate::experiment::classes::ClassResults;
-    use crate::experiment::results::RunResult;
+    use crate::results::ClassResults;
+    use crate::results::RunResult;
 
     /// A result of accuracy `acc` in every class but Trouser's, which is `trouser`.
     fn run(acc: f64, trouser: f64) -> RunResult {
