@@ -1,18 +1,14 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use kd_wgpu::checkpoint;
-use kd_wgpu::config::{Config, DistillTeacher, DistillTerm, Shard, WeightFiles};
-use kd_wgpu::data::{LoadOptions, UPSTREAM_URL};
-use kd_wgpu::gpu::{self, BackendChoice, MatmulVariant, TuneMode};
-use kd_wgpu::model::{keras, Architecture, Channels};
+use kd_wgpu::config::{Config, WeightFiles};
+use kd_wgpu::gpu;
+use kd_wgpu::model::Architecture;
 use kd_wgpu::results::{self, plot, Report};
 use kd_wgpu::run::resume::{self, Interrupted};
 use kd_wgpu::run::{self, Checkpointing};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// The seed program's settings: every flag's default comes from here.
-static DEFAULTS: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
 
 /// Knowledge distillation on Fashion-MNIST, every kernel in WGSL on wgpu.
 ///
@@ -23,8 +19,6 @@ static DEFAULTS: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    #[command(flatten)]
-    device: DeviceArgs,
     #[command(flatten)]
     run: RunArgs,
     /// Print every adapter of --backend (all with `auto`) and exit.
@@ -115,136 +109,13 @@ impl ModelChoice {
     }
 }
 
-#[derive(Args, Clone)]
-struct DeviceArgs {
-    /// Graphics API to run on.
-    #[arg(long, value_enum, default_value = "auto", global = true)]
-    backend: BackendChoice,
-    /// Kernel family: auto picks `subgroup` (texture-fed kernels, subgroup matrix product) on
-    /// CPU drivers such as lavapipe, `tiled` (buffer-fed kernels) on GPUs.
-    #[arg(long, value_enum, default_value = "auto", global = true)]
-    matmul: MatmulVariant,
-    /// Where a kernel has several entries that give the same bits (the matrix product's tiles),
-    /// time them on this device and run the fastest: `cached` times what the cache in
-    /// $XDG_CACHE_HOME/kd-wgpu (~/.cache/kd-wgpu) lacks, `full` times everything again, `off`
-    /// runs the built-in defaults.
-    #[arg(long, value_enum, default_value = "cached", global = true)]
-    tune: TuneMode,
-}
-
+/// The experiment's flags: its settings, its weight files, and what it writes.
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Directory holding the four Fashion-MNIST IDX files (.gz or unpacked); the only place looked in when given.
-    #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
-    /// Never download the data set.
-    #[arg(long, global = true)]
-    offline: bool,
-    #[arg(long, default_value_t = DEFAULTS.teacher_epochs, global = true)]
-    teacher_epochs: usize,
-    #[arg(long, default_value_t = DEFAULTS.student_epochs, global = true)]
-    student_epochs: usize,
-    #[arg(long, default_value_t = DEFAULTS.batch_size, global = true)]
-    batch_size: usize,
-    /// Filters of the teacher's two convolutions.
-    #[arg(long, value_name = "C1,C2", default_value_t = Channels(DEFAULTS.teacher_channels), global = true)]
-    teacher_channels: Channels,
-    /// Filters of the students' two convolutions.
-    #[arg(long, value_name = "C1,C2", default_value_t = Channels(DEFAULTS.student_channels), global = true)]
-    student_channels: Channels,
-    /// The teacher's layers from a Keras model file (the JSON of `model.to_json()` for a
-    /// Sequential) instead of the seed's network.
-    #[arg(long, value_name = "FILE", conflicts_with = "teacher_channels", global = true)]
-    teacher_layers: Option<PathBuf>,
-    /// The students' layers from a Keras model file, as --teacher-layers.
-    #[arg(long, value_name = "FILE", conflicts_with = "student_channels", global = true)]
-    student_layers: Option<PathBuf>,
-    /// Weight of the hard-label loss in distillation, in [0, 1].
-    #[arg(long, default_value_t = DEFAULTS.alpha, allow_negative_numbers = true, global = true)]
-    alpha: f32,
-    /// Distillation temperature, above 0.
-    #[arg(long, default_value_t = DEFAULTS.temperature, allow_negative_numbers = true, global = true)]
-    temperature: f32,
-    #[arg(long, default_value_t = DEFAULTS.learning_rate, allow_negative_numbers = true, global = true)]
-    learning_rate: f32,
-    /// `frozen`: distillation as intended, the teacher stays as trained. `trainable`: what the
-    /// seed program computes under Keras 3, whose Distiller trains the teacher along with the
-    /// student by one Adam (each distilled student gets its own copy of the teacher).
-    #[arg(long, value_enum, default_value_t = DEFAULTS.distill_teacher)]
-    distill_teacher: DistillTeacher,
-    /// A distillation loss, as keras.distillation composes them (repeat for several):
-    /// `logits` (KL of the softened distributions times T^2) or `logits:mse` (MSE of the
-    /// logits divided by T).
-    #[arg(long = "distill", value_name = "SPEC", default_value = "logits", global = true)]
-    distill: Vec<DistillTerm>,
-    /// Weights of the --distill losses, in order (keras's distillation_loss_weights; default 1 each).
-    #[arg(long, value_name = "W,W,..", value_delimiter = ',', allow_negative_numbers = true, global = true)]
-    distill_weights: Vec<f32>,
-    /// Only N training images, a seeded class-balanced subset, keep their labels: the distilled
-    /// student's cross-entropy covers those, its distillation terms every image, and the
-    /// scratch student trains on the N alone for as many steps. The teacher keeps all labels.
-    #[arg(long, value_name = "N", global = true)]
-    labelled: Option<usize>,
-    /// Train the teacher on its images moved by up to PIXELS pixels each way (random per image
-    /// and step, border 0, as Keras's RandomTranslation on whole pixels).
-    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.teacher_augment, global = true)]
-    teacher_augment: u32,
-    /// The same for both students' training (needs --distill-teacher trainable).
-    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULTS.student_augment)]
-    student_augment: u32,
-    /// Seed of the initial weights and the shuffles.
-    #[arg(long, default_value_t = DEFAULTS.seed, global = true)]
-    seed: u64,
-    /// Train on the first N training images only.
-    #[arg(long, value_name = "N", global = true)]
-    train_limit: Option<usize>,
-    /// Evaluate on the first N test images only.
-    #[arg(long, value_name = "N", global = true)]
-    test_limit: Option<usize>,
-    /// Keep the file order instead of reshuffling every epoch.
-    #[arg(long, global = true)]
-    no_shuffle: bool,
-    /// Metric readbacks per epoch (progress and NaN checks).
-    #[arg(long, default_value_t = DEFAULTS.sync_points, hide = true, global = true)]
-    sync_points: usize,
-    /// Save teacher.safetensors, student.safetensors (distilled) and scratch.safetensors here,
-    /// each when its training ends (the directory is created if needed).
-    #[arg(long, value_name = "DIR")]
-    save_dir: Option<PathBuf>,
-    /// A trained teacher's weights: its training is skipped (it is still evaluated).
-    #[arg(long, value_name = "PATH", conflicts_with = "teacher_init", global = true)]
-    teacher: Option<PathBuf>,
-    /// Keep the frozen teacher's logits tables in this directory and read them back in later
-    /// runs of the same teacher weights, images, device and kernel family (the same bits
-    /// either way), e.g. ~/.cache/kd-wgpu.
-    #[arg(long, value_name = "DIR", global = true)]
-    logits_cache: Option<PathBuf>,
-    /// Keep the frozen teacher's outputs at a feature term's layer for every training image in
-    /// memory, up to this many GiB, so that the students' steps do not run the teacher (the
-    /// same bits either way); a larger table, or 0, runs the teacher at every step.
-    #[arg(long, value_name = "GIB", default_value_t = DEFAULTS.feature_table_gib, allow_negative_numbers = true, global = true)]
-    feature_table_gib: f64,
-    /// Take each run's scratch student from this earlier experiment's --metrics-out (the same
-    /// seed, student, epochs, batch, learning rate, labels and device) instead of training it
-    /// again: it never sees the teacher, so regimes of one student share it.
-    #[arg(long, value_name = "METRICS.json", conflicts_with = "student_init")]
-    scratch_from: Option<PathBuf>,
-    /// Start the teacher's training from these weights instead of random ones.
-    #[arg(long, value_name = "PATH")]
-    teacher_init: Option<PathBuf>,
-    /// Start both students (distilled and scratch) from these weights instead of random ones.
-    #[arg(long, value_name = "PATH")]
-    student_init: Option<PathBuf>,
-    /// Train the distilled and the scratch student N times over seeds, with one teacher, and
-    /// report means, deviations and the paired difference with its 95% confidence interval.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    runs: usize,
-    /// Also distil students over these alphas (comma-separated), from the same teacher.
-    #[arg(long, value_name = "A,A,..", value_delimiter = ',', allow_negative_numbers = true)]
-    sweep_alpha: Vec<f32>,
-    /// Also distil students over these temperatures (comma-separated); with --sweep-alpha, the grid.
-    #[arg(long, value_name = "T,T,..", value_delimiter = ',', allow_negative_numbers = true)]
-    sweep_temperature: Vec<f32>,
+    #[command(flatten)]
+    config: Config,
+    #[command(flatten)]
+    weights: WeightFiles,
     /// Draw the three runs' loss and accuracy per epoch, test results marked, into an SVG file;
     /// beside it PATH-classes.svg (test accuracy per class) and, with a sweep, PATH-sweep.svg.
     #[arg(long, value_name = "PATH.svg")]
@@ -264,56 +135,14 @@ struct RunArgs {
     /// Minutes between state writes within an epoch (with --checkpoint-dir or --resume).
     #[arg(long, value_name = "MINUTES", default_value_t = 10.0, allow_negative_numbers = true)]
     checkpoint_every: f64,
-    /// Train only shard I of K of the runs (run r belongs to shard r mod K + 1) and of the
-    /// sweep's cells, with a teacher from --teacher; `kd-wgpu merge` puts the shards together.
-    #[arg(long, value_name = "I/K")]
-    shard: Option<Shard>,
 }
 
 impl RunArgs {
-    fn config(&self, device: &DeviceArgs) -> Result<Config> {
-        let layers = |flag: &str, path: &Option<PathBuf>| {
-            path.as_deref().map(|p| keras::read_layers(p).with_context(|| flag.to_string())).transpose()
-        };
-        Ok(Config {
-            backend: device.backend,
-            matmul: device.matmul,
-            tune: device.tune,
-            data: LoadOptions {
-                data_dir: self.data_dir.clone(),
-                offline: self.offline,
-                base_url: UPSTREAM_URL.to_string(),
-                progress: true,
-            },
-            logits_cache: self.logits_cache.clone(),
-            feature_table_gib: self.feature_table_gib,
-            teacher_epochs: self.teacher_epochs,
-            student_epochs: self.student_epochs,
-            batch_size: self.batch_size,
-            alpha: self.alpha,
-            temperature: self.temperature,
-            learning_rate: self.learning_rate,
-            seed: self.seed,
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            shuffle: !self.no_shuffle,
-            sync_points: self.sync_points,
-            runs: self.runs,
-            sweep_alpha: self.sweep_alpha.clone(),
-            sweep_temperature: self.sweep_temperature.clone(),
-            teacher_channels: self.teacher_channels.0,
-            student_channels: self.student_channels.0,
-            scratch_from: self.scratch_from.clone(),
-            teacher_layers: layers("--teacher-layers", &self.teacher_layers)?,
-            student_layers: layers("--student-layers", &self.student_layers)?,
-            distill_teacher: self.distill_teacher,
-            distill: self.distill.clone(),
-            distill_weights: self.distill_weights.clone(),
-            labelled: self.labelled,
-            shard: self.shard,
-            teacher_augment: self.teacher_augment,
-            student_augment: self.student_augment,
-        })
+    /// The settings, with progress bars for a download (tests leave them off).
+    fn config(&self) -> Config {
+        let mut cfg = self.config.clone();
+        cfg.data.progress = true;
+        cfg
     }
 
     fn checkpointing(&self) -> Result<Option<Checkpointing>> {
@@ -328,15 +157,6 @@ impl RunArgs {
             (None, Some(dir)) => Some(Checkpointing { dir: dir.clone(), resume: true, every }),
             (None, None) => None,
         })
-    }
-
-    fn weight_files(&self) -> WeightFiles {
-        WeightFiles {
-            save_dir: self.save_dir.clone(),
-            teacher: self.teacher.clone(),
-            teacher_init: self.teacher_init.clone(),
-            student_init: self.student_init.clone(),
-        }
     }
 }
 
@@ -355,11 +175,11 @@ fn main() -> ExitCode {
 
 fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
     if cli.list_adapters {
-        let adapters = gpu::list_adapters(cli.device.backend);
+        let adapters = gpu::list_adapters(cli.run.config.backend);
         if adapters.is_empty() {
             anyhow::bail!(
                 "no adapters for backend {:?}; on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers",
-                cli.device.backend
+                cli.run.config.backend
             );
         }
         for a in adapters {
@@ -367,7 +187,7 @@ fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
         }
         return Ok(());
     }
-    let cfg = cli.run.config(&cli.device)?;
+    let cfg = cli.run.config();
     match cli.command {
         None => run_experiment(&cli.run, &cfg),
         Some(Command::Bench { reps, steps, json }) => {
@@ -377,7 +197,7 @@ fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
                 checkpoint::check_writable("--json", path)?;
             }
             let archs = [cfg.teacher()?, cfg.student()?];
-            let gpu = gpu::Gpu::new(cli.device.backend, cli.device.matmul)?.tuned(cli.device.tune);
+            let gpu = gpu::Gpu::new(cfg.backend, cfg.matmul)?.tuned(cfg.tune);
             let feature = cfg.feature()?.map(|f| (f, cfg.distill_loss(cfg.alpha, cfg.temperature)));
             let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, feature, started)?;
             print!("{}", report.render());
@@ -388,7 +208,7 @@ fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
             Ok(())
         }
         Some(Command::ExportWeb { dir }) => {
-            kd_wgpu::web::export(&cfg, cli.run.teacher.as_deref(), &dir)?;
+            kd_wgpu::web::export(&cfg, cli.run.weights.teacher.as_deref(), &dir)?;
             Ok(())
         }
         Some(Command::Merge { files, metrics_out, plot }) => {
@@ -429,7 +249,7 @@ fn run_experiment(args: &RunArgs, cfg: &Config) -> Result<()> {
     if checkpointing.is_some() {
         resume::catch_signals()?;
     }
-    let report = match run::run_resumable(cfg, &args.weight_files(), checkpointing.as_ref()) {
+    let report = match run::run_resumable(cfg, &args.weights, checkpointing.as_ref()) {
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let dir = checkpointing.as_ref().map(|c| c.dir.display().to_string()).unwrap_or_default();
             eprintln!("Stopped by a signal; the run's state is in {dir}. To go on where it stopped, run:");
@@ -485,4 +305,64 @@ fn write_outputs(report: &Report, metrics: Option<(&Path, &[u8])>, plot: Option<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+    use std::collections::BTreeMap;
+
+    /// The flag tables of a Markdown file: each flag a row's first cell names (`--name ...`),
+    /// with the row's default cell (backticks removed).
+    fn flag_rows(path: &str) -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut rows = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("| `--")) {
+            // Cells split at `|` not escaped as `\|`.
+            let line = line.replace("\\|", "\u{1}");
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (names, default) = (cells[1], cells[2].trim_matches('`').replace('\u{1}', "|"));
+            for name in names.split('`').skip(1).step_by(2).filter_map(|f| f.strip_prefix("--")) {
+                let name = name.split([' ', '=']).next().unwrap().to_string();
+                rows.insert(name, default.clone());
+            }
+        }
+        rows
+    }
+
+    /// The main command's flags as clap has them: long name to its default (empty if none).
+    fn clap_flags() -> BTreeMap<String, (String, bool)> {
+        let command = Cli::command();
+        command
+            .get_arguments()
+            .filter_map(|a| {
+                let defaults: Vec<String> =
+                    a.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+                Some((a.get_long()?.to_string(), (defaults.join(","), a.is_hide_set())))
+            })
+            .filter(|(name, _)| name != "help" && name != "version")
+            .collect()
+    }
+
+    #[test]
+    fn the_flag_tables_name_every_flag_with_its_default() {
+        let flags = clap_flags();
+        let full = flag_rows("docs/flags.md");
+        let missing: Vec<&String> =
+            flags.iter().filter(|(n, (_, hidden))| !hidden && !full.contains_key(*n)).map(|(n, _)| n).collect();
+        assert!(missing.is_empty(), "docs/flags.md lacks the flags {missing:?}");
+        for (file, rows) in [("docs/flags.md", &full), ("README.md", &flag_rows("README.md"))] {
+            assert!(rows.len() >= 10, "{file}: its flag table was not found");
+            for (name, cell) in rows {
+                let Some((default, _)) = flags.get(name) else { panic!("{file} names --{name}, which kd-wgpu lacks") };
+                if !default.is_empty() {
+                    assert_eq!(
+                        cell, default,
+                        "{file}: the default of --{name} is {default:?}, the table says {cell:?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ pub use shard::Shard;
 
 use crate::data::{LoadOptions, IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
-use crate::model::{Architecture, Dims, Layer, STUDENT_CHANNELS, TEACHER_CHANNELS};
+use crate::model::{keras, Architecture, Channels, Dims, Layer};
 use crate::ops::loss::Distill;
 use crate::train::{check_feature_layer, FeatureSpec};
 use anyhow::{bail, Context, Result};
@@ -67,121 +67,164 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Everything the experiment's flags set, as the metrics file records it (`config`). A
-    /// setting a file does not record came after the build that wrote it, which ran it at its
-    /// default; a setting this build does not know is refused.
-    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+    /// Everything the experiment's flags set, each flag's help and default on its field, as
+    /// the metrics file records it (`config`). A setting a file does not record came after the
+    /// build that wrote it, which ran it at its default; a setting this build does not know is
+    /// refused. Flags that every subcommand takes are global.
+    #[derive(Clone, Debug, clap::Args, serde::Serialize, serde::Deserialize)]
     #[serde(default, deny_unknown_fields)]
     pub struct Config {
+        /// Graphics API to run on.
+        #[arg(long, value_enum, default_value = "auto", global = true)]
         pub backend: BackendChoice => Device,
+        /// Kernel family: auto picks `subgroup` (texture-fed kernels, subgroup matrix product) on
+        /// CPU drivers such as lavapipe, `tiled` (buffer-fed kernels) on GPUs.
+        #[arg(long, value_enum, default_value = "auto", global = true)]
         pub matmul: MatmulVariant => Device,
+        /// Where a kernel has several entries that give the same bits (the matrix product's
+        /// tiles), time them on this device and run the fastest: `cached` times what the cache
+        /// in $XDG_CACHE_HOME/kd-wgpu (~/.cache/kd-wgpu) lacks, `full` times everything again,
+        /// `off` runs the built-in defaults.
+        #[arg(long, value_enum, default_value = "cached", global = true)]
         pub tune: TuneMode => None,
         /// Where the data set is read from; the run state records the data's digest instead.
+        #[command(flatten)]
         #[serde(skip)]
         pub data: LoadOptions => Device,
-        /// Where the frozen teacher's logits tables are kept between runs (`--logits-cache`);
-        /// none: computed by every run.
+        /// Keep the frozen teacher's logits tables in this directory and read them back in
+        /// later runs of the same teacher weights, images, device and kernel family (the same
+        /// bits either way), e.g. ~/.cache/kd-wgpu.
+        #[arg(long, value_name = "DIR", global = true)]
         #[serde(skip)]
         pub logits_cache: Option<PathBuf> => None,
-        /// The largest table of the frozen teacher's feature-layer outputs kept in host memory,
-        /// in GiB (`--feature-table-gib`); a larger one, or 0, runs the teacher at every step.
+        /// Keep the frozen teacher's outputs at a feature term's layer for every training image
+        /// in memory, up to this many GiB, so that the students' steps do not run the teacher
+        /// (the same bits either way); a larger table, or 0, runs the teacher at every step. (The
+        /// seed teacher's `conv2d_1` for the 60,000 training images takes 5.6 GiB.)
+        #[arg(long, value_name = "GIB", default_value_t = 8.0, allow_negative_numbers = true, global = true)]
         #[serde(skip)]
         pub feature_table_gib: f64 => None,
+        #[arg(long, value_name = "N", default_value_t = 5, global = true)]
         pub teacher_epochs: usize => Teacher,
+        /// Epochs of the distilled and the scratch student alike.
+        #[arg(long, value_name = "N", default_value_t = 3, global = true)]
         pub student_epochs: usize => Scratch,
+        /// Keras's default, as the seed's `fit` uses it.
+        #[arg(long, value_name = "N", default_value_t = 32, global = true)]
         pub batch_size: usize => Scratch,
+        /// Weight of the hard-label loss in distillation, in [0, 1].
+        #[arg(long, value_name = "A", default_value_t = 0.1, allow_negative_numbers = true, global = true)]
         pub alpha: f32 => Distilled,
+        /// Distillation temperature, above 0.
+        #[arg(long, value_name = "T", default_value_t = 10.0, allow_negative_numbers = true, global = true)]
         pub temperature: f32 => Distilled,
+        /// Adam's step size.
+        #[arg(long, value_name = "LR", default_value_t = 1e-3, allow_negative_numbers = true, global = true)]
         pub learning_rate: f32 => Scratch,
+        /// Seed of the initial weights and the shuffles.
+        #[arg(long, value_name = "S", default_value_t = 1, global = true)]
         pub seed: u64 => Scratch,
+        /// Train on the first N training images only.
+        #[arg(long, value_name = "N", global = true)]
         pub train_limit: Option<usize> => Scratch,
+        /// Evaluate on the first N test images only.
+        #[arg(long, value_name = "N", global = true)]
         pub test_limit: Option<usize> => Scratch,
+        /// Keep the file order instead of reshuffling every epoch.
+        #[arg(long = "no-shuffle", action = clap::ArgAction::SetFalse, global = true)]
         pub shuffle: bool => Scratch,
-        /// Metric readbacks per epoch (progress updates and NaN checks).
+        /// Metric readbacks per epoch (progress and NaN checks).
+        #[arg(long, default_value_t = 10, hide = true, global = true)]
         pub sync_points: usize => None,
-        /// Distilled and scratch students trained this many times (over seeds) with one
-        /// teacher; run r's seeds follow from r alone.
+        /// Train the distilled and the scratch student N times over seeds, with one teacher,
+        /// and report means, deviations and the paired difference with its 95% confidence
+        /// interval; run r's seeds follow from r alone.
+        #[arg(long, value_name = "N", default_value_t = 1)]
         pub runs: usize => Extent,
-        /// A grid of distilled students over these alphas and temperatures (empty: none); a
+        /// Also distil students over these alphas (comma-separated), from the same teacher; a
         /// list left empty while the other is given takes the single --alpha or --temperature.
+        #[arg(long, value_name = "A,A,..", value_delimiter = ',', allow_negative_numbers = true)]
         pub sweep_alpha: Vec<f32> => Distilled,
+        /// Also distil students over these temperatures (comma-separated); with --sweep-alpha,
+        /// the grid.
+        #[arg(long, value_name = "T,T,..", value_delimiter = ',', allow_negative_numbers = true)]
         pub sweep_temperature: Vec<f32> => Distilled,
-        /// Filters of the seed network's two convolutions, for the teacher and the students.
+        /// Filters of the teacher's two convolutions (the seed's network).
+        #[arg(long, value_name = "C1,C2", default_value = "256,512", value_parser = channels, global = true)]
         pub teacher_channels: [usize; 2] => Teacher,
+        /// Filters of the students' two convolutions.
+        #[arg(long, value_name = "C1,C2", default_value = "16,32", value_parser = channels, global = true)]
         pub student_channels: [usize; 2] => Scratch,
-        /// Layer lists read from Keras model files (`--teacher-layers`, `--student-layers`),
-        /// instead of the seed's network with the channels above.
+        /// The teacher's layers from a Keras model file (the JSON of `model.to_json()` for a
+        /// Sequential) instead of the seed's network.
+        #[arg(long, value_name = "FILE", value_parser = layers_file, conflicts_with = "teacher_channels", global = true)]
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub teacher_layers: Option<Vec<Layer>> => Teacher,
+        pub teacher_layers: Option<::std::vec::Vec<Layer>> => Teacher,
+        /// The students' layers from a Keras model file, as --teacher-layers.
+        #[arg(long, value_name = "FILE", value_parser = layers_file, conflicts_with = "student_channels", global = true)]
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub student_layers: Option<Vec<Layer>> => Scratch,
+        pub student_layers: Option<::std::vec::Vec<Layer>> => Scratch,
+        /// `frozen`: distillation as intended, the teacher stays as trained. `trainable`: what
+        /// the seed program computes under Keras 3, whose Distiller trains the teacher along with
+        /// the student by one Adam (each distilled student gets its own copy of the teacher).
+        #[arg(long, value_enum, default_value = "frozen")]
         pub distill_teacher: DistillTeacher => Distilled,
-        /// keras.distillation's losses (`--distill`), weighed by `distill_weights`
-        /// (`distillation_loss_weights`; empty: 1 each). `alpha` is `student_loss_weight`.
+        /// A distillation loss, as keras.distillation composes them (repeat for several):
+        /// `logits` (KL of the softened distributions times T^2), `logits:mse` (MSE of the
+        /// logits divided by T) or `feature:TEACHER_LAYER:STUDENT_LAYER[:project]`.
+        #[arg(long = "distill", value_name = "SPEC", default_value = "logits", global = true)]
         pub distill: Vec<DistillTerm> => Distilled,
+        /// Weights of the --distill losses, in order (keras's distillation_loss_weights; 1 each
+        /// when not given).
+        #[arg(long, value_name = "W,W,..", value_delimiter = ',', allow_negative_numbers = true, global = true)]
         pub distill_weights: Vec<f32> => Distilled,
-        /// Only this many training images, a seeded class-balanced subset, keep their labels
-        /// (`--labelled`); the teacher keeps all.
+        /// Only N training images, a seeded class-balanced subset, keep their labels: the
+        /// distilled student's cross-entropy covers those, its distillation terms every image,
+        /// and the scratch student trains on the N alone for as many steps. The teacher keeps all.
+        #[arg(long, value_name = "N", global = true)]
         pub labelled: Option<usize> => Scratch,
-        /// `--shard I/K`: train only this shard's share of the runs and of the sweep.
+        /// Train only shard I of K of the runs (run r belongs to shard r mod K + 1) and of the
+        /// sweep's cells, with a teacher from --teacher; `kd-wgpu merge` puts the shards together.
+        #[arg(long, value_name = "I/K")]
         #[serde(skip_serializing_if = "Option::is_none")]
         pub shard: Option<Shard> => Extent,
-        /// Random translations of the teacher's / the students' training images, up to this
-        /// many pixels each way (0: none).
+        /// Train the teacher on its images moved by up to PIXELS pixels each way (random per
+        /// image and step, border 0, as Keras's RandomTranslation on whole pixels).
+        #[arg(long, value_name = "PIXELS", default_value_t = 0, global = true)]
         pub teacher_augment: u32 => Teacher,
+        /// The same for both students' training (needs a teacher that sees the moved images).
+        #[arg(long, value_name = "PIXELS", default_value_t = 0)]
         pub student_augment: u32 => Scratch,
-        /// Each run's scratch student from this earlier experiment's metrics, not trained
-        /// again (`--scratch-from`, checked to be this run's).
+        /// Take each run's scratch student from this earlier experiment's --metrics-out (the
+        /// same seed, student, epochs, batch, learning rate, labels and device) instead of
+        /// training it again: it never sees the teacher, so regimes of one student share it.
+        #[arg(long, value_name = "METRICS.json")]
         #[serde(skip_serializing_if = "Option::is_none")]
         pub scratch_from: Option<PathBuf> => Extent,
     }
 }
 
-/// `--feature-table-gib`'s default: the seed teacher's `conv2d_1` for the 60,000 training
-/// images takes 5.6 GiB.
-pub const DEFAULT_FEATURE_TABLE_GIB: f64 = 8.0;
+/// `--teacher-channels`, `--student-channels`: "C1,C2".
+fn channels(text: &str) -> Result<[usize; 2], String> {
+    text.parse::<Channels>().map(|c| c.0)
+}
+
+/// `--teacher-layers`, `--student-layers`: a Keras model file's layers.
+fn layers_file(path: &str) -> Result<Vec<Layer>, String> {
+    keras::read_layers(std::path::Path::new(path)).map_err(|e| format!("{e:#}"))
+}
 
 /// The largest --teacher-augment / --student-augment (13): a shift of half an image or more
 /// can leave no pixel of it.
 pub const MAX_AUGMENT: u32 = IMAGE_SIDE as u32 / 2 - 1;
 
 impl Default for Config {
-    /// The seed program's settings.
+    /// The seed program's settings: every flag at its default.
     fn default() -> Config {
-        Config {
-            backend: BackendChoice::Auto,
-            matmul: MatmulVariant::Auto,
-            tune: TuneMode::Cached,
-            data: LoadOptions::default(),
-            logits_cache: None,
-            feature_table_gib: DEFAULT_FEATURE_TABLE_GIB,
-            teacher_epochs: 5,
-            student_epochs: 3,
-            batch_size: 32,
-            alpha: 0.1,
-            temperature: 10.0,
-            learning_rate: 1e-3,
-            seed: 1,
-            train_limit: None,
-            test_limit: None,
-            shuffle: true,
-            sync_points: 10,
-            runs: 1,
-            sweep_alpha: Vec::new(),
-            sweep_temperature: Vec::new(),
-            teacher_channels: TEACHER_CHANNELS,
-            student_channels: STUDENT_CHANNELS,
-            teacher_layers: None,
-            student_layers: None,
-            distill_teacher: DistillTeacher::Frozen,
-            distill: vec![DistillTerm::Logits],
-            distill_weights: Vec::new(),
-            labelled: None,
-            shard: None,
-            teacher_augment: 0,
-            student_augment: 0,
-            scratch_from: None,
-        }
+        use clap::{Args, FromArgMatches};
+        let flags = Config::augment_args(clap::Command::new("kd-wgpu")).no_binary_name(true);
+        let matches = flags.try_get_matches_from(std::iter::empty::<&str>()).expect("the defaults parse");
+        Config::from_arg_matches(&matches).expect("the defaults make settings")
     }
 }
 
@@ -431,14 +474,21 @@ impl Config {
 
 /// Weight files the experiment starts from or saves to (`--teacher`, `--teacher-init`,
 /// `--student-init`, `--save-dir`).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WeightFiles {
-    /// Writes `teacher.safetensors`, `student.safetensors` (distilled) and `scratch.safetensors`.
+    /// Save teacher.safetensors, student.safetensors (distilled) and scratch.safetensors here,
+    /// each when its training ends (the directory is created if needed).
+    #[arg(long, value_name = "DIR")]
     pub save_dir: Option<PathBuf>,
-    /// A trained teacher: its training is skipped.
+    /// A trained teacher's weights: its training is skipped (it is still evaluated).
+    #[arg(long, value_name = "PATH", conflicts_with = "teacher_init", global = true)]
     pub teacher: Option<PathBuf>,
-    /// The teacher's initial weights instead of random ones.
+    /// Start the teacher's training from these weights instead of random ones.
+    #[arg(long, value_name = "PATH")]
     pub teacher_init: Option<PathBuf>,
-    /// The initial weights of both students, so that they differ only in what the teacher taught.
+    /// Start both students (distilled and scratch) from these weights instead of random ones,
+    /// so that they differ only in what the teacher taught.
+    #[arg(long, value_name = "PATH", conflicts_with = "scratch_from")]
     pub student_init: Option<PathBuf>,
 }

@@ -90,15 +90,22 @@ pub struct Dataset {
     pub source: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+/// Where the data set is read from: the flags `--data-dir` and `--offline`, and what the
+/// program sets itself.
+#[derive(Clone, Debug, clap::Args)]
 pub struct LoadOptions {
-    /// `--data-dir`: if set, the only place looked in; never falls back, never downloads.
+    /// Directory holding the four Fashion-MNIST IDX files (.gz or unpacked); the only place
+    /// looked in when given (never falls back, never downloads).
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// `--offline`: forbid the download.
+    /// Never download the data set.
+    #[arg(long, global = true)]
     pub offline: bool,
     /// Where the `.gz` files are downloaded from; must end in `/` or have one appended.
+    #[arg(skip = UPSTREAM_URL.to_string())]
     pub base_url: String,
     /// Show progress bars while downloading.
+    #[arg(skip)]
     pub progress: bool,
 }
 
