@@ -22,6 +22,7 @@ pub use statistics::Statistics;
 use crate::config::{Config, Shard, WeightFiles};
 use crate::train::EpochStats;
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use std::path::Path;
 
 /// The metrics file's format; a file of another is refused by [`read`] with its name.
@@ -36,8 +37,6 @@ fn derived<'de, D: serde::Deserializer<'de>, T>(d: D) -> std::result::Result<Opt
     serde::de::IgnoredAny::deserialize(d)?;
     Ok(None)
 }
-
-use serde::Deserialize;
 
 /// What an experiment found: the metrics file, as `--metrics-out` writes it and every
 /// subcommand that reads finished experiments reads it.
@@ -99,9 +98,8 @@ pub struct MergedShard {
 pub fn read(path: &Path, give: &str) -> Result<Report> {
     let name = path.display();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
-        format!("{name} is not a kd-wgpu metrics file: not valid JSON (truncated or corrupt?); {give}")
-    })?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{name} is not valid JSON (truncated or corrupt?); {give}"))?;
     match json.get("format").and_then(|f| f.as_str()) {
         None | Some(FORMAT) => {}
         Some(other) => bail!(
@@ -217,5 +215,60 @@ impl ShardRecord {
             n => format!(" and {n} sweep cell(s)"),
         };
         format!("shard {}: runs {} of {runs}{cells}", self.shard(), numbers.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metrics_file_in_docs_reads_and_writes_back_the_same() {
+        let mut read_any = 0;
+        for entry in std::fs::read_dir("docs").unwrap() {
+            let path = entry.unwrap().path();
+            // The first full run's file predates the results per class, which every reader needs
+            // (it never loaded in `compare` or as `--scratch-from`); its figures are in docs as text.
+            if path.extension().is_none_or(|e| e != "json") || path.ends_with("full-run-lavapipe.json") {
+                continue;
+            }
+            let report = read(&path, "").unwrap_or_else(|e| panic!("{e:#}"));
+            // Written again, then read: the same settings and runs (format and statistics aside,
+            // which the file may lack and the reader derives).
+            let text = serde_json::to_string(&report).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let again_path = dir.path().join("again.json");
+            std::fs::write(&again_path, &text).unwrap();
+            let again = read(&again_path, "").unwrap();
+            assert_eq!(serde_json::to_string(&again).unwrap(), text, "{}", path.display());
+            read_any += 1;
+        }
+        assert!(read_any >= 10, "docs/ holds the committed experiments' metrics");
+    }
+
+    #[test]
+    fn unknown_fields_and_other_formats_are_refused_by_name() {
+        let text = std::fs::read_to_string("docs/runs10-keras-defaults-lavapipe.json").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            edit(&mut json);
+            let path = dir.path().join("edited.json");
+            std::fs::write(&path, json.to_string()).unwrap();
+            format!("{:#}", read(&path, "give X").expect_err("refused"))
+        };
+        let msg = refused(&|j| j["config"]["warmup_epochs"] = 3.into());
+        assert!(msg.contains("not a kd-wgpu metrics file of format") && msg.contains("warmup_epochs"), "{msg}");
+        assert!(msg.contains("give X"), "{msg}");
+        let msg = refused(&|j| j["runs"][0]["distilled"]["flops"] = 1.into());
+        assert!(msg.contains("flops"), "{msg}");
+        let msg = refused(&|j| j["format"] = "kd-wgpu-metrics/2".into());
+        assert!(msg.contains("of format kd-wgpu-metrics/2") && msg.contains(FORMAT), "{msg}");
+        // A setting the file does not record ran at its default.
+        let path = dir.path().join("old.json");
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["config"].as_object_mut().unwrap().remove("labelled");
+        std::fs::write(&path, json.to_string()).unwrap();
+        assert_eq!(read(&path, "").unwrap().config.labelled, None);
     }
 }
