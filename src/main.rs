@@ -197,7 +197,7 @@ fn run_command(cli: Cli, started: std::time::Instant) -> Result<()> {
                 checkpoint::check_writable("--json", path)?;
             }
             let archs = [cfg.teacher()?, cfg.student()?];
-            let gpu = gpu::Gpu::new(cfg.backend, cfg.matmul)?.tuned(cfg.tune);
+            let gpu = cfg.open_gpu()?;
             let feature = cfg.feature()?.map(|f| (f, cfg.distill_loss(cfg.alpha, cfg.temperature)));
             let report = kd_wgpu::bench::run(&gpu, &archs, cfg.batch_size, reps, steps, feature, started)?;
             print!("{}", report.render());

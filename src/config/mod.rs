@@ -11,7 +11,7 @@ pub use distill::{DistillTeacher, DistillTerm};
 pub use shard::Shard;
 
 use crate::data::{LoadOptions, IMAGE_SIDE, NUM_CLASSES};
-use crate::gpu::{BackendChoice, MatmulVariant, TuneMode};
+use crate::gpu::{BackendChoice, Gpu, MatmulVariant, TuneMode};
 use crate::model::{keras, Architecture, Channels, Dims, Layer};
 use crate::ops::loss::Distill;
 use crate::train::{check_feature_layer, FeatureSpec};
@@ -229,6 +229,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The device the settings name (`--backend`, `--matmul`), tuned as `--tune` says.
+    pub fn open_gpu(&self) -> Result<Gpu> {
+        Ok(Gpu::new(self.backend, self.matmul)?.tuned(self.tune))
+    }
+
     /// The settings as the metrics file records them, by name: through the text, which writes
     /// an f32 as its shortest decimal (0.1, not 0.10000000149011612).
     pub fn recorded(&self) -> Map<String, Value> {

@@ -9,7 +9,9 @@
 //! the runs pair (the same seeds, and scratch students equal to the last digit: the same
 //! starting weights and order).
 
-use super::{Report, Statistics, StudentPair};
+use super::metrics::Report;
+use super::records::StudentPair;
+use super::statistics::Statistics;
 use anyhow::{bail, ensure, Result};
 use std::path::PathBuf;
 
@@ -39,7 +41,7 @@ impl Regime {
                 (stem, path)
             }
         };
-        let metrics: Report = super::read(&path, "give the files that --metrics-out or merge wrote")?;
+        let metrics: Report = super::metrics::read(&path, "give the files that --metrics-out or merge wrote")?;
         let name = path.display();
         ensure!(
             metrics.shard.is_none(),

@@ -9,7 +9,9 @@
 //! `total_seconds` add up all shards' (the work done on all machines, not any one's wall time);
 //! `merged_shards` lists each shard's file and its own total.
 
-use super::{MergedShard, Report, RunResult, ShardRecord, Statistics, StudentPair, SweepPoint, FORMAT};
+use super::metrics::{MergedShard, Report, FORMAT};
+use super::records::{RunResult, ShardRecord, StudentPair, SweepPoint};
+use super::statistics::Statistics;
 use crate::config::Scope;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ struct ShardFile {
 impl ShardFile {
     fn read(path: &Path) -> Result<ShardFile> {
         let name = path.display();
-        let metrics = super::read(path, "give the --metrics-out files the shards wrote")?;
+        let metrics = super::metrics::read(path, "give the --metrics-out files the shards wrote")?;
         let Some(record) = metrics.shard.clone() else {
             bail!(
                 "{name} holds the metrics of a whole experiment, not of a shard (it has no `shard` record): merge \

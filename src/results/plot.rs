@@ -3,7 +3,8 @@
 //! out by the viewer).
 
 use super::compare::{points, Regime};
-use super::{Report, RunResult};
+use super::metrics::Report;
+use super::records::RunResult;
 use anyhow::{anyhow, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;

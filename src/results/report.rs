@@ -1,7 +1,8 @@
 //! The closing report: a finished experiment's metrics rendered as Markdown tables, so that
 //! they paste into notes as they are.
 
-use super::{Report, Statistics};
+use super::metrics::Report;
+use super::statistics::Statistics;
 use crate::config::{DistillTeacher, DistillTerm};
 use comfy_table::{presets, CellAlignment, Table};
 

@@ -1,6 +1,6 @@
 //! Paired statistics over several runs of the two students.
 
-use super::StudentPair;
+use super::records::StudentPair;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Test accuracy over several runs: each student's mean and standard deviation, and the paired

@@ -30,7 +30,7 @@ pub use weights::StartingWeights;
 use crate::checkpoint;
 use crate::config::{Config, DistillTeacher, WeightFiles};
 use crate::data::{self, Dataset, NUM_CLASSES};
-use crate::gpu::{self, Gpu};
+use crate::gpu;
 use crate::model::Architecture;
 use crate::results::{classes::ClassResults, Report, Statistics, FORMAT};
 use crate::train::{check_batch_fits, DeviceData, Loss, Model};
@@ -105,11 +105,6 @@ impl Checkpointing {
     }
 }
 
-/// The device the settings name, tuned as they say.
-pub(crate) fn open_gpu(cfg: &Config) -> Result<Gpu> {
-    Ok(Gpu::new(cfg.backend, cfg.matmul)?.tuned(cfg.tune))
-}
-
 /// [`run_with`], keeping the run's state in `checkpointing`'s directory as it goes (see
 /// [`resume`]); with `resume`, going on from the state found there. A signal ends the run with
 /// [`resume::Interrupted`] once the state is written.
@@ -131,7 +126,7 @@ pub fn run_resumable(cfg: &Config, files: &WeightFiles, checkpointing: Option<&C
     );
     let earlier_scratch = cfg.scratch_from.as_deref().map(|p| EarlierScratch::read(p, cfg)).transpose()?;
     let saver = WeightSaver { dir: files.save_dir.clone(), config_json: serde_json::to_string(cfg)? };
-    let gpu = open_gpu(cfg)?;
+    let gpu = cfg.open_gpu()?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
     println!("Kernel family: {:?}", gpu.family());
     if let Some(earlier) = &earlier_scratch {
@@ -260,7 +255,7 @@ pub fn evaluate_file(
         None => checkpoint::read_architecture(weights)?,
     };
     let flat = checkpoint::load(weights, &arch)?;
-    let gpu = open_gpu(cfg)?;
+    let gpu = cfg.open_gpu()?;
     println!("Adapter: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &arch, cfg.batch_size)?;
     let mut ds = load_data(cfg)?;

@@ -4,7 +4,6 @@
 
 use super::fit::{identity, FitJob, JobTeacher, Phases, TrainImages};
 use super::logits_cache::LogitsCache;
-use super::open_gpu;
 use super::weights::{StartingWeights, WeightSaver};
 use crate::config::{Config, DistillTeacher, WeightFiles};
 use crate::data::{Dataset, NUM_CLASSES};
@@ -270,7 +269,7 @@ pub fn frozen_teacher_logits(
     ds: &Dataset,
 ) -> Result<Vec<f32>> {
     let teacher_arch = cfg.teacher()?;
-    let gpu = open_gpu(cfg)?;
+    let gpu = cfg.open_gpu()?;
     println!("Teacher on: {}", gpu::describe(&gpu.info));
     check_batch_fits(&gpu, &teacher_arch, cfg.batch_size)?;
     let data = DeviceData::upload(&gpu, &ds.train, &ds.test)?;
