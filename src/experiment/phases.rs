@@ -16,7 +16,7 @@ use crate::ops::adam::AdamConfig;
 use crate::progress::{self, EpochProgress, PhaseProgress};
 use crate::train::{
     check_batch_fits, run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, FeatureDistiller, FeatureSpec,
-    FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan, PlanPosition, Projection,
+    FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan, PlanPosition,
 };
 use anyhow::{anyhow, ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -66,7 +66,7 @@ pub enum JobTeacher<'a> {
     Features {
         teacher: &'a Model,
         feature: FeatureSpec,
-        projection: Option<&'a Projection>,
+        projection: Option<&'a Model>,
         tables: Option<(&'a Arc<FeatureTable>, &'a Tensor)>,
     },
 }
@@ -593,8 +593,7 @@ impl Phases<'_> {
             .map(|s| match (feature, s.distill) {
                 (Some(f), Some(_)) if f.project => {
                     let (t, st) = (&teacher_layers(teacher)?[f.teacher_layer], &student.walk()[f.student_layer]);
-                    Projection::new(gpu, st.output.channels(), t.output.channels(), s.order_seed ^ PROJECTION_SEED)
-                        .map(Some)
+                    Model::projection(gpu, st.output, t.output.channels(), s.order_seed ^ PROJECTION_SEED).map(Some)
                 }
                 _ => Ok(None),
             })
