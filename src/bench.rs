@@ -8,9 +8,7 @@ use crate::ops::adam::AdamConfig;
 use crate::ops::conv2d::{self, Cols};
 use crate::ops::loss::Distill;
 use crate::ops::KernelBias;
-use crate::train::{
-    DeviceData, FeatureDistiller, FeatureSpec, FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan, Projection,
-};
+use crate::train::{DeviceData, FeatureDistiller, FeatureSpec, FeatureTable, FeatureTeacher, Feed, Loss, Model, Plan};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -147,7 +145,7 @@ pub fn run(
             (Model::new(gpu, teacher, &teacher.init_glorot(3))?, Model::new(gpu, student, &student.init_glorot(4))?);
         let (t_layer, s_layer) = (&teacher.arch.walk()[spec.teacher_layer], &student.arch.walk()[spec.student_layer]);
         let projection = match spec.project {
-            true => Some(Projection::new(gpu, s_layer.output.channels(), t_layer.output.channels(), 5)?),
+            true => Some(Model::projection(gpu, s_layer.output, t_layer.output.channels(), 5)?),
             false => None,
         };
         let fd = FeatureDistiller {

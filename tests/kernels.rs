@@ -142,11 +142,15 @@ fn matmul_matches_reference() {
 }
 
 /// The ways a device's products may read a convolution's im2col matrix: written out (the
-/// forward pass fills `cols`), and gathered from the input where the device does that.
+/// forward pass fills `cols`), gathered from the input where the device does that, and the
+/// input as it is for a pointwise convolution.
 fn im2col_ways<'a>(gpu: &Gpu, s: &ConvShape, cols: &'a Tensor) -> Vec<Cols<'a>> {
     let mut ways = vec![Cols::Written(cols)];
     if conv2d::gathers_im2col(gpu, s) {
         ways.push(Cols::Gathered);
+    }
+    if s.is_pointwise() {
+        ways.push(Cols::Input);
     }
     ways
 }
@@ -155,6 +159,7 @@ fn way(cols: Cols) -> &'static str {
     match cols {
         Cols::Written(_) => "",
         Cols::Gathered => ", im2col gathered",
+        Cols::Input => ", im2col the input",
     }
 }
 
@@ -213,10 +218,24 @@ fn conv2d_backward_matches_reference() {
             let dx = poisoned(gpu, "dx", s.input_len());
             let scratch = poisoned(gpu, "scratch", s.kernel_grad_scratch());
             let mut d = vec![im2col];
-            d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, &dcols, &dx).unwrap());
+            d.extend(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, Some(&dcols), &dx).unwrap());
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let v = gpu.matmul;
-            check(&format!("conv2d input grad [{v:?}] {name}"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
+            let got_dx = dx.read_f32(gpu).unwrap();
+            check(&format!("conv2d input grad [{v:?}] {name}"), &got_dx, &want_dx, F32_BOUND);
+            if s.is_pointwise() {
+                // Its dcols is dx: the product writes it directly, the same bits as through col2im.
+                let direct = poisoned(gpu, "dx direct", s.input_len());
+                let d = conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, None, &direct).unwrap();
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                same_bits(
+                    &format!("conv2d input grad [{v:?}] {name}, no col2im"),
+                    &mut Some(got_dx),
+                    direct.read_f32(gpu).unwrap(),
+                );
+            } else {
+                assert!(conv2d::backward_input(gpu, &s, &tdy, &tw, &w_t, None, &dx).is_err(), "{name} needs dcols");
+            }
             let mut written: Option<Vec<f32>> = None;
             for im2col in im2col_ways(gpu, &s, &cols) {
                 let (dw, db) = (poisoned(gpu, "dw", s.kernel_len()), poisoned(gpu, "db", s.out_c));

@@ -10,8 +10,11 @@
 mod common;
 
 use common::{rng, uniform};
+use kd_wgpu::model::reference::{self, Batch, Run};
+use kd_wgpu::model::{Architecture, Dims, Mode};
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
+use kd_wgpu::ops::feature;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::softmax::reference::softmax;
@@ -139,6 +142,55 @@ fn conv2d_backward_is_gradient_of_forward() {
             activation::reference::forward(&plain, 0.2),
             "conv {name}: fused leaky"
         );
+    }
+}
+
+/// A feature term through its projection as the CPU reference runs it: a head (one pointwise
+/// Conv2D on the student's layer output) whose backward pass goes on to its input. The MSE's
+/// gradient through it must be the gradient of the term with respect to the student's layer
+/// and to the projection's parameters. The term is quadratic in each, so central differences
+/// are exact up to rounding.
+#[test]
+fn the_feature_term_through_its_projection_is_the_gradient_of_its_mse() {
+    let mut r = rng("projection gradients");
+    let (rows, input, channels) = (3, Dims::Image { h: 2, w: 3, c: 4 }, 5);
+    let arch = Architecture::projection(input, channels).unwrap();
+    let mut flat = arch.init_glorot(r.random());
+    let bias = arch.param("conv1.bias").unwrap();
+    flat[bias.range()].iter_mut().for_each(|v| *v = r.random_range(-0.5..0.5));
+    let features = arch.output().len();
+    let student = uniform(&mut r, rows * input.len(), -1.0, 1.0);
+    let teacher = uniform(&mut r, rows * features, -1.0, 1.0);
+    // A short batch: its last row carries no term.
+    let (valid, scale) = (rows - 1, 0.7);
+    let run = Run { mode: Mode::Train, seed: 0, step: 1 };
+    fn batch(layer: &[f32], rows: usize) -> Batch<'_> {
+        Batch { images: layer, labels: &[], teacher_logits: None, rows }
+    }
+    let term = |layer: &[f32], flat: &[f32]| {
+        let projected = reference::forward(&arch, flat, &batch(layer, rows), run);
+        let (row_mse, _) = feature::reference::mse(projected.output(), &teacher, features, valid, scale);
+        scale * row_mse.iter().sum::<f64>() / valid as f64
+    };
+    let fwd = reference::forward(&arch, &flat, &batch(&student, rows), run);
+    let (_, dprojected) = feature::reference::mse(fwd.output(), &teacher, features, valid, scale);
+    let dprojected: Vec<f32> = dprojected.iter().map(|&g| g as f32).collect();
+    let (grads, dstudent) = reference::backward_joined(
+        &arch,
+        &flat,
+        &batch(&student, rows),
+        run,
+        (&fwd, &fwd.routes),
+        &dprojected,
+        None,
+        true,
+    );
+    let dstudent = dstudent.expect("a head passes its input a gradient");
+    let numeric = numeric_grad(&student, H_LAYER, |layer| term(layer, &flat));
+    check("projection input", &f64s(&dstudent), &numeric, LAYER_BOUND);
+    let numeric = numeric_grad(&flat, H_LAYER, |flat| term(&student, flat));
+    for p in arch.params() {
+        check(&format!("projection {}", p.name), &f64s(&grads[p.range()]), &numeric[p.range()], LAYER_BOUND);
     }
 }
 

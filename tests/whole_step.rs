@@ -18,15 +18,13 @@ mod common;
 use common::max_rel_error;
 use kd_wgpu::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::gpu::{Gpu, Tensor};
-use kd_wgpu::model::reference::{self, Batch, ProjectionState, Route, TrainState};
+use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
 use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::ops::batch::reference::{offsets, translate};
 use kd_wgpu::ops::batch::Shift;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
-use kd_wgpu::train::{
-    DeviceData, Distiller, FeatureDistiller, FeatureSpec, FeatureTeacher, Feed, Loss, Model, Plan, Projection,
-};
+use kd_wgpu::train::{DeviceData, Distiller, FeatureDistiller, FeatureSpec, FeatureTeacher, Feed, Loss, Model, Plan};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -447,9 +445,8 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
             let teacher = Model::new(gpu, teacher_arch, &initial_weights(teacher_arch, &mut rng)).unwrap();
             let (s_dims, t_dims) =
                 (student_arch.walk()[feature.student_layer].output, teacher_arch.walk()[feature.teacher_layer].output);
-            let projection = feature
-                .project
-                .then(|| Projection::new(gpu, s_dims.channels(), t_dims.channels(), rng.random()).unwrap());
+            let projection =
+                feature.project.then(|| Model::projection(gpu, s_dims, t_dims.channels(), rng.random()).unwrap());
             let fd = FeatureDistiller {
                 student: &student,
                 teacher: FeatureTeacher::EachStep(&teacher),
@@ -470,13 +467,9 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                 let rows = labels.len();
                 let batch = Batch { images: &images, labels: &labels, teacher_logits: None, rows };
                 let mut state = device_state(gpu, &plan, &student, 0, step as u32 + 1);
-                let mut proj_state = plan.projection().map(|(w, m, v)| ProjectionState {
-                    inputs: s_dims.channels(),
-                    units: t_dims.channels(),
-                    weights: w.read_f32(gpu).unwrap(),
-                    m: m.read_f32(gpu).unwrap(),
-                    v: v.read_f32(gpu).unwrap(),
-                });
+                let which = plan.projection_index();
+                let mut proj_state =
+                    projection.as_ref().map(|p| device_state(gpu, &plan, p, which.unwrap(), step as u32 + 1));
                 plan.step(gpu).unwrap();
                 gpu.wait().unwrap();
                 let (routes, _) = device_routes(gpu, &plan, 0, &state, &batch);
@@ -507,6 +500,13 @@ fn three_feature_distillation_steps_match_the_cpu_reference() {
                         !proj_grads.is_empty() && proj_grads.iter().any(|&g| g != 0.0),
                         "{name}: no projection gradient"
                     );
+                    // The projection trains as a model of the plan: its gradient and Adam step.
+                    let grads = plan.gradients(which.unwrap()).unwrap().read_f32(gpu).unwrap();
+                    compare("projection gradient", &p.arch, &grads, &proj_grads, GRADIENT_BOUND);
+                    compare("projection weight", &p.arch, &got, &p.weights, WEIGHT_BOUND);
+                    let (m, v) = plan.adam_moments(which.unwrap()).unwrap();
+                    compare("projection adam m", &p.arch, &m.read_f32(gpu).unwrap(), &p.m, MOMENT_BOUND);
+                    compare("projection adam v", &p.arch, &v.read_f32(gpu).unwrap(), &p.v, MOMENT_BOUND);
                 }
                 // The feature term's figure is recorded beside the logits terms.
                 assert!(metrics[width * step + width - 1] > 0.0, "{name}: no feature term recorded");

@@ -11,6 +11,9 @@
 //! All parameters of a model live in one flat f32 buffer, each tensor in Keras's layout at an
 //! offset aligned for binding, so that Adam updates a whole model in one dispatch and a
 //! checkpoint is one readback.
+//!
+//! A head ([`Architecture::head`]) is a list of layers over another network's layer output
+//! instead of the image: a feature term's learned projection ([`Architecture::projection`]).
 
 pub mod keras;
 pub mod layers;
@@ -39,11 +42,14 @@ pub const MAX_SAMPLE_LEN: usize = (u32::MAX as usize) / 256;
 pub const ALIGN_FLOATS: usize = 64;
 
 /// The size of one sample's tensor between two layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Dims {
     Image { h: usize, w: usize, c: usize },
     Vector(usize),
 }
+
+/// A classifier's input: one 28 x 28 greyscale image.
+pub const IMAGE_INPUT: Dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
 
 impl Dims {
     pub fn len(&self) -> usize {
@@ -126,19 +132,39 @@ impl ParamSpec {
     }
 }
 
-/// A named, checked list of layers over 28 x 28 x 1 images, ending in 10 logits.
+/// A named, checked list of layers: a classifier over 28 x 28 x 1 images, ending in 10
+/// logits, or a head over another network's layer output.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Architecture {
     name: String,
     layers: Vec<Layer>,
+    /// One sample's input: [`IMAGE_INPUT`] for a classifier (left out of its serialisation,
+    /// which names networks in tuning keys, so that those stay as they were).
+    #[serde(skip_serializing_if = "reads_images")]
+    input: Dims,
+}
+
+fn reads_images(input: &Dims) -> bool {
+    *input == IMAGE_INPUT
 }
 
 impl Architecture {
-    /// Checks that each layer fits what comes before it (its kind's size rule), that every
-    /// size fits the u32 the kernels index with, and that the last layer is Dense(10) (the
-    /// logits the losses read).
+    /// A classifier. Checks that each layer fits what comes before it (its kind's size
+    /// rule), that every size fits the u32 the kernels index with, and that the last layer is
+    /// Dense(10) (the logits the losses read).
     pub fn new(name: &str, layers: Vec<Layer>) -> Result<Architecture> {
-        let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
+        let arch = Architecture::head(name, IMAGE_INPUT, layers)?;
+        ensure!(
+            arch.layers.last() == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
+            "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes"
+        );
+        Ok(arch)
+    }
+
+    /// A head: layers over `input`, another network's layer output, with the checks of
+    /// [`Architecture::new`] but the last.
+    pub fn head(name: &str, input: Dims, layers: Vec<Layer>) -> Result<Architecture> {
+        let mut dims = input;
         for (i, layer) in layers.iter().enumerate() {
             let at = || format!("{name}: layer {} ({})", i + 1, layer.kind().describe());
             let output = layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
@@ -151,11 +177,19 @@ impl Architecture {
                 dims.len()
             );
         }
-        ensure!(
-            layers.last() == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
-            "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes"
-        );
-        Ok(Architecture { name: name.to_string(), layers })
+        Ok(Architecture { name: name.to_string(), layers, input })
+    }
+
+    /// A feature term's learned projection (FitNets' regressor) of a layer output `input` onto
+    /// `channels` channels: one Conv2D with a 1x1 kernel at stride 1, which maps every pixel's
+    /// channels alike (a vector is one pixel of its values).
+    pub fn projection(input: Dims, channels: usize) -> Result<Architecture> {
+        let input = match input {
+            Dims::Vector(n) => Dims::Image { h: 1, w: 1, c: n },
+            image => image,
+        };
+        let conv = Layer::Conv2D(Conv2D { filters: channels, kernel: 1, stride: 1 });
+        Architecture::head("projection", input, vec![conv])
     }
 
     /// The seed program's network with `channels` filters in its two convolutions.
@@ -192,9 +226,19 @@ impl Architecture {
         &self.layers
     }
 
+    /// One sample's input: [`IMAGE_INPUT`], or a head's layer output.
+    pub fn input(&self) -> Dims {
+        self.input
+    }
+
+    /// One sample's output: a classifier's logits, a head's values.
+    pub fn output(&self) -> Dims {
+        self.walk().last().map_or(self.input, |l| l.output)
+    }
+
     /// The same layers under another name (for reports and buffer labels).
     pub fn renamed(&self, name: &str) -> Architecture {
-        Architecture { name: name.to_string(), layers: self.layers.clone() }
+        Architecture { name: name.to_string(), ..self.clone() }
     }
 
     /// Filters of each convolution, in order (what checkpoints record as conv1, conv2, ..).
@@ -210,7 +254,7 @@ impl Architecture {
 
     /// Every layer with its sizes and names: the one walk everything else derives from.
     pub fn walk(&self) -> Vec<PlacedLayer> {
-        let mut dims = Dims::Image { h: IMAGE_SIDE, w: IMAGE_SIDE, c: 1 };
+        let mut dims = self.input;
         let mut seen: Vec<&'static str> = Vec::new();
         let mut placed = Vec::with_capacity(self.layers.len());
         for &layer in &self.layers {
@@ -312,6 +356,18 @@ impl Architecture {
         s += &format!("{rule}\n Total params: {total}\n Trainable params: {total}\n Non-trainable params: 0\n");
         s
     }
+}
+
+/// keras.distillation's `FeatureDistillation(loss="mse")` between layer `teacher_layer` of the
+/// frozen teacher and `student_layer` of the student (indices into their layer lists).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureSpec {
+    pub teacher_layer: usize,
+    pub student_layer: usize,
+    /// Its `distillation_loss_weights` entry.
+    pub weight: f32,
+    /// Through a learned projection to the teacher's channels ([`Architecture::projection`]).
+    pub project: bool,
 }
 
 pub fn group_thousands(n: usize) -> String {
@@ -430,6 +486,31 @@ mod tests {
         let names: Vec<String> = deeper.unwrap().params().into_iter().map(|p| p.name).collect();
         assert_eq!(names[..4], ["conv1.kernel", "conv1.bias", "conv2.kernel", "conv2.bias"]);
         assert_eq!(names[4..], ["dense.kernel", "dense.bias", "dense2.kernel", "dense2.bias"]);
+    }
+
+    #[test]
+    fn a_projection_is_a_pointwise_head() {
+        let projection = Architecture::projection(Dims::Image { h: 7, w: 7, c: 32 }, 512).unwrap();
+        assert_eq!(projection.output(), Dims::Image { h: 7, w: 7, c: 512 });
+        // The kernel, then the bias at the next aligned offset; Glorot's fans are 32 + 512.
+        let params: Vec<_> = projection.params().into_iter().map(|p| (p.name, p.shape, p.offset, p.fans)).collect();
+        assert_eq!(
+            params,
+            [
+                ("conv1.kernel".to_string(), vec![1, 1, 32, 512], 0, Some(544)),
+                ("conv1.bias".to_string(), vec![512], 16_384, None)
+            ]
+        );
+        // A vector is one pixel of its values.
+        let dense = Architecture::projection(Dims::Vector(10), 20).unwrap();
+        assert_eq!(
+            (dense.input(), dense.output()),
+            (Dims::Image { h: 1, w: 1, c: 10 }, Dims::Image { h: 1, w: 1, c: 20 })
+        );
+        // A classifier's serialisation (part of tuning keys) names no input; a head's does.
+        assert!(!serde_json::to_string(&Architecture::student()).unwrap().contains("input"));
+        assert!(serde_json::to_string(&projection).unwrap().contains("\"input\""));
+        assert!(Architecture::projection(Dims::Vector(10), 0).is_err());
     }
 
     #[test]

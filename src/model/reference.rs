@@ -5,16 +5,15 @@
 
 pub use super::layers::Route;
 use super::layers::{Draw, Mode, Reference};
-use super::{Architecture, ParamSpec, PlacedLayer};
+use super::{Architecture, FeatureSpec, ParamSpec, PlacedLayer};
 use crate::data::NUM_CLASSES;
 use crate::ops::adam::{self, AdamConfig};
-use crate::ops::dense::{self, DenseShape};
 use crate::ops::feature;
 use crate::ops::loss::{self, Distill, Loss};
-use crate::train::{FeatureSpec, Projection};
 
 /// One batch: `rows` images (28 x 28 x 1, scaled to [0, 1]), their labels and, for
-/// distillation, the teacher's logits for them.
+/// distillation, the teacher's logits for them. A head's batch holds, in place of the images,
+/// the rows of the layer output it reads.
 pub struct Batch<'a> {
     pub images: &'a [f32],
     pub labels: &'a [u32],
@@ -78,6 +77,11 @@ impl Forward {
     }
 
     pub fn logits(&self) -> &[f32] {
+        self.output()
+    }
+
+    /// The last layer's output: a classifier's logits, a head's values.
+    pub fn output(&self) -> &[f32] {
         self.outputs.last().expect("a network has layers")
     }
 }
@@ -115,39 +119,51 @@ pub fn backward(
     routes: &[Route],
     dlogits: &[f32],
 ) -> Vec<f32> {
-    backward_joined(arch, flat, batch, run, (fwd, routes), dlogits, None)
+    backward_joined(arch, flat, batch, run, (fwd, routes), dlogits, None, false).0
 }
 
-/// [`backward`], with `join`'s gradient (layer, values) added to the gradient of that layer's
-/// output (a feature term's).
+/// [`backward`] from the gradient `dy` of the network's output, with `join`'s gradient
+/// (layer, values) added to the gradient of that layer's output (a feature term's); with
+/// `input_gradient`, it goes on to the gradient of the network's input (a head's), which it
+/// returns beside the parameters' gradients.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_joined(
     arch: &Architecture,
     flat: &[f32],
     batch: &Batch,
     run: Run,
     (fwd, routes): (&Forward, &[Route]),
-    dlogits: &[f32],
+    dy: &[f32],
     join: Option<(usize, &[f32])>,
-) -> Vec<f32> {
+    input_gradient: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (mut grads, specs, walk) = (vec![0f32; arch.flat_len()], arch.params(), arch.walk());
-    let Some(first) = walk.iter().position(|l| l.has_params()) else { return grads };
-    let mut dy = dlogits.to_vec();
+    // The lowest layer the pass reaches.
+    let first = match input_gradient {
+        true => 0,
+        false => match walk.iter().position(|l| l.has_params()) {
+            Some(first) => first,
+            None => return (grads, None),
+        },
+    };
+    let mut dy = dy.to_vec();
     for i in (first..walk.len()).rev() {
         if let Some((_, extra)) = join.filter(|(at, _)| *at == i) {
             dy.iter_mut().zip(extra).for_each(|(d, e)| *d += e);
         }
         let layer = &walk[i];
         let r = layer_view(&specs, flat, batch, run, (i, layer));
-        let g = layer.kind().reference_backward(&r, fwd.input(batch, i), &routes[i], &dy, i > first);
+        let needs_dx = input_gradient || i > first;
+        let g = layer.kind().reference_backward(&r, fwd.input(batch, i), &routes[i], &dy, needs_dx);
         for (range, values) in param_ranges(&specs, layer).into_iter().zip(&g.params) {
             grads[range].copy_from_slice(values);
         }
         match g.dx {
             Some(dx) => dy = dx,
-            None => break,
+            None => return (grads, None),
         }
     }
-    grads
+    (grads, input_gradient.then_some(dy))
 }
 
 /// A model in training: its network, weights, Adam's moments and the next step's t (from 1).
@@ -208,25 +224,17 @@ pub fn train_step(
     StepOutcome { loss, grads, forward }
 }
 
-/// A feature term's projection in training: W (inputs x units) then the bias, Adam's moments.
-pub struct ProjectionState {
-    pub inputs: usize,
-    pub units: usize,
-    pub weights: Vec<f32>,
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
-}
-
 /// A step of keras.distillation's Distiller with a feature term (the device's
 /// `FeatureDistiller`): the frozen teacher's forward pass (evaluation mode) for its logits and
-/// its layer's output, the logits terms, the feature MSE (through `projection`'s 1x1 product
-/// with `feature.project`), its gradient joined to the student's at its layer, and an Adam
-/// step for the student and the projection (the same t). Returns the student's outcome, with
-/// the batch loss including the feature term, and the projection's gradients.
+/// its layer's output, the logits terms, the feature MSE (through `projection`'s network, a
+/// head on the student's layer, with `feature.project`), its gradient joined to the student's
+/// at its layer, and an Adam step for the student and the projection (the same t). Returns the
+/// student's outcome, with the batch loss including the feature term, and the projection's
+/// gradients.
 pub fn feature_distiller_step(
     student: &mut TrainState,
     teacher: &TrainState,
-    projection: Option<&mut ProjectionState>,
+    projection: Option<&mut TrainState>,
     batch: &Batch,
     (distill, feature): (&Distill, &FeatureSpec),
     adam_cfg: &AdamConfig,
@@ -248,32 +256,32 @@ pub fn feature_distiller_step(
     let features = t_out.len() / valid;
     let scale = (1.0 - distill.alpha as f64) * feature.weight as f64;
     let to_f32 = |v: &[f64]| v.iter().map(|&g| g as f32).collect::<Vec<f32>>();
-    let (joined, projection_grads) = match projection {
-        Some(p) if feature.project => {
-            let shape = DenseShape { batch: s_out.len() / p.inputs, inputs: p.inputs, units: p.units };
-            let at = Projection::bias_offset(p.inputs, p.units);
-            let (w, b) = (&p.weights[..p.inputs * p.units], &p.weights[at..at + p.units]);
-            let projected = dense::reference::forward(&shape, s_out, w, b);
-            let (row_mse, dp) = feature::reference::mse(&projected, t_out, features, valid, scale);
-            let (ds, mut grads, db) = dense::reference::backward(&shape, s_out, w, &to_f32(&dp));
-            grads.resize(at, 0.0);
-            grads.extend(db);
-            adam::reference::step(adam_cfg, student.t, &mut p.weights, &grads, &mut p.m, &mut p.v);
-            ((row_mse, ds), grads)
+    let (row_mse, ds, projection_grads) = match (feature.project, projection) {
+        (true, Some(p)) => {
+            assert_eq!(p.t, student.t, "the projection takes its Adam steps with the student");
+            let input = Batch { images: s_out, labels: batch.labels, teacher_logits: None, rows: valid };
+            let run = p.run(Mode::Train);
+            let fwd = forward(&p.arch, &p.weights, &input, run);
+            let (row_mse, dp) = feature::reference::mse(fwd.output(), t_out, features, valid, scale);
+            let (grads, ds) =
+                backward_joined(&p.arch, &p.weights, &input, run, (&fwd, &fwd.routes), &to_f32(&dp), None, true);
+            adam::reference::step(adam_cfg, p.t, &mut p.weights, &grads, &mut p.m, &mut p.v);
+            p.t += 1;
+            (row_mse, ds.expect("a head passes its input a gradient"), grads)
         }
-        _ => {
+        (false, None) => {
             let (row_mse, ds) = feature::reference::mse(s_out, t_out, features, valid, scale);
-            ((row_mse, to_f32(&ds)), Vec::new())
+            (row_mse, to_f32(&ds), Vec::new())
         }
+        (project, p) => panic!("a projection goes with `project`: project {project}, projection {}", p.is_some()),
     };
-    let (row_mse, ds) = joined;
     let loss = loss::reference::batch_loss(&rows, valid) + scale * row_mse.iter().sum::<f64>() / valid as f64;
     let dlogits = to_f32(&rows.dlogits);
     let run = student.run(Mode::Train);
     let routes = routes.unwrap_or(&student_forward.routes);
     let join = Some((feature.student_layer, &ds[..]));
-    let grads =
-        backward_joined(&student.arch, &student.weights, batch, run, (&student_forward, routes), &dlogits, join);
+    let (grads, _) =
+        backward_joined(&student.arch, &student.weights, batch, run, (&student_forward, routes), &dlogits, join, false);
     adam::reference::step(adam_cfg, student.t, &mut student.weights, &grads, &mut student.m, &mut student.v);
     student.t += 1;
     (StepOutcome { loss, grads, forward: student_forward }, projection_grads)

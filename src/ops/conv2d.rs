@@ -8,6 +8,8 @@
 //!   kernel gradient  dW = cols^T * dy,  db = column sums of dy
 //! The forward pass keeps `cols` for the kernel gradient. On GPUs, where the input's channels
 //! come in quads, cols is never written: both products gather it from the input ([`Cols`]).
+//! A 1x1 convolution at stride 1 (a pointwise one) has its input as its im2col matrix: its
+//! products read the input as it is, and its input gradient is dcols itself.
 //! The input gradient stays a product into dcols and a col2im gather: as one product gathering
 //! from dy it would multiply every input pixel by every tap, four times the work at stride 2.
 
@@ -16,7 +18,7 @@ use super::matmul::{ALayout, Matmul};
 use super::{reduce, same_padding, transpose::transpose, KernelBias};
 use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 /// Geometry of one convolution layer (square kernel, equal strides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +66,12 @@ impl ConvShape {
     pub fn kernel_grad_scratch(&self) -> usize {
         super::matmul::split_scratch_len(self.k(), self.out_c, self.m())
             .max(super::reduce::column_sum_scratch(self.m(), self.out_c))
+    }
+
+    /// Whether its im2col matrix is its input as it is: a 1x1 kernel at stride 1 ("same"
+    /// padding adds nothing).
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1
     }
 
     /// Floating-point operations of one matrix product of this layer.
@@ -125,6 +133,8 @@ pub enum Cols<'a> {
     Written(&'a Tensor),
     /// Never written: the four-wide products gather it from the input as they load.
     Gathered,
+    /// The input itself, read as it is ([`ConvShape::is_pointwise`]).
+    Input,
 }
 
 /// Whether the products of `s` gather their im2col matrix from the input (GPUs: the four-wide
@@ -160,6 +170,8 @@ fn im2col_operand<'a>(s: &ConvShape, x: &'a Tensor, cols: Cols<'a>, transposed: 
         (Cols::Written(t), true) => (t, ALayout::Transposed),
         (Cols::Gathered, false) => (x, ALayout::Im2col(s.geometry())),
         (Cols::Gathered, true) => (x, ALayout::Im2colTransposed(s.geometry())),
+        (Cols::Input, false) => (x, ALayout::Normal),
+        (Cols::Input, true) => (x, ALayout::Transposed),
     }
 }
 
@@ -187,19 +199,28 @@ pub fn forward_product<'a>(
     }
 }
 
-/// dx = col2im(dy * W^T), through scratch `w_t` (out_c x K) and `dcols` (M x K).
+/// dx = col2im(dy * W^T), through scratch `w_t` (out_c x K) and `dcols` (M x K); without
+/// `dcols` (a pointwise convolution, whose dcols is dx), dx = dy * W^T.
 pub fn backward_input(
     gpu: &Gpu,
     s: &ConvShape,
     dy: &Tensor,
     w: &Tensor,
     w_t: &Tensor,
-    dcols: &Tensor,
+    dcols: Option<&Tensor>,
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>> {
     let mut d = vec![transpose(gpu, w, w_t, s.k(), s.out_c)?];
-    d.extend(input_product(s, dy, w_t, dcols).dispatch(gpu)?);
-    d.push(col2im(gpu, s, dcols, dx)?);
+    match dcols {
+        Some(dcols) => {
+            d.extend(input_product(s, dy, w_t, dcols).dispatch(gpu)?);
+            d.push(col2im(gpu, s, dcols, dx)?);
+        }
+        None => {
+            ensure!(s.is_pointwise(), "a {0}x{0} convolution at stride {1} needs its dcols", s.kernel, s.stride);
+            d.extend(input_product(s, dy, w_t, dx).dispatch(gpu)?);
+        }
+    }
     Ok(d)
 }
 

@@ -10,7 +10,7 @@ use crate::progress::{self, EpochProgress, PhaseProgress};
 use crate::results::ClassResults;
 use crate::train::{
     run_epochs, DeviceData, DeviceSplit, Distiller, Epoch, EpochStats, FeatureDistiller, FeatureSpec, FeatureTable,
-    FeatureTeacher, Feed, Loss, Model, Plan, PlanPosition, Projection,
+    FeatureTeacher, Feed, Loss, Model, Plan, PlanPosition,
 };
 use anyhow::{ensure, Context, Result};
 use std::collections::BTreeMap;
@@ -74,7 +74,7 @@ pub enum JobTeacher<'a> {
     Features {
         teacher: &'a Model,
         feature: FeatureSpec,
-        projection: Option<&'a Projection>,
+        projection: Option<&'a Model>,
         tables: Option<(&'a Arc<FeatureTable>, &'a Tensor)>,
     },
 }

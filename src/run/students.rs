@@ -10,7 +10,7 @@ use super::weights::{StartingWeights, WeightSaver};
 use crate::model::Architecture;
 use crate::progress;
 use crate::results::{RunResult, StudentPair};
-use crate::train::{EpochStats, Loss, Model, Projection};
+use crate::train::{EpochStats, Loss, Model};
 use anyhow::Result;
 
 /// One student to train: its name, starting weights, loss and files to save.
@@ -75,8 +75,7 @@ impl Phases<'_> {
             .map(|s| match (feature, s.distill) {
                 (Some(f), Some(_)) if f.project => {
                     let (t, st) = (&teacher_layers(teacher)?[f.teacher_layer], &student.walk()[f.student_layer]);
-                    Projection::new(gpu, st.output.channels(), t.output.channels(), s.order_seed ^ PROJECTION_SEED)
-                        .map(Some)
+                    Model::projection(gpu, st.output, t.output.channels(), s.order_seed ^ PROJECTION_SEED).map(Some)
                 }
                 _ => Ok(None),
             })

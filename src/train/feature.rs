@@ -1,25 +1,13 @@
-//! Feature distillation in a plan: which layers may take part, and the learned 1x1 projection
-//! from the student's channels to the teacher's (FitNets' regressor), which trains with the
-//! student but is no part of the saved student.
+//! Feature distillation in a plan: which layers may take part, the learned 1x1 projection
+//! from the student's channels to the teacher's (FitNets' regressor) as a model of its own,
+//! which trains with the student but is no part of the saved student, and the teacher's
+//! outputs kept in memory.
 
 use super::lower::lower;
-use crate::gpu::{Gpu, Tensor};
-use crate::model::{Architecture, Mode, ALIGN_FLOATS};
+use super::Model;
+use crate::gpu::Gpu;
+use crate::model::{Architecture, Dims, Mode};
 use anyhow::{bail, Result};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// keras.distillation's `FeatureDistillation(loss="mse")` between layer `teacher_layer` of the
-/// frozen teacher and `student_layer` of the student (indices into their layer lists).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FeatureSpec {
-    pub teacher_layer: usize,
-    pub student_layer: usize,
-    /// Its `distillation_loss_weights` entry.
-    pub weight: f32,
-    /// Through a learned 1x1 projection to the teacher's channels.
-    pub project: bool,
-}
 
 /// Where a layer's output can be distilled: the teacher's must be kept by its forward pass
 /// (not overwritten by an activation run in the layer's epilogue); the student's too, and its
@@ -28,7 +16,7 @@ pub struct FeatureSpec {
 pub fn check_layer(arch: &Architecture, layer: usize, student: bool) -> Result<()> {
     let walk = arch.walk();
     let mode = if student { Mode::Train } else { Mode::Evaluate };
-    let stages = lower(&walk, mode);
+    let stages = lower(&walk, mode, false);
     let name = &walk[layer].keras_name;
     let ok = |i: usize| {
         let kept = !stages.forward.iter().any(|s| s.layer == i && s.epilogue.is_some());
@@ -48,44 +36,13 @@ pub fn check_layer(arch: &Architecture, layer: usize, student: bool) -> Result<(
     bail!("the {}'s layer `{name}` cannot be distilled: {why}; layers that can: {}", arch.name(), usable.join(", "))
 }
 
-/// The projection's parameters: W (inputs x units, Glorot uniform as Keras's Dense) then,
-/// at the next aligned offset ([`Projection::bias_offset`]), the bias (zeros), in one buffer so
-/// that one Adam dispatch updates both.
-pub struct Projection {
-    pub inputs: usize,
-    pub units: usize,
-    pub weights: Tensor,
-}
-
-impl Projection {
-    pub fn new(gpu: &Gpu, inputs: usize, units: usize, seed: u64) -> Result<Projection> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let limit = (6.0 / (inputs + units) as f64).sqrt() as f32;
-        let mut flat: Vec<f32> = (0..inputs * units).map(|_| rng.random_range(-limit..=limit)).collect();
-        flat.resize(Projection::bias_offset(inputs, units) + units, 0.0);
-        Ok(Projection { inputs, units, weights: Tensor::from_f32(gpu, "projection", &[flat.len()], &flat)? })
-    }
-
-    /// Where the bias starts: W's end rounded up to the binding alignment, as in a model's
-    /// parameter layout (the padding stays zero: its gradient is zero).
-    pub fn bias_offset(inputs: usize, units: usize) -> usize {
-        (inputs * units).next_multiple_of(ALIGN_FLOATS)
-    }
-
-    pub fn len(&self) -> usize {
-        Projection::bias_offset(self.inputs, self.units) + self.units
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// (kernel, bias) as views of `of` (the weights, or a buffer in their layout).
-    pub fn parts(&self, of: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            of.view("projection kernel", 0, &[self.inputs, self.units])?,
-            of.view("projection bias", Projection::bias_offset(self.inputs, self.units), &[self.units])?,
-        ))
+impl Model {
+    /// A feature term's learned projection of the student's layer output `input` onto the
+    /// teacher's `channels` ([`Architecture::projection`]), Glorot-initialised from `seed` as
+    /// Keras would: it trains with the student but is no part of the saved student.
+    pub fn projection(gpu: &Gpu, input: Dims, channels: usize, seed: u64) -> Result<Model> {
+        let arch = Architecture::projection(input, channels)?;
+        Model::new(gpu, &arch, &arch.init_glorot(seed))
     }
 }
 

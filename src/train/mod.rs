@@ -9,8 +9,9 @@ mod feature;
 mod lower;
 mod plan;
 
+pub use crate::model::FeatureSpec;
 pub use crate::ops::loss::Loss;
-pub use feature::{check_layer as check_feature_layer, FeatureSpec, FeatureTable, Projection};
+pub use feature::{check_layer as check_feature_layer, FeatureTable};
 pub use plan::{check_batch_fits, Distiller, FeatureDistiller, FeatureTeacher, Feed, Plan};
 
 use crate::data::{Split, IMAGE_SIDE};

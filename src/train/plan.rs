@@ -9,21 +9,18 @@
 //! gradient buffer in the layout of the weights, so that Adam updates the whole model in one
 //! dispatch.
 
-use super::feature::{FeatureSpec, FeatureTable, Projection};
+use super::feature::FeatureTable;
 use super::lower::{lower, BackwardStage, ForwardStage, Lowered};
 use super::{DeviceData, DeviceSplit, Loss, Model};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::layers::{Draw, Gradients, Planned};
-use crate::model::{Architecture, Mode, PlacedLayer};
+use crate::model::{Architecture, FeatureSpec, Mode, PlacedLayer};
 use crate::ops::adam::{self, AdamConfig};
 use crate::ops::batch::{self, Shift, StepState};
-use crate::ops::conv2d::{self, Cols, ConvShape};
 use crate::ops::feature::{self as feature_ops, FeatureBuffers, FeatureTerm};
 use crate::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, FEATURE_TERM};
 use crate::ops::metrics;
-use crate::ops::transpose::transpose;
-use crate::ops::KernelBias;
 use anyhow::{bail, ensure, Context, Result};
 use std::sync::Arc;
 
@@ -44,6 +41,18 @@ struct LayerBuffers {
     /// What its kind keeps ([`crate::model::Kind::saved_len`]): a convolution's im2col matrix
     /// (unless its products gather it), a pooling layer's winners.
     saved: Option<Tensor>,
+}
+
+/// What a model's first layer reads.
+#[derive(Clone, Copy)]
+enum Reads<'a> {
+    /// The batch's images, which the plan gathers into its own buffer.
+    Images,
+    /// The images (and labels) of another model of the plan: a teacher sees the student's batch.
+    ImagesOf(&'a Activations),
+    /// The output of a layer of another model of the plan, which it passes a gradient back
+    /// (a feature term's projection reads the student's layer).
+    Output(&'a Activations, usize),
 }
 
 /// Forward-pass buffers of one model at one batch size.
@@ -98,16 +107,16 @@ pub fn check_batch_fits(gpu: &Gpu, arch: &Architecture, batch: usize) -> Result<
 }
 
 impl Activations {
-    /// Buffers for `arch` at batch `b` in `mode`; with `input`, it reads the images and
-    /// labels of another model's plan (the co-trained teacher sees the student's batch).
-    fn new(gpu: &Gpu, arch: &Architecture, b: usize, mode: Mode, input: Option<&Activations>) -> Result<Activations> {
+    /// Buffers for `arch` at batch `b` in `mode`, whose first layer reads `reads`.
+    fn new(gpu: &Gpu, arch: &Architecture, b: usize, mode: Mode, reads: Reads) -> Result<Activations> {
         let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[len]);
-        let (x, labels) = match input {
-            Some(other) => (other.x.clone(), other.labels.clone()),
-            None => (t("input", b * IMAGE_SIDE * IMAGE_SIDE)?, t("labels", b)?),
+        let (x, labels) = match reads {
+            Reads::Images => (t("input", b * IMAGE_SIDE * IMAGE_SIDE)?, t("labels", b)?),
+            Reads::ImagesOf(other) => (other.x.clone(), other.labels.clone()),
+            Reads::Output(other, layer) => (other.layers[layer].output.clone(), other.labels.clone()),
         };
         let walk = arch.walk();
-        let stages = lower(&walk, mode);
+        let stages = lower(&walk, mode, matches!(reads, Reads::Output(..)));
         let mut layers: Vec<LayerBuffers> = Vec::with_capacity(walk.len());
         for (layer, &shares) in walk.iter().zip(&stages.shares_input) {
             let output = match (shares, layers.last()) {
@@ -132,7 +141,7 @@ impl Activations {
         })
     }
 
-    /// What layer `i` reads: the batch's images, or the output of the layer before.
+    /// What layer `i` reads: the model's input, or the output of the layer before.
     fn input(&self, i: usize) -> &Tensor {
         if i == 0 {
             &self.x
@@ -171,13 +180,13 @@ pub struct Distiller<'a> {
 /// keras.distillation's Distiller with a feature term beside its logits terms: the frozen
 /// teacher's layer output and logits (as the Distiller computes them, with training=False);
 /// the student learns from both, and with `:project` the projection from its channels to the
-/// teacher's learns with it (same Adam step count).
+/// teacher's ([`Model::projection`]) learns with it (same Adam step count).
 pub struct FeatureDistiller<'a> {
     pub student: &'a Model,
     pub teacher: FeatureTeacher<'a>,
     pub distill: Distill,
     pub feature: FeatureSpec,
-    pub projection: Option<&'a Projection>,
+    pub projection: Option<&'a Model>,
 }
 
 /// Where a feature term's teacher outputs come from. Both give the same bits: an image's
@@ -233,12 +242,15 @@ pub struct Plan {
     pub batch: usize,
     pub samples: usize,
     pub steps: usize,
-    /// The model the plan runs (whose loss and accuracy it records), then a co-trained teacher.
+    /// The model the plan runs (whose loss and accuracy it records), then a teacher run beside
+    /// it (co-trained, or frozen for a feature term), then a feature term's projection (planned
+    /// after the loss, which takes model 1 for the teacher).
     models: Vec<PlannedModel>,
     /// An evaluation's logits for every sample, in order, read back once at its end.
     logits: Option<Tensor>,
-    /// A feature term's projection, trained with the student, and its Adam state.
-    projection: Option<(Tensor, OptimizerState)>,
+    /// A feature term's projection, trained with the student: its place in `models`, and its
+    /// weights.
+    projection: Option<(usize, Tensor)>,
     /// A feature term's teacher outputs, written by the host before each step.
     pub(super) host_rows: Option<HostRows>,
 }
@@ -281,7 +293,7 @@ impl Plan {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let activations = Activations::new(gpu, arch, batch, mode, None)?;
+        let activations = Activations::new(gpu, arch, batch, mode, Reads::Images)?;
         Ok(Plan {
             name: name.to_string(),
             dispatches: Vec::new(),
@@ -410,8 +422,9 @@ impl Plan {
         Ok(())
     }
 
-    /// Model `which`'s backward pass from `dlogits`, then its Adam update (Adam's t is the
-    /// plan's step count, shared by every model the plan trains).
+    /// Model `which`'s backward pass from `dlogits` (the gradient of its output), then its
+    /// Adam update (Adam's t is the plan's step count, shared by every model the plan trains).
+    /// Returns the gradient of its input where its stages write it (a head's).
     fn optimise(
         &mut self,
         gpu: &Gpu,
@@ -420,19 +433,20 @@ impl Plan {
         dlogits: Tensor,
         adam: &AdamConfig,
         inject: Option<Injection<'_>>,
-    ) -> Result<()> {
+    ) -> Result<Option<Tensor>> {
         let arch = &model.arch;
         let t = |label: &str| Tensor::zeros(gpu, &format!("{} {label}", arch.name()), &[arch.flat_len()]);
         let opt = OptimizerState { grads: t("gradients")?, m: t("adam m")?, v: t("adam v")? };
-        self.backward(gpu, model, which, dlogits, &opt.grads, inject)?;
+        let dx = self.backward(gpu, model, which, dlogits, &opt.grads, inject)?;
         let step = adam::step(gpu, adam, &self.state, &model.weights, &opt.grads, &opt.m, &opt.v)?;
         self.dispatches.extend(tag("adam", vec![step]));
         self.models[which].optimizer = Some(opt);
-        Ok(())
+        Ok(dx)
     }
 
     /// Every backward stage's dispatches, the list in reverse, from `dlogits` into `grads`;
-    /// `inject`'s dispatches run where the gradient of its layer's output is formed.
+    /// `inject`'s dispatches run where the gradient of its layer's output is formed. Returns
+    /// the gradient of the model's input where the last stage writes it.
     fn backward(
         &mut self,
         gpu: &Gpu,
@@ -441,7 +455,7 @@ impl Plan {
         dlogits: Tensor,
         grads: &Tensor,
         mut inject: Option<Injection<'_>>,
-    ) -> Result<()> {
+    ) -> Result<Option<Tensor>> {
         let walk = model.arch.walk();
         // The gradient of the output of the layer being processed.
         let mut dy = dlogits;
@@ -477,7 +491,8 @@ impl Plan {
         }
         ensure!(inject.is_none(), "{}: no backward stage forms the gradient of the distilled layer", self.name);
         self.dispatches.extend(dispatches);
-        Ok(())
+        let stages = &self.models[which].activations.stages.backward;
+        Ok(stages.last().is_some_and(|s| s.needs_dx).then_some(dy))
     }
 
     /// A training step: forward, loss, backward, Adam, next step.
@@ -540,7 +555,7 @@ impl Plan {
         check_batch_fits(gpu, &student.arch, batch)?;
         check_batch_fits(gpu, &teacher.arch, batch)?;
         let mut plan = Plan::new(gpu, name, &student.arch, (batch, feed.split.samples), Mode::Train, terms)?;
-        let student_batch = Some(&plan.models[0].activations);
+        let student_batch = Reads::ImagesOf(&plan.models[0].activations);
         let activations = Activations::new(gpu, &teacher.arch, batch, Mode::Evaluate, student_batch)?;
         plan.models.push(PlannedModel { activations, optimizer: None });
         plan.gather(gpu, feed, Some(Shift { pixels: student.shift, seed: student.seed }))?;
@@ -550,8 +565,9 @@ impl Plan {
     }
 
     /// A step of [`FeatureDistiller`]: the teacher's and the student's forward passes, the
-    /// logits terms, the student's backward pass with the feature term's gradient joining it
-    /// at its layer, Adam for the student and the projection.
+    /// logits terms, the feature term (through the projection's forward and backward passes and
+    /// Adam), the student's backward pass with the feature term's gradient joining it at its
+    /// layer, Adam for the student.
     pub fn feature_distiller(
         gpu: &Gpu,
         name: &str,
@@ -586,22 +602,20 @@ impl Plan {
             }
         };
         let dlogits = plan.loss(gpu, &student.arch, loss, None)?;
-        let inject = plan.feature_term(gpu, fd)?;
+        let inject = plan.feature_term(gpu, fd, adam)?;
         plan.optimise(gpu, student, 0, dlogits, adam, Some(inject))?;
-        if let Some((weights, opt)) = &plan.projection {
-            let step = adam::step(gpu, adam, &plan.state, weights, &opt.grads, &opt.m, &opt.v)?;
-            plan.dispatches.extend(tag("projection adam", vec![step]));
-        }
-        // After the backward pass, where the feature term adds its rows' values.
+        // After the feature term, which adds its rows' values.
         plan.record_metrics(gpu)?;
         plan.dispatches.extend(tag("batch", vec![batch::advance(gpu, &plan.state)?]));
         Ok(plan)
     }
 
-    /// The feature term's dispatches, run where the student's layer's gradient is formed:
-    /// (the projection's forward pass,) the MSE against the teacher's layer with its gradient,
-    /// (the projection's backward pass and its input gradient added to the student's).
-    fn feature_term<'a>(&mut self, gpu: &'a Gpu, fd: &FeatureDistiller) -> Result<Injection<'a>> {
+    /// The feature term: the MSE between the teacher's layer and the student's (or, with a
+    /// projection, the projection's output: its forward pass, then the MSE's gradient through
+    /// its backward pass into its parameters, which Adam updates, and into the student's layer).
+    /// Returns what runs where the student's layer's gradient is formed: the term's gradient
+    /// added to it.
+    fn feature_term<'a>(&mut self, gpu: &'a Gpu, fd: &FeatureDistiller, adam: &AdamConfig) -> Result<Injection<'a>> {
         let FeatureSpec { teacher_layer, student_layer, weight, project } = fd.feature;
         let (t_dims, s_dims) =
             (fd.teacher.arch().walk()[teacher_layer].output, fd.student.arch.walk()[student_layer].output);
@@ -614,20 +628,15 @@ impl Plan {
         let rows = self.rows.clone().context("the feature term follows the loss")?;
         let row_terms = rows.terms.clone().context("a distillation loss records its terms")?;
         let state = self.state.clone();
-        let term = move |accumulate| FeatureTerm {
-            scale: (1.0 - fd.distill.alpha) * weight,
-            column: loss::TERMS.len(),
-            accumulate,
-        };
-        // Without a projection the term's gradient is added to the student's own; with one it
-        // goes to the projection's output, whose input gradient is then added.
-        let (added, written) = (term(true), term(false));
+        let scale = (1.0 - fd.distill.alpha) * weight;
+        let term = move |accumulate| FeatureTerm { scale, column: loss::TERMS.len(), accumulate };
         if !project {
             ensure!(
                 s_dims == t_dims,
                 "{}: the feature layers' outputs differ ({s_dims:?} and {t_dims:?}) without a projection",
                 self.name
             );
+            // The term's gradient is added to the student's own.
             let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
                 let buffers = FeatureBuffers {
                     state: &state,
@@ -637,60 +646,65 @@ impl Plan {
                     row_loss: &rows.loss,
                     row_terms: &row_terms,
                 };
-                Ok(vec![feature_ops::mse(gpu, (b, features), added, &buffers)?])
+                Ok(vec![feature_ops::mse(gpu, (b, features), term(true), &buffers)?])
             };
             return Ok(Injection { layer: student_layer, dispatches: Box::new(dispatches) });
         }
-        let proj = fd.projection.context("`:project` needs its projection")?;
-        let pixels = s_dims.len() / s_dims.channels();
+        let projection = fd.projection.context("`:project` needs its projection")?;
+        let arch = &projection.arch;
         ensure!(
-            proj.inputs == s_dims.channels() && pixels * proj.units == features,
-            "{}: a projection of {} to {} channels does not map {s_dims:?} onto {t_dims:?}",
+            (arch.input().channels(), arch.input().len()) == (s_dims.channels(), s_dims.len())
+                && arch.output().len() == features,
+            "{}: a projection of {:?} to {:?} does not map {s_dims:?} onto {t_dims:?}",
             self.name,
-            proj.inputs,
-            proj.units
+            arch.input(),
+            arch.output()
         );
-        // A 1x1 convolution over every pixel: its im2col matrix is the student's output as it
-        // is (no im2col, no col2im), so it runs as the convolutions' tuned matrix products.
-        let conv =
-            ConvShape { batch: b, in_h: pixels, in_w: 1, in_c: proj.inputs, out_c: proj.units, kernel: 1, stride: 1 };
-        let t = |label: &str, len: usize| Tensor::zeros(gpu, &format!("{} projection {label}", self.name), &[len]);
-        let (p_out, dp) = (t("output", b * features)?, t("output gradient", b * features)?);
-        let (ds, w_t) = (t("input gradient", b * s_dims.len())?, t("kernel transposed", proj.inputs * proj.units)?);
-        let scratch = t("scratch", conv.kernel_grad_scratch())?;
-        let opt = OptimizerState {
-            grads: t("gradients", proj.len())?,
-            m: t("adam m", proj.len())?,
-            v: t("adam v", proj.len())?,
+        check_batch_fits(gpu, arch, b)?;
+        let which = self.models.len();
+        let reads = Reads::Output(&self.models[0].activations, student_layer);
+        let activations = Activations::new(gpu, arch, b, Mode::Train, reads)?;
+        self.models.push(PlannedModel { activations, optimizer: None });
+        // Labelled as the term's, at the student's layer: "conv2 feature term: projection conv1 forward".
+        let relabel = |dispatches: &mut [Dispatch], prefix: &str| {
+            dispatches.iter_mut().for_each(|d| d.layer = format!("{prefix}{}", d.layer));
         };
-        let ((w, bias), (dw, db)) = (proj.parts(&proj.weights)?, proj.parts(&opt.grads)?);
-        self.projection = Some((proj.weights.clone(), opt));
-        let dispatches = move |dy: &Tensor| -> Result<Vec<Dispatch>> {
-            let cols = Cols::Written(&s_out);
-            let weights = KernelBias { kernel: &w, bias: &bias };
-            let mut d = conv2d::forward_product(&conv, &s_out, cols, weights, None, &p_out).dispatch(gpu)?;
-            let buffers = FeatureBuffers {
-                state: &state,
-                student: &p_out,
-                teacher: &t_out,
-                grad: &dp,
-                row_loss: &rows.loss,
-                row_terms: &row_terms,
-            };
-            d.push(feature_ops::mse(gpu, (b, features), written, &buffers)?);
-            d.push(transpose(gpu, &w, &w_t, conv.in_c, conv.out_c)?);
-            d.extend(conv2d::input_product(&conv, &dp, &w_t, &ds).dispatch(gpu)?);
-            let grads = KernelBias { kernel: &dw, bias: &db };
-            d.extend(conv2d::backward_kernel(gpu, &conv, &s_out, cols, &dp, grads, &scratch)?);
-            d.push(feature_ops::accumulate(gpu, &ds, dy)?);
-            Ok(d)
+        let first = self.dispatches.len();
+        self.forward(gpu, projection, which)?;
+        relabel(&mut self.dispatches[first..], &format!("{} ", arch.name()));
+        // The term's gradient is the projection output's, whose input gradient joins the student's.
+        let doutput = Tensor::zeros(gpu, &format!("{} {} output gradient", self.name, arch.name()), &[b * features])?;
+        let buffers = FeatureBuffers {
+            state: &state,
+            student: self.models[which].activations.logits(),
+            teacher: &t_out,
+            grad: &doutput,
+            row_loss: &rows.loss,
+            row_terms: &row_terms,
         };
+        let mse = feature_ops::mse(gpu, (b, features), term(false), &buffers)?;
+        self.dispatches.extend(tag("mse", vec![mse]));
+        let backward = self.dispatches.len();
+        let dinput = self.optimise(gpu, projection, which, doutput, adam, None)?;
+        let dinput = dinput.context("a projection passes its input a gradient")?;
+        relabel(&mut self.dispatches[backward..], &format!("{} ", arch.name()));
+        let student_name = &fd.student.arch.walk()[student_layer].name;
+        relabel(&mut self.dispatches[first..], &format!("{student_name} feature term: "));
+        self.projection = Some((which, projection.weights.clone()));
+        let dispatches = move |dy: &Tensor| Ok(vec![feature_ops::accumulate(gpu, &dinput, dy)?]);
         Ok(Injection { layer: student_layer, dispatches: Box::new(dispatches) })
     }
 
     /// A feature term's projection as the plan trains it: (weights, Adam's m, v).
     pub fn projection(&self) -> Option<(&Tensor, &Tensor, &Tensor)> {
-        self.projection.as_ref().map(|(w, o)| (w, &o.m, &o.v))
+        let (which, weights) = self.projection.as_ref()?;
+        let (m, v) = self.adam_moments(*which)?;
+        Some((weights, m, v))
+    }
+
+    /// The projection's place among the plan's models (for [`Plan::gradients`] and the rest).
+    pub fn projection_index(&self) -> Option<usize> {
+        self.projection.as_ref().map(|(which, _)| *which)
     }
 
     /// Loss and accuracy over the feed's split without training (Keras's evaluate); the
@@ -766,7 +780,8 @@ impl Plan {
     }
 
     /// Model `which`'s gradients of the last step, in the layout of its weights (0: the model
-    /// the plan trains; 1: the teacher a [`Distiller`] trains with it).
+    /// the plan trains; 1: the teacher a [`Distiller`] trains with it; a feature term's
+    /// projection at [`Plan::projection_index`]).
     pub fn gradients(&self, which: usize) -> Option<&Tensor> {
         self.models.get(which)?.optimizer.as_ref().map(|o| &o.grads)
     }

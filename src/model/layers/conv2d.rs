@@ -1,5 +1,6 @@
 //! Conv2D: "same" padding, square kernel and stride, with bias; products over im2col
-//! (`ops::conv2d`), an activation after it run in the forward product's epilogue.
+//! (`ops::conv2d`), an activation after it run in the forward product's epilogue. A 1x1
+//! kernel at stride 1 (a feature term's projection) reads its input as its im2col matrix.
 
 use super::{At, Gradients, Kind, Names, ParamShape, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
@@ -22,9 +23,11 @@ impl Conv2D {
         ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: self.filters, kernel: self.kernel, stride: self.stride }
     }
 
-    /// The im2col matrix as its products read it: kept in `saved` when written out.
-    fn cols<'a>(saved: Option<&'a Tensor>) -> Cols<'a> {
+    /// The im2col matrix as its products read it: the input of a pointwise convolution, else
+    /// kept in `saved` when written out.
+    fn cols<'a>(s: &ConvShape, saved: Option<&'a Tensor>) -> Cols<'a> {
         match saved {
+            _ if s.is_pointwise() => Cols::Input,
             Some(cols) => Cols::Written(cols),
             None => Cols::Gathered,
         }
@@ -78,10 +81,10 @@ impl Kind for Conv2D {
         true
     }
 
-    /// The im2col matrix, unless the products gather it.
+    /// The im2col matrix, unless the products gather it or it is the input.
     fn saved_len(&self, gpu: &Gpu, at: &At) -> Option<(&'static str, usize)> {
         let s = self.shape(at.input, at.batch);
-        (!conv2d::gathers_im2col(gpu, &s)).then(|| ("im2col", s.m() * s.k()))
+        (!s.is_pointwise() && !conv2d::gathers_im2col(gpu, &s)).then(|| ("im2col", s.m() * s.k()))
     }
 
     fn scratch_len(&self, at: &At) -> usize {
@@ -90,13 +93,14 @@ impl Kind for Conv2D {
 
     fn buffer_sizes(&self, at: &At) -> Vec<(&'static str, usize)> {
         let s = self.shape(at.input, at.batch);
-        vec![("im2col", s.m() * s.k()), ("kernel transposed", s.kernel_len())]
+        let im2col = (!s.is_pointwise()).then(|| ("im2col", s.m() * s.k()));
+        im2col.into_iter().chain([("kernel transposed", s.kernel_len())]).collect()
     }
 
     fn forward(&self, p: &Planned, epilogue: Option<f32>) -> Result<Vec<Dispatch>> {
         let s = self.shape(p.at.input, p.at.batch);
         let weights = KernelBias { kernel: &p.params[0], bias: &p.params[1] };
-        conv2d::forward(p.gpu, &s, p.x, weights, epilogue, Self::cols(p.saved), p.y)
+        conv2d::forward(p.gpu, &s, p.x, weights, epilogue, Self::cols(&s, p.saved), p.y)
     }
 
     fn backward(&self, p: &Planned, g: &Gradients) -> Result<Vec<Dispatch>> {
@@ -104,11 +108,16 @@ impl Kind for Conv2D {
         let mut d = Vec::new();
         if let Some(dx) = g.dx {
             let t = |what: &str, len| Tensor::zeros(p.gpu, &format!("{} {what}", p.label), &[len]);
-            let (w_t, dcols) = (t("kernel transposed", s.kernel_len())?, t("im2col gradient", s.m() * s.k())?);
-            d.extend(tag("input grad", conv2d::backward_input(p.gpu, &s, g.dy, &p.params[0], &w_t, &dcols, dx)?));
+            let w_t = t("kernel transposed", s.kernel_len())?;
+            let dcols = match s.is_pointwise() {
+                true => None,
+                false => Some(t("im2col gradient", s.m() * s.k())?),
+            };
+            let input = conv2d::backward_input(p.gpu, &s, g.dy, &p.params[0], &w_t, dcols.as_ref(), dx)?;
+            d.extend(tag("input grad", input));
         }
         let grads = KernelBias { kernel: &g.params[0], bias: &g.params[1] };
-        let kernel = conv2d::backward_kernel(p.gpu, &s, p.x, Self::cols(p.saved), g.dy, grads, p.scratch)?;
+        let kernel = conv2d::backward_kernel(p.gpu, &s, p.x, Self::cols(&s, p.saved), g.dy, grads, p.scratch)?;
         d.extend(tag("kernel grad", kernel));
         Ok(d)
     }
