@@ -506,7 +506,7 @@ fn scratch_students_from_an_earlier_experiment_are_the_ones_trained_again() {
         ),
         (device, few.to_vec(), "its students were trained on another GPU, not on this device"),
         (seeds, few.to_vec(), "its run 2 has seed 5, this one 1001"),
-        (path("cut.json"), few.to_vec(), "not a kd-wgpu metrics file"),
+        (path("cut.json"), few.to_vec(), "cut.json is not valid JSON (truncated or corrupt?)"),
     ] {
         let given = ["--train-limit", "320", "--teacher", &teacher, "--scratch-from", &file];
         let args = [&given[..], &extra].concat();
