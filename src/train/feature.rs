@@ -6,7 +6,7 @@
 use super::lower::lower;
 use super::Model;
 use crate::gpu::Gpu;
-use crate::model::{Architecture, Dims, Mode};
+use crate::model::{Architecture, Dims, Layer, Mode};
 use anyhow::{bail, Result};
 
 /// Where a layer's output can be distilled: the teacher's must be kept by its forward pass
@@ -18,8 +18,16 @@ pub fn check_layer(arch: &Architecture, layer: usize, student: bool) -> Result<(
     let mode = if student { Mode::Train } else { Mode::Evaluate };
     let stages = lower(&walk, mode, false);
     let name = &walk[layer].keras_name;
+    if walk[layer].layer == Layer::Softmax {
+        bail!(
+            "the {}'s layer `{name}` cannot be distilled: it is the softmax the losses apply to the logits; \
+             distill the Dense before it",
+            arch.name()
+        );
+    }
     let ok = |i: usize| {
-        let kept = !stages.forward.iter().any(|s| s.layer == i && s.epilogue.is_some());
+        let kept =
+            walk[i].layer != Layer::Softmax && !stages.forward.iter().any(|s| s.layer == i && s.epilogue.is_some());
         let graded = stages.backward.iter().any(|s| s.layer == i);
         kept && (!student || graded)
     };
