@@ -78,3 +78,25 @@ impl FeatureTable {
         &self.rows[sample * self.width..(sample + 1) * self.width]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::keras::layers_from_json;
+
+    #[test]
+    fn a_final_softmax_is_no_feature_layer() {
+        let layers = layers_from_json(include_str!("../../tests/data/keras-mnist-convnet.json")).unwrap();
+        let arch = Architecture::new("convnet", layers).unwrap();
+        let softmax = arch.layers().len() - 1;
+        assert_eq!(arch.layers()[softmax], Layer::Softmax);
+        for student in [false, true] {
+            let why = check_layer(&arch, softmax, student).unwrap_err().to_string();
+            assert!(why.contains("`activation` cannot be distilled: it is the softmax"), "{why}");
+            check_layer(&arch, softmax - 1, student).unwrap();
+        }
+        // Nor is it among the layers a refusal offers.
+        let why = check_layer(&arch, 0, false).unwrap_err().to_string();
+        assert!(why.contains("layers that can: re_lu, ") && why.ends_with(", dropout, dense"), "{why}");
+    }
+}
