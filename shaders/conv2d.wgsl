@@ -1,5 +1,7 @@
 // Convolution as a matrix product, NHWC, TensorFlow "same" padding (the extra row and column
-// of padding, when the total is odd, go after: bottom and right).
+// of padding, when the total is odd, go after: bottom and right) or "valid" (no padding:
+// pad_top = pad_left = 0; the host gives out_h and out_w, and input pixels no output reads
+// get a zero gradient).
 //
 // im2col: cols[m, (ky * kernel + kx) * in_c + ci] = x[b, oh*stride + ky - pad_top,
 //         ow*stride + kx - pad_left, ci] (0 outside the image), with m = (b * out_h + oh) * out_w + ow.

@@ -1,4 +1,6 @@
-// Max pooling, NHWC, TensorFlow "same" padding. Padded cells never win.
+// Max pooling, NHWC, TensorFlow "same" padding or "valid" (pad_top = pad_left = 0, out_h and
+// out_w as the host computes them; input rows and columns no window reaches get no gradient).
+// Padded cells never win.
 // Ties: the first maximum in row-major window order wins (strict >), and only it receives
 // the gradient. The forward pass records the winner's flat input index; the backward pass
 // gathers, for each input cell, the gradients of the windows it won, in a fixed order.

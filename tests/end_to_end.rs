@@ -327,6 +327,96 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     assert!(stderr.contains("layer 6 `dropout` (GaussianNoise): GaussianNoise is not a supported layer"), "{stderr}");
 }
 
+/// keras.io's "Simple MNIST convnet" as Keras 3 writes it (`model.to_json()`: "valid" padding,
+/// 2x2 pools at stride 2, Dropout, a softmax on the last Dense) trains as a student, with
+/// Keras's shapes and parameter count; its weights file keeps the softmax in its Keras model,
+/// and `evaluate` reads it back to the report's figures. A softmax before the last layer and a
+/// pool larger than its input are refused by name before any work.
+#[test]
+fn keras_ios_mnist_convnet_trains_as_a_student() {
+    let exe = env!("CARGO_BIN_EXE_kd-wgpu");
+    let dir = tempfile::tempdir().unwrap();
+    let keras_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keras-mnist-convnet.json");
+    let metrics = dir.path().join("metrics.json");
+    let limits = ["--offline", "--train-limit", "640", "--test-limit", "160"];
+    let out = Command::new(exe)
+        .args(["--tune", "off"])
+        .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
+        .args(["--student-epochs", "1", "--save-dir"])
+        .arg(dir.path())
+        .arg("--metrics-out")
+        .arg(&metrics)
+        .args(limits)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "conv2d (Conv2D)                 (None, 26, 26, 32)                   320",
+        "max_pooling2d (MaxPooling2D)    (None, 13, 13, 32)                     0",
+        "conv2d_1 (Conv2D)               (None, 11, 11, 64)                18,496",
+        "max_pooling2d_1 (MaxPooling2D)  (None, 5, 5, 64)                       0",
+        "flatten (Flatten)               (None, 1600)                           0",
+        "dense (Dense)                   (None, 10)                        16,010",
+        "activation (Activation)         (None, 10)                             0",
+        "Total params: 34,826",
+        "The last softmax is applied by the losses",
+    ] {
+        assert!(stdout.contains(line), "the summary lacks `{line}`:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    let scratch_accuracy = report["scratch"]["test_accuracy"].as_f64().unwrap();
+    assert!(scratch_accuracy > 0.3, "the scratch student learned: {scratch_accuracy}");
+
+    // The weights file's Keras model keeps the softmax and the padding.
+    let weights = dir.path().join("scratch.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let keras_model = header["__metadata__"]["keras_model"].as_str().unwrap();
+    assert!(keras_model.contains(r#""activation":"softmax""#), "{keras_model}");
+    assert!(keras_model.contains(r#""padding":"valid""#), "{keras_model}");
+
+    let out = Command::new(exe)
+        .args(["--tune", "off"])
+        .arg("evaluate")
+        .arg("--weights")
+        .arg(&weights)
+        .args(limits)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let expected = format!("accuracy: {scratch_accuracy:.4} on 160 images");
+    assert!(stdout.contains(&expected), "evaluate gives the report's accuracy ({expected}):\n{stdout}");
+
+    let refused = |from: &str, to: &str, why: &str| {
+        let bad = dir.path().join("bad.json");
+        let text = std::fs::read_to_string(keras_file).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let out =
+            Command::new(exe).args(["--tune", "off"]).arg("--student-layers").arg(&bad).args(limits).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("Epoch"), "refused before any work: {stderr}");
+    };
+    // A softmax on the first convolution, before the last layer.
+    refused(
+        r#""activation": "relu""#,
+        r#""activation": "softmax""#,
+        "layer 2 `conv2d` (Conv2D): a softmax can only come right after the Dense(10) logits",
+    );
+    // The second pool, 12x12 "valid" on an 11x11 input.
+    refused(
+        r#""name": "max_pooling2d_1", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "pool_size": [2, 2]"#,
+        r#""name": "max_pooling2d_1", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "pool_size": [12, 12]"#,
+        "layer 5 `max_pooling2d_1` (MaxPooling2D): MaxPooling2D(12, strides=2, padding=\"valid\"): its 12x12 pool \
+         window with padding \"valid\" is larger than its 11x11x64 input: the output would be 0x0",
+    );
+}
+
 /// The program on a small slice (one teacher epoch, small networks, 160 test images) with
 /// `args`, saving into `save`: whether it succeeded, its output, the distilled student's file
 /// (empty if none was written).

@@ -14,12 +14,17 @@ use kd_wgpu::ops::feature::{self, FeatureBuffers, FeatureTerm};
 use kd_wgpu::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, UNLABELLED};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
-use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias};
+use kd_wgpu::ops::{activation, metrics, reduce, softmax, transpose, KernelBias, Padding};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> ConvShape {
-    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel, stride }
+    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel, stride, padding: Padding::Same }
+}
+
+/// The same with "valid" padding.
+fn valid(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> ConvShape {
+    ConvShape { padding: Padding::Valid, ..conv(batch, in_hw, in_c, out_c, kernel, stride) }
 }
 
 // The models' layers (teacher 256/512 channels, student 16/32) and awkward shapes: batch 1,
@@ -36,6 +41,14 @@ fn conv_shapes() -> Vec<(&'static str, ConvShape)> {
         // Channels a multiple of 4: the texture-fed im2col/col2im on CPU drivers.
         ("odd c8->12", conv(3, (9, 7), 8, 12, 3, 2)),
         ("stride1 c4->20", conv(2, (5, 6), 4, 20, 3, 1)),
+        // "valid" padding: keras.io's MNIST convnet (28 -> 26, 13 -> 11) at a small batch, and
+        // strides that leave input rows and columns no output reads (9x8 at stride 2: the
+        // last column; 11x10, 5x5 kernel at stride 3: the last two columns).
+        ("valid mnist conv1", valid(3, (28, 28), 1, 32, 3, 1)),
+        ("valid mnist conv2", valid(3, (13, 13), 32, 64, 3, 1)),
+        ("valid odd c3->17 s2", valid(2, (9, 8), 3, 17, 3, 2)),
+        ("valid c8->12 k5 s3", valid(3, (11, 10), 8, 12, 5, 3)),
+        ("valid 1x1 c4->6 s2", valid(2, (7, 5), 4, 6, 1, 2)),
     ]
 }
 
@@ -282,13 +295,21 @@ fn maxpool_matches_reference() {
     let mut r = rng("maxpool");
     // Channels a multiple of 4 take the texture-fed kernels on CPU drivers.
     let shapes = [
-        PoolShape { batch: 4, in_h: 14, in_w: 14, channels: 256, size: 2, stride: 1 },
-        PoolShape { batch: 32, in_h: 14, in_w: 14, channels: 16, size: 2, stride: 1 },
-        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 3, size: 2, stride: 1 },
-        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 17, size: 3, stride: 2 },
-        PoolShape { batch: 2, in_h: 7, in_w: 7, channels: 5, size: 2, stride: 2 },
-        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 12, size: 3, stride: 2 },
-        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 4, size: 2, stride: 1 },
+        PoolShape { batch: 4, in_h: 14, in_w: 14, channels: 256, size: 2, stride: 1, padding: Padding::Same },
+        PoolShape { batch: 32, in_h: 14, in_w: 14, channels: 16, size: 2, stride: 1, padding: Padding::Same },
+        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 3, size: 2, stride: 1, padding: Padding::Same },
+        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 17, size: 3, stride: 2, padding: Padding::Same },
+        PoolShape { batch: 2, in_h: 7, in_w: 7, channels: 5, size: 2, stride: 2, padding: Padding::Same },
+        PoolShape { batch: 2, in_h: 9, in_w: 6, channels: 12, size: 3, stride: 2, padding: Padding::Same },
+        PoolShape { batch: 1, in_h: 5, in_w: 7, channels: 4, size: 2, stride: 1, padding: Padding::Same },
+        PoolShape { batch: 2, in_h: 8, in_w: 7, channels: 4, size: 2, stride: 3, padding: Padding::Same },
+        // "valid" padding, strides other than 1: keras.io's MNIST convnet (26 -> 13, 11 -> 5,
+        // the last row and column unread) and odd shapes in both families.
+        PoolShape { batch: 2, in_h: 26, in_w: 26, channels: 32, size: 2, stride: 2, padding: Padding::Valid },
+        PoolShape { batch: 3, in_h: 11, in_w: 11, channels: 64, size: 2, stride: 2, padding: Padding::Valid },
+        PoolShape { batch: 2, in_h: 9, in_w: 7, channels: 5, size: 3, stride: 2, padding: Padding::Valid },
+        PoolShape { batch: 1, in_h: 7, in_w: 8, channels: 12, size: 3, stride: 3, padding: Padding::Valid },
+        PoolShape { batch: 3, in_h: 5, in_w: 6, channels: 3, size: 2, stride: 1, padding: Padding::Valid },
     ];
     for (s, gpu) in shapes.into_iter().flat_map(|s| variants().into_iter().map(move |g| (s, g))) {
         // Values on a coarse grid, so that ties are frequent and the tie rule is exercised.
@@ -793,7 +814,7 @@ fn the_family_chooses_the_entry_from_the_shape() {
         let textures = gpu.family() == KernelFamily::Textures;
         let t = |len: usize| poisoned(gpu, "t", len);
         let pool = |channels: usize| {
-            let s = PoolShape { batch: 2, in_h: 5, in_w: 5, channels, size: 2, stride: 1 };
+            let s = PoolShape { batch: 2, in_h: 5, in_w: 5, channels, size: 2, stride: 1, padding: Padding::Same };
             maxpool::forward(gpu, &s, &t(s.input_len()), &t(s.output_len()), &t(s.output_len())).unwrap().kernel
         };
         let dense = |units: usize| {

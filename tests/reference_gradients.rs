@@ -18,7 +18,7 @@ use kd_wgpu::ops::feature;
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::softmax::reference::softmax;
-use kd_wgpu::ops::{activation, loss};
+use kd_wgpu::ops::{activation, loss, Padding};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -104,7 +104,11 @@ fn away_from_zero(rng: &mut ChaCha8Rng, n: usize, lo: f32) -> Vec<f32> {
 }
 
 fn conv(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, stride: usize) -> ConvShape {
-    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel: 3, stride }
+    ConvShape { batch, in_h: in_hw.0, in_w: in_hw.1, in_c, out_c, kernel: 3, stride, padding: Padding::Same }
+}
+
+fn conv_valid(batch: usize, in_hw: (usize, usize), in_c: usize, out_c: usize, stride: usize) -> ConvShape {
+    ConvShape { padding: Padding::Valid, ..conv(batch, in_hw, in_c, out_c, stride) }
 }
 
 #[test]
@@ -118,6 +122,9 @@ fn conv2d_backward_is_gradient_of_forward() {
         ("5x6 c3->4 s1", conv(2, (5, 6), 3, 4, 1)),
         ("28x28 c1->2 s2", conv(2, (28, 28), 1, 2, 2)),
         ("14x14 c2->3 s2", conv(2, (14, 14), 2, 3, 2)),
+        // "valid": no padding; at stride 2 on 8 columns the last column is read by no output.
+        ("valid 7x8 c2->3 s2", conv_valid(2, (7, 8), 2, 3, 2)),
+        ("valid 6x5 c3->2 s1", conv_valid(2, (6, 5), 3, 2, 1)),
     ];
     for (name, s) in shapes {
         let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
@@ -228,9 +235,18 @@ fn dense_backward_is_gradient_of_forward() {
 fn maxpool_backward_is_gradient_of_forward() {
     use maxpool::reference::{backward, forward};
     let mut r = rng("maxpool gradients");
-    let pool = |in_h, in_w, size, stride| PoolShape { batch: 2, in_h, in_w, channels: 3, size, stride };
+    let pool =
+        |in_h, in_w, size, stride, padding| PoolShape { batch: 2, in_h, in_w, channels: 3, size, stride, padding };
+    let (same, valid) = (Padding::Same, Padding::Valid);
     // 2x2 stride 1 pads one after; 3x3 stride 2 on 7x6 pads (1, 1) rows and (0, 1) columns.
-    for (name, s) in [("2x2 s1 on 5x6", pool(5, 6, 2, 1)), ("3x3 s2 on 7x6", pool(7, 6, 3, 2))] {
+    // "valid" 2x2 stride 2 on 7x6 leaves the last row unread; 3x3 stride 2 on 8x7 the last row.
+    for (name, s) in [
+        ("2x2 s1 on 5x6", pool(5, 6, 2, 1, same)),
+        ("3x3 s2 on 7x6", pool(7, 6, 3, 2, same)),
+        ("valid 2x2 s2 on 7x6", pool(7, 6, 2, 2, valid)),
+        ("valid 3x3 s2 on 8x7", pool(8, 7, 3, 2, valid)),
+        ("valid 2x2 s3 on 8x8", pool(8, 8, 2, 3, valid)),
+    ] {
         // Distinct values 0.1 apart (> 2h): every window has a unique max that no step
         // changes, so the pool is linear around x and its gradient exists.
         let mut x: Vec<f32> = (0..s.input_len()).map(|k| k as f32 * 0.1).collect();

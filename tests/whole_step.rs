@@ -19,7 +19,7 @@ use common::max_rel_error;
 use kd_wgpu::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
-use kd_wgpu::model::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode};
+use kd_wgpu::model::{Architecture, Conv2D, Dense, Dims, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode, Padding};
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::ops::batch::reference::{offsets, translate};
 use kd_wgpu::ops::batch::Shift;
@@ -344,10 +344,10 @@ fn three_training_steps_match_the_cpu_reference() {
 /// hidden Dense, a LeakyReLU on its own, and a pool whose backward pass goes through a ReLU.
 fn dropout_network() -> Architecture {
     let layers = vec![
-        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 2 }),
+        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 2, padding: Padding::Same }),
         Layer::ReLU,
-        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1 }),
-        Layer::Conv2D(Conv2D { filters: 6, kernel: 3, stride: 2 }),
+        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1, padding: Padding::Same }),
+        Layer::Conv2D(Conv2D { filters: 6, kernel: 3, stride: 2, padding: Padding::Same }),
         Layer::Dropout(Dropout { rate: 0.3 }),
         Layer::LeakyReLU(LeakyReLU { slope: 0.1 }),
         Layer::Flatten,
@@ -362,9 +362,9 @@ fn dropout_network() -> Architecture {
 /// No pooling: two strided convolutions, the second with a ReLU in its epilogue, and a 5x5 kernel.
 fn poolless_network() -> Architecture {
     let layers = vec![
-        Layer::Conv2D(Conv2D { filters: 4, kernel: 5, stride: 2 }),
+        Layer::Conv2D(Conv2D { filters: 4, kernel: 5, stride: 2, padding: Padding::Same }),
         Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
-        Layer::Conv2D(Conv2D { filters: 12, kernel: 3, stride: 2 }),
+        Layer::Conv2D(Conv2D { filters: 12, kernel: 3, stride: 2, padding: Padding::Same }),
         Layer::ReLU,
         Layer::Flatten,
         Layer::Dense(Dense { units: 10 }),
@@ -393,6 +393,72 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
             samples: 13,
             batch: 6,
             co_trained: Some(dropout_network()),
+            labelled: None,
+        },
+    ];
+    for gpu in common::variants() {
+        for case in &cases {
+            run_case(gpu, case, &mut rng);
+        }
+    }
+}
+
+/// keras.io's "Simple MNIST convnet", narrower: "valid" padding, 2x2 pools at stride 2 (the
+/// second leaves its input's last row and column unread), Dropout, and the final softmax that
+/// the losses apply to the logits.
+fn valid_network() -> Architecture {
+    let valid = Padding::Valid;
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 1, padding: valid }),
+        Layer::ReLU,
+        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: valid }),
+        Layer::Conv2D(Conv2D { filters: 12, kernel: 3, stride: 1, padding: valid }),
+        Layer::ReLU,
+        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: valid }),
+        Layer::Flatten,
+        Layer::Dropout(Dropout { rate: 0.5 }),
+        Layer::Dense(Dense { units: 10 }),
+        Layer::Softmax,
+    ];
+    Architecture::new("valid net", layers).unwrap()
+}
+
+/// "valid" windows that leave input rows unread: a 5x5 kernel at stride 2 (28 -> 12), a 3x3
+/// pool at stride 2 (12 -> 5, through a LeakyReLU), a "same" convolution, a 2x2 pool at
+/// stride 2 (5 -> 2).
+fn odd_valid_network() -> Architecture {
+    let (valid, same) = (Padding::Valid, Padding::Same);
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 5, kernel: 5, stride: 2, padding: valid }),
+        Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
+        Layer::MaxPooling2D(MaxPooling2D { size: 3, stride: 2, padding: valid }),
+        Layer::Conv2D(Conv2D { filters: 6, kernel: 2, stride: 1, padding: same }),
+        Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: valid }),
+        Layer::Flatten,
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("odd valid net", layers).unwrap()
+}
+
+#[test]
+fn three_training_steps_of_valid_padding_networks_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, valid padding");
+    let distillation = Loss::Distillation(Distill::kl(0.3, 4.0));
+    let arch = valid_network();
+    let dims: Vec<Dims> = arch.walk().iter().map(|l| l.output).collect();
+    assert_eq!(dims[2], Dims::Image { h: 13, w: 13, c: 8 });
+    assert_eq!(dims[5], Dims::Image { h: 5, w: 5, c: 12 });
+    assert_eq!(odd_valid_network().walk()[4].output, Dims::Image { h: 2, w: 2, c: 6 });
+    let cases = [
+        Case { arch, loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None, labelled: None },
+        Case { arch: odd_valid_network(), loss: distillation, samples: 13, batch: 6, co_trained: None, labelled: None },
+        // The softmax's network as a co-trained teacher: its logits, not its probabilities.
+        Case {
+            arch: odd_valid_network(),
+            loss: distillation,
+            samples: 13,
+            batch: 6,
+            co_trained: Some(valid_network()),
             labelled: None,
         },
     ];

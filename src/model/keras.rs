@@ -2,11 +2,13 @@
 //! and Keras 2's `batch_input_shape` and LeakyReLU `alpha`). Each supported class maps to
 //! a kind of [`Layer`]; an activation given inside a layer (`Conv2D(..., activation="relu")`)
 //! becomes a layer of its own after it, as Keras computes it. Anything the engine would not
-//! compute as Keras does is refused with the layer's name and the option at fault: another
-//! padding, a dilation, a regularizer, an initializer other than glorot_uniform and zeros.
+//! compute as Keras does is refused with the layer's name and the option at fault: a padding
+//! other than "valid" and "same", a dilation, a regularizer, an initializer other than
+//! glorot_uniform and zeros, a softmax anywhere but last (after the Dense(10) logits: the
+//! losses apply it, and the file written back keeps it), a layer too large for its input.
 
-use super::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D};
-use crate::data::IMAGE_SIDE;
+use super::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Padding, IMAGE_INPUT};
+use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -18,7 +20,8 @@ pub fn read_layers(path: &Path) -> Result<Vec<Layer>> {
     layers_from_json(&text).with_context(|| format!("Keras model file {}", path.display()))
 }
 
-/// The layer list of a Keras `Sequential`'s JSON.
+/// The layer list of a Keras `Sequential`'s JSON. Each layer's size is checked as it is read,
+/// so that a layer that cannot take its input is refused under its name in the file.
 pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
     let model: Value = serde_json::from_str(text).context("not JSON; write it with model.to_json()")?;
     let class = model.get("class_name").and_then(Value::as_str).unwrap_or("(no class_name)");
@@ -27,14 +30,24 @@ pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
         .pointer("/config/layers")
         .and_then(Value::as_array)
         .context("no config.layers list; write the file with model.to_json()")?;
-    let mut layers = Vec::new();
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut dims = IMAGE_INPUT;
+    // Where a softmax was read: nothing may follow it.
+    let mut softmax_at: Option<String> = None;
     for (i, entry) in entries.iter().enumerate() {
         let class = entry.get("class_name").and_then(Value::as_str).unwrap_or("(no class_name)");
         let config = entry.get("config").cloned().unwrap_or(Value::Object(Default::default()));
         let name = config.get("name").and_then(Value::as_str).unwrap_or("");
         let at = format!("layer {} `{name}` ({class})", i + 1);
-        let l = KerasLayer { class, config: &config };
+        let l = KerasLayer { config: &config };
         l.common().with_context(|| at.clone())?;
+        // The input: an InputLayer first, or `batch_shape` (Keras 3) / `batch_input_shape`
+        // (Keras 2) on the first layer (Keras 2 writes it on both).
+        let first = entries[..i].iter().all(|e| e.get("class_name").and_then(Value::as_str) == Some("InputLayer"));
+        if class != "InputLayer" && l.declares_input() {
+            ensure!(first, "{at}: only the first layer can declare the input shape");
+            l.input().with_context(|| at.clone())?;
+        }
         let parsed = match class {
             "InputLayer" if i == 0 => l.input().map(|()| Vec::new()),
             "InputLayer" => Err(anyhow::anyhow!("an InputLayer can only come first")),
@@ -51,7 +64,25 @@ pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
                  ReLU, Activation, Dropout, Flatten, Dense)"
             )),
         };
-        layers.extend(parsed.with_context(|| at.clone())?);
+        for layer in parsed.with_context(|| at.clone())? {
+            if let Some(softmax) = &softmax_at {
+                bail!(
+                    "{softmax}: a softmax can only be the last layer, after the Dense({NUM_CLASSES}) logits (the \
+                     losses apply it to them), but {at} follows it"
+                );
+            }
+            if layer == Layer::Softmax {
+                ensure!(
+                    layers.last() == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
+                    "{at}: a softmax can only come right after the Dense({NUM_CLASSES}) logits, as the last layer (the \
+                     losses apply it to them)"
+                );
+                softmax_at = Some(at.clone());
+            }
+            dims =
+                layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{at}: {}: {why}", layer.kind().describe()))?;
+            layers.push(layer);
+        }
     }
     Ok(layers)
 }
@@ -78,9 +109,8 @@ pub fn to_json(arch: &Architecture) -> String {
     model.to_string()
 }
 
-/// One entry of the list: its class and config.
+/// One entry of the list: its config.
 struct KerasLayer<'a> {
-    class: &'a str,
     config: &'a Value,
 }
 
@@ -139,8 +169,14 @@ impl KerasLayer<'_> {
         self.only("data_format", &["channels_last".into()], "tensors are NHWC (channels_last)")
     }
 
-    fn same_padding(&self) -> Result<()> {
-        self.only("padding", &["same".into()], "only \"same\" padding is implemented")
+    /// Keras's `padding`: "valid" (its default) or "same".
+    fn padding(&self) -> Result<Padding> {
+        match self.get("padding") {
+            None => Ok(Padding::Valid),
+            Some(v) if v == "valid" => Ok(Padding::Valid),
+            Some(v) if v == "same" => Ok(Padding::Same),
+            Some(v) => bail!("option `padding` = {v} is not supported (supported: \"valid\", \"same\")"),
+        }
     }
 
     /// Glorot-uniform kernels, zero biases, a bias, no regularizer or constraint.
@@ -175,11 +211,17 @@ impl KerasLayer<'_> {
         match name {
             "linear" => Ok(Vec::new()),
             "relu" => Ok(vec![Layer::ReLU]),
-            "softmax" if self.class == "Dense" => {
-                bail!("option `{key}` = \"softmax\" is not supported: the losses read logits; leave the last Dense linear")
-            }
-            other => bail!("option `{key}` = {other:?} is not supported (supported: \"linear\", \"relu\")"),
+            // Only last, after the logits: layers_from_json checks where it comes.
+            "softmax" => Ok(vec![Layer::Softmax]),
+            other => bail!(
+                "option `{key}` = {other:?} is not supported (supported: \"linear\", \"relu\", and \"softmax\" \
+                 on the last layer)"
+            ),
         }
+    }
+
+    fn declares_input(&self) -> bool {
+        self.get("batch_shape").or(self.get("batch_input_shape")).is_some()
     }
 
     fn input(&self) -> Result<()> {
@@ -193,7 +235,7 @@ impl KerasLayer<'_> {
     }
 
     fn conv2d(&self) -> Result<Vec<Layer>> {
-        self.same_padding()?;
+        let padding = self.padding()?;
         self.channels_last()?;
         self.only("dilation_rate", &[1.into(), serde_json::json!([1, 1])], "no dilated convolutions")?;
         self.only("groups", &[1.into()], "no grouped convolutions")?;
@@ -202,17 +244,18 @@ impl KerasLayer<'_> {
             filters: self.usize("filters")?,
             kernel: self.square("kernel_size")?.context("option `kernel_size` is missing")?,
             stride: self.square("strides")?.unwrap_or(1),
+            padding,
         };
         Ok([vec![Layer::Conv2D(conv)], self.activation("activation")?].concat())
     }
 
     fn max_pooling2d(&self) -> Result<Layer> {
-        self.same_padding()?;
+        let padding = self.padding()?;
         self.channels_last()?;
         let size = self.square("pool_size")?.unwrap_or(2);
-        // Keras: strides default to the pool size.
+        // Keras: strides default to the pool size (null or absent).
         let stride = self.square("strides")?.unwrap_or(size);
-        Ok(Layer::MaxPooling2D(MaxPooling2D { size, stride }))
+        Ok(Layer::MaxPooling2D(MaxPooling2D { size, stride, padding }))
     }
 
     fn leaky_relu(&self) -> Result<Layer> {
@@ -316,7 +359,7 @@ mod tests {
                 r#"{INPUT}, {{"class_name": "Conv2D", "config": {{"name": "c", "filters": 4, "kernel_size": [3, 3]{extra}}}}}, {LOGITS}"#
             )
         };
-        assert!(err(&conv(r#", "padding": "valid""#)).contains("layer 2 `c` (Conv2D): option `padding` = \"valid\""));
+        assert!(err(&conv(r#", "padding": "causal""#)).contains("layer 2 `c` (Conv2D): option `padding` = \"causal\""));
         assert!(err(&conv(r#", "dilation_rate": [2, 2]"#)).contains("dilation_rate"));
         assert!(err(&conv(r#", "kernel_size": [3, 5]"#)).contains("only square sizes"));
         assert!(err(&conv(r#", "activation": "tanh""#)).contains("\"tanh\" is not supported"));
@@ -325,13 +368,85 @@ mod tests {
         assert!(err(&conv(init)).contains("HeNormal is not supported"));
         let unknown = r#"{"class_name": "BatchNormalization", "config": {"name": "bn"}}"#;
         assert!(err(unknown).contains("layer 1 `bn` (BatchNormalization): BatchNormalization is not a supported layer"));
-        let softmax = r#"{"class_name": "Dense", "config": {"name": "out", "units": 10, "activation": "softmax"}}"#;
-        assert!(err(softmax).contains("the losses read logits"));
+        // A softmax anywhere but after the last Dense(10).
+        let flat = r#"{"class_name": "Flatten", "config": {"name": "f"}}"#;
+        let hidden = r#"{"class_name": "Dense", "config": {"name": "hidden", "units": 10, "activation": "softmax"}}"#;
+        let why = err(&format!("{INPUT}, {flat}, {hidden}, {LOGITS}"));
+        assert!(why.contains("layer 3 `hidden` (Dense): a softmax can only be the last layer"), "{why}");
+        assert!(why.contains("layer 4 `dense` (Dense) follows it"), "{why}");
+        let act = r#"{"class_name": "Activation", "config": {"name": "act", "activation": "softmax"}}"#;
+        let why = err(&format!("{INPUT}, {flat}, {act}, {LOGITS}"));
+        assert!(why.contains("layer 3 `act` (Activation): a softmax can only come right after the Dense(10)"), "{why}");
+        let wide = r#"{"class_name": "Dense", "config": {"name": "wide", "units": 12, "activation": "softmax"}}"#;
+        assert!(err(&format!("{INPUT}, {flat}, {wide}")).contains("layer 3 `wide` (Dense): a softmax can only come"));
+        // A "valid" window larger than its input: refused with the layer's name and the shapes.
+        let big =
+            r#"{"class_name": "MaxPooling2D", "config": {"name": "big", "pool_size": [8, 8], "padding": "valid"}}"#;
+        let why = err(&format!("{INPUT}, {big}, {big}, {flat}, {LOGITS}"));
+        assert!(
+            why.contains(
+                "layer 3 `big` (MaxPooling2D): MaxPooling2D(8, strides=8, padding=\"valid\"): its 8x8 pool window \
+                 with padding \"valid\" is larger than its 3x3x1 input: the output would be 0x0"
+            ),
+            "{why}"
+        );
+        let kernel = r#"{"class_name": "Conv2D", "config": {"name": "k", "filters": 2, "kernel_size": 29}}"#;
+        let why = err(&format!("{INPUT}, {kernel}, {flat}, {LOGITS}"));
+        assert!(why.contains("layer 2 `k` (Conv2D)") && why.contains("larger than its 28x28x1 input"), "{why}");
+        // The same with "same" padding has an output.
+        let same =
+            r#"{"class_name": "Conv2D", "config": {"name": "k", "filters": 2, "kernel_size": 29, "padding": "same"}}"#;
+        layers_from_json(&sequential(&format!("{INPUT}, {same}, {flat}, {LOGITS}"))).unwrap();
+        // The input declared twice, or on a later layer.
+        let late = r#"{"class_name": "Flatten", "config": {"name": "late", "batch_shape": [null, 28, 28, 1]}}"#;
+        assert!(err(&format!("{INPUT}, {flat}, {late}, {LOGITS}")).contains("layer 3 `late` (Flatten): only the first"));
         let wide = r#"{"class_name": "InputLayer", "config": {"batch_shape": [null, 32, 32, 3]}}"#;
         assert!(err(wide).contains("does not fit the data"));
         let functional = r#"{"class_name": "Functional", "config": {"layers": []}}"#;
         assert!(format!("{:#}", layers_from_json(functional).unwrap_err()).contains("only a Sequential"));
         assert!(format!("{:#}", layers_from_json("{").unwrap_err()).contains("not JSON"));
+    }
+
+    #[test]
+    fn keras_io_mnist_convnet_is_read_with_its_softmax() {
+        let text = include_str!("../../tests/data/keras-mnist-convnet.json");
+        let layers = layers_from_json(text).unwrap();
+        let valid = Padding::Valid;
+        assert_eq!(
+            layers,
+            [
+                Layer::Conv2D(Conv2D { filters: 32, kernel: 3, stride: 1, padding: valid }),
+                Layer::ReLU,
+                Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: valid }),
+                Layer::Conv2D(Conv2D { filters: 64, kernel: 3, stride: 1, padding: valid }),
+                Layer::ReLU,
+                Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: valid }),
+                Layer::Flatten,
+                Layer::Dropout(Dropout { rate: 0.5 }),
+                Layer::Dense(Dense { units: 10 }),
+                Layer::Softmax,
+            ]
+        );
+        let arch = Architecture::new("convnet", layers.clone()).unwrap();
+        assert_eq!(arch.param_count(), 34_826);
+        // Written back, the softmax and the padding stay; it reads back the same.
+        let back = to_json(&arch);
+        assert!(back.contains(r#""activation":"softmax""#) && back.contains(r#""padding":"valid""#), "{back}");
+        assert_eq!(layers_from_json(&back).unwrap(), layers);
+        // Keras 2: `strides` null, the input on the first layer, no InputLayer.
+        let keras2 = sequential(
+            r#"{"class_name": "Conv2D", "config": {"name": "c", "filters": 32, "kernel_size": [3, 3], "activation": "relu", "batch_input_shape": [null, 28, 28, 1]}},
+               {"class_name": "MaxPooling2D", "config": {"name": "p", "pool_size": [2, 2], "strides": null, "padding": "valid"}},
+               {"class_name": "Conv2D", "config": {"name": "c1", "filters": 64, "kernel_size": [3, 3], "activation": "relu"}},
+               {"class_name": "MaxPooling2D", "config": {"name": "p1", "pool_size": [2, 2]}},
+               {"class_name": "Flatten", "config": {"name": "f"}},
+               {"class_name": "Dropout", "config": {"name": "d", "rate": 0.5}},
+               {"class_name": "Dense", "config": {"name": "o", "units": 10}},
+               {"class_name": "Activation", "config": {"name": "s", "activation": "softmax"}}"#,
+        );
+        assert_eq!(layers_from_json(&keras2).unwrap(), layers);
+        let wrong = keras2.replace("[null, 28, 28, 1]", "[null, 32, 32, 3]");
+        assert!(format!("{:#}", layers_from_json(&wrong).unwrap_err()).contains("layer 1 `c` (Conv2D): input shape"));
     }
 
     #[test]
@@ -346,7 +461,8 @@ mod tests {
         ));
         let layers = layers_from_json(&text).unwrap();
         assert_eq!(layers[0], Layer::LeakyReLU(LeakyReLU { slope: 0.1 }));
-        assert_eq!(layers[1], Layer::MaxPooling2D(MaxPooling2D { size: 3, stride: 3 }));
+        // Keras's defaults: "valid" padding, strides = pool_size.
+        assert_eq!(layers[1], Layer::MaxPooling2D(MaxPooling2D { size: 3, stride: 3, padding: Padding::Valid }));
         assert_eq!(layers[2], Layer::LeakyReLU(LeakyReLU { slope: 0.2 }));
         assert_eq!(layers[3], Layer::ReLU);
     }

@@ -19,6 +19,7 @@ pub mod keras;
 pub mod layers;
 pub mod reference;
 
+pub use crate::ops::Padding;
 use layers::At;
 pub use layers::{Conv2D, Dense, Dropout, Kind, Layer, LeakyReLU, MaxPooling2D, Mode};
 
@@ -154,9 +155,13 @@ impl Architecture {
     /// Dense(10) (the logits the losses read).
     pub fn new(name: &str, layers: Vec<Layer>) -> Result<Architecture> {
         let arch = Architecture::head(name, IMAGE_INPUT, layers)?;
+        let logits = match arch.layers.split_last() {
+            Some((Layer::Softmax, before)) => before.last(),
+            _ => arch.layers.last(),
+        };
         ensure!(
-            arch.layers.last() == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
-            "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes"
+            logits == Some(&Layer::Dense(Dense { units: NUM_CLASSES })),
+            "{name}: the last layer must be Dense({NUM_CLASSES}), the logits of the ten classes (a softmax may follow it)"
         );
         Ok(arch)
     }
@@ -167,6 +172,11 @@ impl Architecture {
         let mut dims = input;
         for (i, layer) in layers.iter().enumerate() {
             let at = || format!("{name}: layer {} ({})", i + 1, layer.kind().describe());
+            ensure!(
+                *layer != Layer::Softmax || i + 1 == layers.len(),
+                "{}: a softmax can only be the last layer, after the logits (the losses apply it to them)",
+                at()
+            );
             let output = layer.kind().output(dims).map_err(|why| anyhow::anyhow!("{}: {why}", at()))?;
             let params: usize = layer.kind().params(dims).iter().map(|p| p.shape.iter().product::<usize>()).sum();
             dims = output;
@@ -188,7 +198,7 @@ impl Architecture {
             Dims::Vector(n) => Dims::Image { h: 1, w: 1, c: n },
             image => image,
         };
-        let conv = Layer::Conv2D(Conv2D { filters: channels, kernel: 1, stride: 1 });
+        let conv = Layer::Conv2D(Conv2D { filters: channels, kernel: 1, stride: 1, padding: Padding::Same });
         Architecture::head("projection", input, vec![conv])
     }
 
@@ -198,10 +208,10 @@ impl Architecture {
         Architecture::new(
             name,
             vec![
-                Layer::Conv2D(Conv2D { filters: channels[0], kernel: 3, stride: 2 }),
+                Layer::Conv2D(Conv2D { filters: channels[0], kernel: 3, stride: 2, padding: Padding::Same }),
                 Layer::LeakyReLU(LeakyReLU { slope: LEAKY_SLOPE }),
-                Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1 }),
-                Layer::Conv2D(Conv2D { filters: channels[1], kernel: 3, stride: 2 }),
+                Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 1, padding: Padding::Same }),
+                Layer::Conv2D(Conv2D { filters: channels[1], kernel: 3, stride: 2, padding: Padding::Same }),
                 Layer::Flatten,
                 Layer::Dense(Dense { units: NUM_CLASSES }),
             ],
@@ -296,6 +306,11 @@ impl Architecture {
         self.params().last().map_or(0, |p| (p.offset + p.len()).next_multiple_of(ALIGN_FLOATS))
     }
 
+    /// Whether it ends in a softmax over its logits, which the losses apply ([`layers::Softmax`]).
+    pub fn ends_in_softmax(&self) -> bool {
+        self.layers.last() == Some(&Layer::Softmax)
+    }
+
     /// Trainable parameters (1,433,610 for the teacher, 20,490 for the student).
     pub fn param_count(&self) -> usize {
         self.params().iter().map(ParamSpec::len).sum()
@@ -354,6 +369,9 @@ impl Architecture {
         }
         let total = group_thousands(self.param_count());
         s += &format!("{rule}\n Total params: {total}\n Trainable params: {total}\n Non-trainable params: 0\n");
+        if self.ends_in_softmax() {
+            s += " The last softmax is applied by the losses, which read the logits before it.\n";
+        }
         s
     }
 }
@@ -460,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_list_that_does_not_fit_is_refused() {
-        let conv = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 2 });
+        let conv = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 2, padding: Padding::Same });
         let dense = Layer::Dense(Dense { units: 10 });
         let err = |layers: Vec<Layer>| Architecture::new("m", layers).unwrap_err().to_string();
         assert!(err(vec![conv, dense]).contains("Flatten"));
@@ -478,7 +496,7 @@ mod tests {
         let wider = Architecture::new("wider", vec![Layer::Flatten, Layer::Dense(Dense { units: 30_000 }), dense]);
         let why = wider.unwrap_err().to_string();
         assert!(why.contains("23550000 parameters"), "{why}");
-        let window = Layer::MaxPooling2D(MaxPooling2D { size: 1000, stride: 1 });
+        let window = Layer::MaxPooling2D(MaxPooling2D { size: 1000, stride: 1, padding: Padding::Same });
         assert!(err(vec![window, Layer::Flatten, dense]).contains("pool size 1000 is more than the 64"));
         // A new layer of a known kind is one more entry in the list.
         let deeper =

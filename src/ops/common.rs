@@ -6,7 +6,7 @@ use crate::gpu::{Gpu, Tensor};
 use anyhow::Result;
 
 crate::wgsl_struct! {
-    /// A convolution's geometry, NHWC, TensorFlow "same" padding ([`ConvShape::geometry`]):
+    /// A convolution's geometry, NHWC, its padding's offsets and output size ([`ConvShape::geometry`]):
     /// `conv2d.wgsl`'s parameters, and the im2col matrix that `matmul.wgsl`'s products gather.
     ///
     /// [`ConvShape::geometry`]: super::conv2d::ConvShape::geometry

@@ -1,4 +1,4 @@
-//! 2-D convolution, NHWC, TensorFlow "same" padding, as im2col + matrix product
+//! 2-D convolution, NHWC, TensorFlow "same" or "valid" padding ([`Padding`]), as im2col + matrix product
 //! (`conv2d.wgsl` for the layout kernels, [`super::matmul`] for the arithmetic).
 //!
 //! With cols = im2col(x) (M x K, M = batch * out_h * out_w, K = kernel^2 * in_c) and the Keras
@@ -15,7 +15,7 @@
 
 use super::common::Conv;
 use super::matmul::{ALayout, Matmul};
-use super::{reduce, same_padding, transpose::transpose, KernelBias};
+use super::{reduce, transpose::transpose, KernelBias, Padding};
 use crate::gpu::{Dispatch, Gpu, KernelFamily, Tensor, TexelFit};
 use crate::shader;
 use anyhow::{ensure, Result};
@@ -30,20 +30,21 @@ pub struct ConvShape {
     pub out_c: usize,
     pub kernel: usize,
     pub stride: usize,
+    pub padding: Padding,
 }
 
 impl ConvShape {
     pub fn out_h(&self) -> usize {
-        same_padding(self.in_h, self.kernel, self.stride).0
+        self.padding.along(self.in_h, self.kernel, self.stride).0
     }
     pub fn out_w(&self) -> usize {
-        same_padding(self.in_w, self.kernel, self.stride).0
+        self.padding.along(self.in_w, self.kernel, self.stride).0
     }
     pub fn pad_top(&self) -> usize {
-        same_padding(self.in_h, self.kernel, self.stride).1
+        self.padding.along(self.in_h, self.kernel, self.stride).1
     }
     pub fn pad_left(&self) -> usize {
-        same_padding(self.in_w, self.kernel, self.stride).1
+        self.padding.along(self.in_w, self.kernel, self.stride).1
     }
     /// Rows of the im2col matrix: one per output pixel.
     pub fn m(&self) -> usize {
@@ -68,8 +69,8 @@ impl ConvShape {
             .max(super::reduce::column_sum_scratch(self.m(), self.out_c))
     }
 
-    /// Whether its im2col matrix is its input as it is: a 1x1 kernel at stride 1 ("same"
-    /// padding adds nothing).
+    /// Whether its im2col matrix is its input as it is: a 1x1 kernel at stride 1 (neither
+    /// padding adds anything).
     pub fn is_pointwise(&self) -> bool {
         self.kernel == 1 && self.stride == 1
     }

@@ -1,7 +1,7 @@
-//! Max pooling, NHWC, "same" padding (`maxpool.wgsl`). Ties go to the first maximum in
+//! Max pooling, NHWC, "same" or "valid" padding (`maxpool.wgsl`). Ties go to the first maximum in
 //! row-major window order, in the kernels and in the reference alike.
 
-use super::same_padding;
+use super::Padding;
 use crate::gpu::{Dispatch, Gpu, Tensor, TexelFit};
 use crate::shader;
 use anyhow::Result;
@@ -33,14 +33,22 @@ pub struct PoolShape {
     pub channels: usize,
     pub size: usize,
     pub stride: usize,
+    pub padding: Padding,
 }
 
 impl PoolShape {
     pub fn out_h(&self) -> usize {
-        same_padding(self.in_h, self.size, self.stride).0
+        self.padding.along(self.in_h, self.size, self.stride).0
     }
     pub fn out_w(&self) -> usize {
-        same_padding(self.in_w, self.size, self.stride).0
+        self.padding.along(self.in_w, self.size, self.stride).0
+    }
+    /// Padding rows above and columns left of the input.
+    pub fn pad_top(&self) -> usize {
+        self.padding.along(self.in_h, self.size, self.stride).1
+    }
+    pub fn pad_left(&self) -> usize {
+        self.padding.along(self.in_w, self.size, self.stride).1
     }
     pub fn input_len(&self) -> usize {
         self.batch * self.in_h * self.in_w * self.channels
@@ -60,8 +68,8 @@ impl PoolShape {
             out_w: self.out_w() as u32,
             size: self.size as u32,
             stride: self.stride as u32,
-            pad_top: same_padding(self.in_h, self.size, self.stride).1 as u32,
-            pad_left: same_padding(self.in_w, self.size, self.stride).1 as u32,
+            pad_top: self.pad_top() as u32,
+            pad_left: self.pad_left() as u32,
             leaky: leaky_slope.is_some() as u32,
             leaky_slope: leaky_slope.unwrap_or(0.0),
         };
@@ -114,13 +122,12 @@ pub fn backward(
 }
 
 pub mod reference {
-    use super::super::same_padding;
     use super::PoolShape;
 
     /// (y, argmax as flat input indices).
     pub fn forward(s: &PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
-        let (oh_n, pt, _) = same_padding(s.in_h, s.size, s.stride);
-        let (ow_n, pl, _) = same_padding(s.in_w, s.size, s.stride);
+        let (oh_n, pt) = (s.out_h(), s.pad_top());
+        let (ow_n, pl) = (s.out_w(), s.pad_left());
         let mut y = Vec::with_capacity(s.output_len());
         let mut arg = Vec::with_capacity(s.output_len());
         for b in 0..s.batch {
@@ -141,7 +148,8 @@ pub mod reference {
                                 }
                             }
                         }
-                        let (v, at) = best.expect("a 'same' window always covers a real cell");
+                        let (v, at) =
+                            best.expect("a window always covers a real cell (padding is less than the window)");
                         y.push(v);
                         arg.push(at as u32);
                     }

@@ -39,6 +39,51 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// How a convolution or a pool pads its input: Keras's `padding`. Serialised as Keras writes
+/// it ("same", "valid"); layer lists leave "same" out, so that those written before "valid"
+/// existed read back, and name the same networks, as they did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// TensorFlow's "same": [`same_padding`].
+    #[default]
+    Same,
+    /// No padding: [`valid_padding`].
+    Valid,
+}
+
+impl Padding {
+    pub fn is_same(&self) -> bool {
+        *self == Padding::Same
+    }
+
+    /// Keras's name for it.
+    pub fn keras(self) -> &'static str {
+        match self {
+            Padding::Same => "same",
+            Padding::Valid => "valid",
+        }
+    }
+
+    /// Along one axis: (output size, padding before, padding after).
+    pub fn along(self, input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {
+        match self {
+            Padding::Same => same_padding(input, kernel, stride),
+            Padding::Valid => valid_padding(input, kernel, stride),
+        }
+    }
+}
+
+/// "valid" padding along one axis: (output size, 0, 0), out = floor((in - kernel) / stride) + 1,
+/// 0 when the window is larger than the input.
+pub fn valid_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {
+    let out = match input.checked_sub(kernel) {
+        Some(room) => room / stride + 1,
+        None => 0,
+    };
+    (out, 0, 0)
+}
+
 /// TensorFlow "same" padding along one axis: (output size, padding before, padding after).
 /// out = ceil(in / stride); the odd pixel of padding goes after (bottom / right).
 pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize, usize) {
@@ -49,7 +94,7 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
 
 #[cfg(test)]
 mod tests {
-    use super::same_padding;
+    use super::{same_padding, valid_padding, Padding};
     use crate::gpu::params::check::{check, Target};
     use crate::shader;
 
@@ -114,5 +159,20 @@ mod tests {
         // k=3 s=1 pads both sides.
         assert_eq!(same_padding(5, 3, 1), (5, 1, 1));
         assert_eq!(same_padding(7, 3, 2), (4, 1, 1));
+    }
+
+    #[test]
+    fn valid_padding_matches_keras() {
+        // keras.io's MNIST convnet: 28 -> 26 (3x3), 26 -> 13 (pool 2), 13 -> 11, 11 -> 5.
+        assert_eq!(valid_padding(28, 3, 1), (26, 0, 0));
+        assert_eq!(valid_padding(26, 2, 2), (13, 0, 0));
+        assert_eq!(valid_padding(13, 3, 1), (11, 0, 0));
+        assert_eq!(valid_padding(11, 2, 2), (5, 0, 0));
+        assert_eq!(valid_padding(7, 3, 2), (3, 0, 0));
+        assert_eq!(valid_padding(3, 3, 5), (1, 0, 0));
+        // A window larger than its input leaves nothing.
+        assert_eq!(valid_padding(2, 3, 1), (0, 0, 0));
+        assert_eq!(Padding::Valid.along(5, 2, 2), (2, 0, 0));
+        assert_eq!(Padding::Same.along(5, 2, 2), (3, 0, 1));
     }
 }

@@ -6,7 +6,7 @@
 use super::lower::lower;
 use super::Model;
 use crate::gpu::Gpu;
-use crate::model::{Architecture, Dims, Mode};
+use crate::model::{Architecture, Dims, Layer, Mode};
 use anyhow::{bail, Result};
 
 /// Where a layer's output can be distilled: the teacher's must be kept by its forward pass
@@ -18,8 +18,16 @@ pub fn check_layer(arch: &Architecture, layer: usize, student: bool) -> Result<(
     let mode = if student { Mode::Train } else { Mode::Evaluate };
     let stages = lower(&walk, mode, false);
     let name = &walk[layer].keras_name;
+    if walk[layer].layer == Layer::Softmax {
+        bail!(
+            "the {}'s layer `{name}` cannot be distilled: it is the softmax the losses apply to the logits; \
+             distill the Dense before it",
+            arch.name()
+        );
+    }
     let ok = |i: usize| {
-        let kept = !stages.forward.iter().any(|s| s.layer == i && s.epilogue.is_some());
+        let kept =
+            walk[i].layer != Layer::Softmax && !stages.forward.iter().any(|s| s.layer == i && s.epilogue.is_some());
         let graded = stages.backward.iter().any(|s| s.layer == i);
         kept && (!student || graded)
     };
@@ -68,5 +76,27 @@ impl FeatureTable {
 
     pub fn row(&self, sample: usize) -> &[f32] {
         &self.rows[sample * self.width..(sample + 1) * self.width]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::keras::layers_from_json;
+
+    #[test]
+    fn a_final_softmax_is_no_feature_layer() {
+        let layers = layers_from_json(include_str!("../../tests/data/keras-mnist-convnet.json")).unwrap();
+        let arch = Architecture::new("convnet", layers).unwrap();
+        let softmax = arch.layers().len() - 1;
+        assert_eq!(arch.layers()[softmax], Layer::Softmax);
+        for student in [false, true] {
+            let why = check_layer(&arch, softmax, student).unwrap_err().to_string();
+            assert!(why.contains("`activation` cannot be distilled: it is the softmax"), "{why}");
+            check_layer(&arch, softmax - 1, student).unwrap();
+        }
+        // Nor is it among the layers a refusal offers.
+        let why = check_layer(&arch, 0, false).unwrap_err().to_string();
+        assert!(why.contains("layers that can: re_lu, ") && why.ends_with(", dropout, dense"), "{why}");
     }
 }

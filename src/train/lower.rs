@@ -93,7 +93,7 @@ pub fn lower(walk: &[PlacedLayer], mode: Mode, input_gradient: bool) -> Lowered 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Architecture, Conv2D, Dense, Dims, Dropout, Layer, LeakyReLU, MaxPooling2D};
+    use crate::model::{Architecture, Conv2D, Dense, Dims, Dropout, Layer, LeakyReLU, MaxPooling2D, Padding};
 
     fn stages(layers: Vec<Layer>, mode: Mode) -> Lowered {
         lower(&Architecture::new("m", layers).unwrap().walk(), mode, false)
@@ -113,12 +113,12 @@ mod tests {
 
     #[test]
     fn dropout_is_a_stage_in_training_only_and_unfusable_neighbours_stay_apart() {
-        let conv = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 2 });
+        let conv = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 2, padding: Padding::Same });
         let layers = vec![
             conv,
             Layer::Dropout(Dropout { rate: 0.5 }),
             Layer::LeakyReLU(LeakyReLU { slope: 0.1 }),
-            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2 }),
+            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: Padding::Same }),
             Layer::Flatten,
             Layer::Dense(Dense { units: 8 }),
             Layer::ReLU,
@@ -147,8 +147,8 @@ mod tests {
         // Layers without parameters at the bottom of a head have stages too.
         let layers = vec![
             Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
-            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2 }),
-            Layer::Conv2D(Conv2D { filters: 4, kernel: 1, stride: 1 }),
+            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: Padding::Same }),
+            Layer::Conv2D(Conv2D { filters: 4, kernel: 1, stride: 1, padding: Padding::Same }),
         ];
         let head = Architecture::head("head", Dims::Image { h: 6, w: 6, c: 3 }, layers).unwrap();
         let l = lower(&head.walk(), Mode::Train, true);
@@ -160,8 +160,8 @@ mod tests {
     fn a_pool_with_no_activation_before_it_runs_alone() {
         // The pool reads the convolution's output directly; conv1 needs no input gradient.
         let layers = vec![
-            Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 1 }),
-            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2 }),
+            Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 1, padding: Padding::Same }),
+            Layer::MaxPooling2D(MaxPooling2D { size: 2, stride: 2, padding: Padding::Same }),
             Layer::Flatten,
             Layer::Dense(Dense { units: 10 }),
         ];

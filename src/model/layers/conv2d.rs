@@ -1,4 +1,4 @@
-//! Conv2D: "same" padding, square kernel and stride, with bias; products over im2col
+//! Conv2D: "same" or "valid" padding, square kernel and stride, with bias; products over im2col
 //! (`ops::conv2d`), an activation after it run in the forward product's epilogue. A 1x1
 //! kernel at stride 1 (a feature term's projection) reads its input as its im2col matrix.
 
@@ -6,7 +6,7 @@ use super::{At, Gradients, Kind, Names, ParamShape, Planned, Reference, Referenc
 use crate::gpu::{tag, Dispatch, Gpu, Tensor};
 use crate::model::Dims;
 use crate::ops::conv2d::{self, Cols, ConvShape};
-use crate::ops::{same_padding, KernelBias};
+use crate::ops::{KernelBias, Padding};
 use anyhow::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -14,13 +14,17 @@ pub struct Conv2D {
     pub filters: usize,
     pub kernel: usize,
     pub stride: usize,
+    /// Left out of layer lists when "same" (lists written before "valid" read the same).
+    #[serde(default, skip_serializing_if = "Padding::is_same")]
+    pub padding: Padding,
 }
 
 impl Conv2D {
     /// Its convolution over `batch` samples of `input` (an image).
     pub fn shape(&self, input: Dims, batch: usize) -> ConvShape {
         let Dims::Image { h, w, c } = input else { panic!("a Conv2D takes an image, not {input:?}") };
-        ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: self.filters, kernel: self.kernel, stride: self.stride }
+        let (kernel, stride, padding) = (self.kernel, self.stride, self.padding);
+        ConvShape { batch, in_h: h, in_w: w, in_c: c, out_c: self.filters, kernel, stride, padding }
     }
 
     /// The im2col matrix as its products read it: the input of a pointwise convolution, else
@@ -40,16 +44,17 @@ impl Kind for Conv2D {
     }
 
     fn describe(&self) -> String {
-        format!("Conv2D({}, {}, strides={})", self.filters, self.kernel, self.stride)
+        let (f, k, s, p) = (self.filters, self.kernel, self.stride, self.padding.keras());
+        format!("Conv2D({f}, {k}, strides={s}, padding=\"{p}\")")
     }
 
     fn keras_config(&self) -> serde_json::Value {
-        let (k, s) = (self.kernel, self.stride);
-        serde_json::json!({"filters": self.filters, "kernel_size": [k, k], "strides": [s, s], "padding": "same"})
+        let (k, s, p) = (self.kernel, self.stride, self.padding.keras());
+        serde_json::json!({"filters": self.filters, "kernel_size": [k, k], "strides": [s, s], "padding": p})
     }
 
     fn output(&self, input: Dims) -> Result<Dims, String> {
-        let Dims::Image { h, w, .. } = input else { return Err("takes an image, but its input was flattened".into()) };
+        let Dims::Image { h, w, c } = input else { return Err("takes an image, but its input was flattened".into()) };
         if self.filters == 0 || self.kernel == 0 || self.stride == 0 {
             return Err("sizes must be at least 1".into());
         }
@@ -58,11 +63,10 @@ impl Kind for Conv2D {
             ("kernel", self.kernel, super::MAX_WINDOW),
             ("strides", self.stride, super::MAX_WINDOW),
         ])?;
-        Ok(Dims::Image {
-            h: same_padding(h, self.kernel, self.stride).0,
-            w: same_padding(w, self.kernel, self.stride).0,
-            c: self.filters,
-        })
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let (out_h, out_w) = (p.along(h, k, s).0, p.along(w, k, s).0);
+        super::check_window("kernel", k, (h, w, c), (out_h, out_w), p)?;
+        Ok(Dims::Image { h: out_h, w: out_w, c: self.filters })
     }
 
     fn params(&self, input: Dims) -> Vec<ParamShape> {

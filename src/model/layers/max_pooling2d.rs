@@ -1,23 +1,27 @@
-//! MaxPooling2D, "same" padding (`ops::maxpool`). It keeps each window's winner for its
+//! MaxPooling2D, "same" or "valid" padding (`ops::maxpool`). It keeps each window's winner for its
 //! backward pass, which goes on through an activation right before it (one pass less).
 
 use super::{At, Gradients, Kind, Names, Planned, Reference, ReferenceGradients, Route};
 use crate::gpu::{Dispatch, Gpu};
 use crate::model::Dims;
 use crate::ops::maxpool::{self, LeakyBefore, PoolShape};
-use crate::ops::same_padding;
+use crate::ops::Padding;
 use anyhow::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MaxPooling2D {
     pub size: usize,
     pub stride: usize,
+    /// Left out of layer lists when "same" (lists written before "valid" read the same).
+    #[serde(default, skip_serializing_if = "Padding::is_same")]
+    pub padding: Padding,
 }
 
 impl MaxPooling2D {
     fn shape(&self, at: &At) -> PoolShape {
         let Dims::Image { h, w, c } = at.input else { panic!("a MaxPooling2D takes an image, not {:?}", at.input) };
-        PoolShape { batch: at.batch, in_h: h, in_w: w, channels: c, size: self.size, stride: self.stride }
+        let (size, stride, padding) = (self.size, self.stride, self.padding);
+        PoolShape { batch: at.batch, in_h: h, in_w: w, channels: c, size, stride, padding }
     }
 }
 
@@ -27,12 +31,12 @@ impl Kind for MaxPooling2D {
     }
 
     fn describe(&self) -> String {
-        format!("MaxPooling2D({}, strides={})", self.size, self.stride)
+        format!("MaxPooling2D({}, strides={}, padding=\"{}\")", self.size, self.stride, self.padding.keras())
     }
 
     fn keras_config(&self) -> serde_json::Value {
         let (p, s) = (self.size, self.stride);
-        serde_json::json!({"pool_size": [p, p], "strides": [s, s], "padding": "same"})
+        serde_json::json!({"pool_size": [p, p], "strides": [s, s], "padding": self.padding.keras()})
     }
 
     fn output(&self, input: Dims) -> Result<Dims, String> {
@@ -44,11 +48,10 @@ impl Kind for MaxPooling2D {
             ("pool size", self.size, super::MAX_WINDOW),
             ("strides", self.stride, super::MAX_WINDOW),
         ])?;
-        Ok(Dims::Image {
-            h: same_padding(h, self.size, self.stride).0,
-            w: same_padding(w, self.size, self.stride).0,
-            c,
-        })
+        let (k, s, p) = (self.size, self.stride, self.padding);
+        let (out_h, out_w) = (p.along(h, k, s).0, p.along(w, k, s).0);
+        super::check_window("pool", k, (h, w, c), (out_h, out_w), p)?;
+        Ok(Dims::Image { h: out_h, w: out_w, c })
     }
 
     fn fuses_activation_before(&self) -> bool {

@@ -15,6 +15,7 @@ mod flatten;
 mod leaky_relu;
 mod max_pooling2d;
 mod relu;
+mod softmax;
 
 pub use conv2d::Conv2D;
 pub use dense::Dense;
@@ -23,14 +24,16 @@ pub use flatten::Flatten;
 pub use leaky_relu::LeakyReLU;
 pub use max_pooling2d::MaxPooling2D;
 pub use relu::ReLU;
+pub use softmax::Softmax;
 
 use super::Dims;
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::ops::activation;
 pub use crate::ops::dropout::Draw;
+use crate::ops::{activation, Padding};
 use anyhow::Result;
 
-/// One layer, with Keras's meaning. Convolutions and pooling use "same" padding, as the seed does.
+/// One layer, with Keras's meaning. Convolutions and pooling pad "same" (as the seed does) or
+/// "valid".
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Layer {
     Conv2D(Conv2D),
@@ -41,6 +44,8 @@ pub enum Layer {
     Dense(Dense),
     ReLU,
     Dropout(Dropout),
+    /// The softmax over the logits, last: the losses apply it ([`Softmax`]).
+    Softmax,
 }
 
 impl Layer {
@@ -54,6 +59,7 @@ impl Layer {
             Layer::Dense(k) => k,
             Layer::ReLU => &ReLU,
             Layer::Dropout(k) => k,
+            Layer::Softmax => &Softmax,
         }
     }
 }
@@ -69,6 +75,27 @@ fn check_limits(sizes: &[(&str, usize, usize)]) -> Result<(), String> {
     match sizes.iter().find(|(_, v, limit)| v > limit) {
         Some((what, v, limit)) => Err(format!("{what} {v} is more than the {limit} supported")),
         None => Ok(()),
+    }
+}
+
+/// Refuses a window (a kernel or a pool) that leaves no output: with "valid" padding, one
+/// larger than its input.
+fn check_window(
+    what: &str,
+    size: usize,
+    (h, w, c): (usize, usize, usize),
+    out: (usize, usize),
+    p: Padding,
+) -> Result<(), String> {
+    match out {
+        (0, _) | (_, 0) => Err(format!(
+            "its {size}x{size} {what} window with padding \"{}\" is larger than its {h}x{w}x{c} input: the output \
+             would be {}x{}",
+            p.keras(),
+            out.0,
+            out.1
+        )),
+        _ => Ok(()),
     }
 }
 
