@@ -15,6 +15,7 @@ use kd_wgpu::model::{Architecture, Dims, Mode};
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
 use kd_wgpu::ops::feature;
+use kd_wgpu::ops::globalpool::{self, GlobalShape};
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::softmax::reference::softmax;
@@ -256,6 +257,28 @@ fn maxpool_backward_is_gradient_of_forward() {
         let dx = backward(&s, &dy, &argmax);
         let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x).0, &dy));
         check(&format!("maxpool {name} dx"), &f64s(&dx), &num, LAYER_BOUND);
+    }
+}
+
+#[test]
+fn global_pool_backward_is_gradient_of_forward() {
+    use globalpool::reference::{average_backward, average_forward, max_backward, max_forward};
+    let mut r = rng("global pool gradients");
+    let shape = |batch, in_h, in_w, channels| GlobalShape { batch, in_h, in_w, channels };
+    // Few pixels a window, so that the average's gradient (dy / (h * w)) stays well above the
+    // f32 rounding of its outputs; 1x1 pixels pass the gradient through unchanged.
+    for s in [shape(2, 3, 3, 3), shape(1, 2, 5, 4), shape(3, 1, 1, 5), shape(2, 4, 3, 1)] {
+        let name = format!("{}x{}x{}x{}", s.batch, s.in_h, s.in_w, s.channels);
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&average_forward(&s, x), &dy));
+        check(&format!("global average {name} dx"), &f64s(&average_backward(&s, &dy)), &num, LAYER_BOUND);
+        // Distinct values 0.1 apart (> 2h): each channel has a unique max that no step changes.
+        let mut x: Vec<f32> = (0..s.input_len()).map(|k| k as f32 * 0.1).collect();
+        x.shuffle(&mut r);
+        let (_, argmax) = max_forward(&s, &x);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&max_forward(&s, x).0, &dy));
+        check(&format!("global max {name} dx"), &f64s(&max_backward(&s, &dy, &argmax)), &num, LAYER_BOUND);
     }
 }
 

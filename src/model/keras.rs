@@ -58,10 +58,12 @@ pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
             "Activation" => l.activation("activation"),
             "Dropout" => l.dropout().map(|d| vec![d]),
             "Flatten" => l.flatten().map(|()| vec![Layer::Flatten]),
+            "GlobalAveragePooling2D" => l.global_pooling().map(|()| vec![Layer::GlobalAveragePooling2D]),
+            "GlobalMaxPooling2D" => l.global_pooling().map(|()| vec![Layer::GlobalMaxPooling2D]),
             "Dense" => l.dense(),
             other => Err(anyhow::anyhow!(
-                "{other} is not a supported layer (supported: InputLayer, Conv2D, MaxPooling2D, LeakyReLU, \
-                 ReLU, Activation, Dropout, Flatten, Dense)"
+                "{other} is not a supported layer (supported: InputLayer, Conv2D, MaxPooling2D, \
+                 GlobalAveragePooling2D, GlobalMaxPooling2D, LeakyReLU, ReLU, Activation, Dropout, Flatten, Dense)"
             )),
         };
         for layer in parsed.with_context(|| at.clone())? {
@@ -284,6 +286,12 @@ impl KerasLayer<'_> {
         self.channels_last()
     }
 
+    /// GlobalAveragePooling2D and GlobalMaxPooling2D: (h, w, c) -> (c) only.
+    fn global_pooling(&self) -> Result<()> {
+        self.channels_last()?;
+        self.only("keepdims", &[false.into()], "the output is one vector of channels (keepdims=False)")
+    }
+
     fn dense(&self) -> Result<Vec<Layer>> {
         self.weights()?;
         let dense = Dense { units: self.usize("units")? };
@@ -405,6 +413,51 @@ mod tests {
         let functional = r#"{"class_name": "Functional", "config": {"layers": []}}"#;
         assert!(format!("{:#}", layers_from_json(functional).unwrap_err()).contains("only a Sequential"));
         assert!(format!("{:#}", layers_from_json("{").unwrap_err()).contains("not JSON"));
+    }
+
+    /// Keras 3.15's `to_json()` entries for GlobalAveragePooling2D() and GlobalMaxPooling2D().
+    const GLOBAL_AVERAGE: &str = r#"{"module": "keras.layers", "class_name": "GlobalAveragePooling2D", "config": {"name": "global_average_pooling2d", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "data_format": "channels_last", "keepdims": false}, "registered_name": null}"#;
+    const GLOBAL_MAX: &str = r#"{"module": "keras.layers", "class_name": "GlobalMaxPooling2D", "config": {"name": "global_max_pooling2d", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "data_format": "channels_last", "keepdims": false}, "registered_name": null}"#;
+
+    #[test]
+    fn global_pools_are_read_written_and_refused_as_keras_does() {
+        let conv = r#"{"class_name": "Conv2D", "config": {"name": "c", "filters": 4, "kernel_size": [3, 3]}}"#;
+        let flat = r#"{"class_name": "Flatten", "config": {"name": "f"}}"#;
+        let conv_layer = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 1, padding: Padding::Valid });
+        let dense = Layer::Dense(Dense { units: 10 });
+        // Keras: (None, 26, 26, 4) -> (None, 4), 0 params; 90 params in all. A Flatten after a
+        // global pool is Keras's no-op on a vector.
+        let average = layers_from_json(&sequential(&format!("{INPUT}, {conv}, {GLOBAL_AVERAGE}, {LOGITS}"))).unwrap();
+        assert_eq!(average, [conv_layer, Layer::GlobalAveragePooling2D, dense]);
+        let max = layers_from_json(&sequential(&format!("{INPUT}, {conv}, {GLOBAL_MAX}, {flat}, {LOGITS}"))).unwrap();
+        assert_eq!(max, [conv_layer, Layer::GlobalMaxPooling2D, Layer::Flatten, dense]);
+        for (layers, line) in [
+            (average, "global_average_pooling2d (GlobalAveragePooling2D)(None, 4)"),
+            (max, "global_max_pooling2d (GlobalMaxPooling2D)(None, 4)"),
+        ] {
+            let arch = Architecture::new("global", layers).unwrap();
+            assert_eq!(arch.param_count(), 90);
+            let summary = arch.summary();
+            assert!(summary.contains(line), "{summary}");
+            let text = to_json(&arch);
+            assert!(text.contains(r#""keepdims":false"#), "{text}");
+            assert_eq!(layers_from_json(&text).unwrap(), arch.layers(), "{text}");
+        }
+        // keepdims=True, channels_first, and a vector input are refused by name.
+        let keepdims = GLOBAL_AVERAGE.replace(r#""keepdims": false"#, r#""keepdims": true"#);
+        let why = err(&format!("{INPUT}, {conv}, {keepdims}, {flat}, {LOGITS}"));
+        assert!(
+            why.contains("layer 3 `global_average_pooling2d` (GlobalAveragePooling2D): option `keepdims` = true"),
+            "{why}"
+        );
+        let first = GLOBAL_MAX.replace("channels_last", "channels_first");
+        let why = err(&format!("{INPUT}, {conv}, {first}, {LOGITS}"));
+        assert!(why.contains("layer 3 `global_max_pooling2d` (GlobalMaxPooling2D): option `data_format`"), "{why}");
+        let why = err(&format!("{INPUT}, {flat}, {GLOBAL_MAX}, {LOGITS}"));
+        assert!(
+            why.contains("layer 3 `global_max_pooling2d` (GlobalMaxPooling2D): GlobalMaxPooling2D(): takes an image"),
+            "{why}"
+        );
     }
 
     #[test]

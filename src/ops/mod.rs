@@ -10,6 +10,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod feature;
+pub mod globalpool;
 pub mod loss;
 pub mod matmul;
 pub mod maxpool;
@@ -121,6 +122,7 @@ mod tests {
             pair!("matmul", matmul::Params, Uniform),
             pair!("matmul_subgroup", matmul::Params, Uniform),
             pair!("matmul_texture", matmul::Params, Uniform),
+            pair!("globalpool", globalpool::GlobalPool, Uniform),
             pair!("maxpool", maxpool::Pool, Uniform),
             pair!("reduce", reduce::Params, Uniform),
             pair!("softmax", softmax::Params, Uniform),
