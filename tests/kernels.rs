@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use kd_wgpu::gpu::{Gpu, KernelFamily, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
+use kd_wgpu::ops::avgpool;
 use kd_wgpu::ops::batch::{self, ImageSource, Shift, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
@@ -349,6 +350,60 @@ fn maxpool_matches_reference() {
             let want = activation::reference::backward(&x, &want_dx, 0.2);
             check(&format!("{name} backward + leaky"), &dx_leaky.read_f32(gpu).unwrap(), &want, F32_BOUND);
         }
+    }
+}
+
+#[test]
+fn avgpool_matches_reference() {
+    let mut r = rng("avgpool");
+    let pool = |batch, in_h, in_w, channels, size, stride, padding| PoolShape {
+        batch,
+        in_h,
+        in_w,
+        channels,
+        size,
+        stride,
+        padding,
+    };
+    let (same, valid) = (Padding::Same, Padding::Valid);
+    // "same" windows at the borders hold fewer real cells (the divisor is their count); strides
+    // that skip cells and leave the last rows unread; 1x1 windows; sizes no multiple of 256.
+    let shapes = [
+        pool(2, 5, 7, 3, 2, 1, same),
+        pool(1, 1, 1, 17, 2, 2, same),
+        pool(2, 13, 13, 64, 3, 2, same),
+        pool(3, 9, 6, 5, 3, 3, same),
+        pool(2, 7, 8, 4, 4, 3, same),
+        pool(2, 26, 26, 8, 2, 2, valid),
+        pool(2, 9, 7, 5, 3, 2, valid),
+        pool(1, 8, 8, 12, 2, 3, valid),
+        pool(3, 5, 6, 3, 1, 2, valid),
+    ];
+    for (s, gpu) in shapes.into_iter().flat_map(|s| variants().into_iter().map(move |g| (s, g))) {
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+        let (y, dx) = (poisoned(gpu, "y", s.output_len()), poisoned(gpu, "dx", s.input_len()));
+        let f = avgpool::forward(gpu, &s, &tx, &y).unwrap();
+        let b = avgpool::backward(gpu, &s, &tdy, &dx).unwrap();
+        gpu.run(&[&f, &b]).unwrap();
+        let name = format!(
+            "avgpool [{:?}] {}x{}x{} k{} s{} {}",
+            gpu.family(),
+            s.in_h,
+            s.in_w,
+            s.channels,
+            s.size,
+            s.stride,
+            s.padding.keras()
+        );
+        check(&format!("{name} forward"), &y.read_f32(gpu).unwrap(), &avgpool::reference::forward(&s, &x), F32_BOUND);
+        check(
+            &format!("{name} backward"),
+            &dx.read_f32(gpu).unwrap(),
+            &avgpool::reference::backward(&s, &dy),
+            F32_BOUND,
+        );
     }
 }
 

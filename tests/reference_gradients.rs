@@ -12,6 +12,7 @@ mod common;
 use common::{rng, uniform};
 use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::{Architecture, Dims, Mode};
+use kd_wgpu::ops::avgpool;
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
 use kd_wgpu::ops::feature;
@@ -257,6 +258,29 @@ fn maxpool_backward_is_gradient_of_forward() {
         let dx = backward(&s, &dy, &argmax);
         let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x).0, &dy));
         check(&format!("maxpool {name} dx"), &f64s(&dx), &num, LAYER_BOUND);
+    }
+}
+
+#[test]
+fn avgpool_backward_is_gradient_of_forward() {
+    use avgpool::reference::{backward, forward};
+    let mut r = rng("avgpool gradients");
+    let pool =
+        |in_h, in_w, size, stride, padding| PoolShape { batch: 2, in_h, in_w, channels: 3, size, stride, padding };
+    let (same, valid) = (Padding::Same, Padding::Valid);
+    // "same" border windows of fewer real cells, overlapping windows (stride 1), windows that
+    // skip cells (stride 3), and "valid" windows that leave the last row unread.
+    for (name, s) in [
+        ("2x2 s1 on 5x6", pool(5, 6, 2, 1, same)),
+        ("3x3 s2 on 7x6", pool(7, 6, 3, 2, same)),
+        ("2x2 s3 on 7x8", pool(7, 8, 2, 3, same)),
+        ("valid 2x2 s2 on 7x6", pool(7, 6, 2, 2, valid)),
+        ("valid 3x3 s2 on 8x7", pool(8, 7, 3, 2, valid)),
+    ] {
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x), &dy));
+        check(&format!("avgpool {name} dx"), &f64s(&backward(&s, &dy)), &num, LAYER_BOUND);
     }
 }
 

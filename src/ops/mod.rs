@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod avgpool;
 pub mod batch;
 pub mod common;
 pub mod conv2d;
@@ -112,6 +113,7 @@ mod tests {
         vec![
             pair!("leaky_relu", activation::Params, Uniform),
             pair!("adam", adam::Params, Uniform),
+            pair!("avgpool", avgpool::AvgPool, Uniform),
             pair!("batch", batch::Params, Uniform),
             pair!("batch", common::StepState, Struct("StepState")),
             pair!("conv2d", common::Conv, Uniform),

@@ -8,6 +8,7 @@
 //! and its arm in [`Layer::kind`], a shader if it needs one, and its Keras class in
 //! `keras.rs` if Keras files may name it.
 
+mod average_pooling2d;
 mod conv2d;
 mod dense;
 mod dropout;
@@ -18,6 +19,7 @@ mod max_pooling2d;
 mod relu;
 mod softmax;
 
+pub use average_pooling2d::AveragePooling2D;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -52,6 +54,7 @@ pub enum Layer {
     GlobalAveragePooling2D,
     /// (h, w, c) -> (c): each channel's max over its pixels.
     GlobalMaxPooling2D,
+    AveragePooling2D(AveragePooling2D),
 }
 
 impl Layer {
@@ -68,6 +71,7 @@ impl Layer {
             Layer::Softmax => &Softmax,
             Layer::GlobalAveragePooling2D => &GlobalAveragePooling2D,
             Layer::GlobalMaxPooling2D => &GlobalMaxPooling2D,
+            Layer::AveragePooling2D(k) => k,
         }
     }
 }
