@@ -6,11 +6,13 @@ mod common;
 use common::*;
 use kd_wgpu::gpu::{Gpu, KernelFamily, Tensor};
 use kd_wgpu::ops::adam::{self, AdamConfig};
+use kd_wgpu::ops::avgpool;
 use kd_wgpu::ops::batch::{self, ImageSource, Shift, StepState};
 use kd_wgpu::ops::conv2d::{self, Cols, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseGrads, DenseShape};
 use kd_wgpu::ops::dropout::{self, Draw};
 use kd_wgpu::ops::feature::{self, FeatureBuffers, FeatureTerm};
+use kd_wgpu::ops::globalpool::{self, GlobalShape};
 use kd_wgpu::ops::loss::{self, Distill, LossInputs, LossOutputs, Objective, UNLABELLED};
 use kd_wgpu::ops::matmul::{reference as mm_ref, split_parts, split_scratch_len, ALayout, Entry, Matmul};
 use kd_wgpu::ops::maxpool::{self, LeakyBefore, PoolShape};
@@ -347,6 +349,106 @@ fn maxpool_matches_reference() {
             check(&format!("{name} backward"), &dx.read_f32(gpu).unwrap(), &want_dx, F32_BOUND);
             let want = activation::reference::backward(&x, &want_dx, 0.2);
             check(&format!("{name} backward + leaky"), &dx_leaky.read_f32(gpu).unwrap(), &want, F32_BOUND);
+        }
+    }
+}
+
+#[test]
+fn avgpool_matches_reference() {
+    let mut r = rng("avgpool");
+    let pool = |batch, in_h, in_w, channels, size, stride, padding| PoolShape {
+        batch,
+        in_h,
+        in_w,
+        channels,
+        size,
+        stride,
+        padding,
+    };
+    let (same, valid) = (Padding::Same, Padding::Valid);
+    // "same" windows at the borders hold fewer real cells (the divisor is their count); strides
+    // that skip cells and leave the last rows unread; 1x1 windows; sizes no multiple of 256.
+    let shapes = [
+        pool(2, 5, 7, 3, 2, 1, same),
+        pool(1, 1, 1, 17, 2, 2, same),
+        pool(2, 13, 13, 64, 3, 2, same),
+        pool(3, 9, 6, 5, 3, 3, same),
+        pool(2, 7, 8, 4, 4, 3, same),
+        pool(2, 26, 26, 8, 2, 2, valid),
+        pool(2, 9, 7, 5, 3, 2, valid),
+        pool(1, 8, 8, 12, 2, 3, valid),
+        pool(3, 5, 6, 3, 1, 2, valid),
+    ];
+    for (s, gpu) in shapes.into_iter().flat_map(|s| variants().into_iter().map(move |g| (s, g))) {
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+        let (y, dx) = (poisoned(gpu, "y", s.output_len()), poisoned(gpu, "dx", s.input_len()));
+        let f = avgpool::forward(gpu, &s, &tx, &y).unwrap();
+        let b = avgpool::backward(gpu, &s, &tdy, &dx).unwrap();
+        gpu.run(&[&f, &b]).unwrap();
+        let name = format!(
+            "avgpool [{:?}] {}x{}x{} k{} s{} {}",
+            gpu.family(),
+            s.in_h,
+            s.in_w,
+            s.channels,
+            s.size,
+            s.stride,
+            s.padding.keras()
+        );
+        check(&format!("{name} forward"), &y.read_f32(gpu).unwrap(), &avgpool::reference::forward(&s, &x), F32_BOUND);
+        check(
+            &format!("{name} backward"),
+            &dx.read_f32(gpu).unwrap(),
+            &avgpool::reference::backward(&s, &dy),
+            F32_BOUND,
+        );
+    }
+}
+
+#[test]
+fn global_pools_match_reference() {
+    let mut r = rng("global pools");
+    let shape = |batch, in_h, in_w, channels| GlobalShape { batch, in_h, in_w, channels };
+    // No size is a multiple of the 256-wide workgroup; 1x1 pixels, one channel, many channels.
+    let shapes = [shape(2, 5, 7, 3), shape(3, 1, 1, 17), shape(2, 13, 13, 64), shape(1, 26, 26, 4), shape(5, 3, 2, 1)];
+    for (s, gpu) in shapes.into_iter().flat_map(|s| variants().into_iter().map(move |g| (s, g))) {
+        // Values on a coarse grid, so that ties are frequent and the first-maximum rule is exercised.
+        for coarse in [false, true] {
+            let x: Vec<f32> = (0..s.input_len())
+                .map(|_| if coarse { r.random_range(0..4) as f32 } else { r.random_range(-1.0..1.0) })
+                .collect();
+            let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+            let (tx, tdy) = (upload(gpu, "x", &x), upload(gpu, "dy", &dy));
+            let (avg, avg_dx) = (poisoned(gpu, "avg", s.output_len()), poisoned(gpu, "avg dx", s.input_len()));
+            let (max, arg) = (poisoned(gpu, "max", s.output_len()), poisoned(gpu, "argmax", s.output_len()));
+            let max_dx = poisoned(gpu, "max dx", s.input_len());
+            let dispatches = [
+                globalpool::average_forward(gpu, &s, &tx, &avg).unwrap(),
+                globalpool::average_backward(gpu, &s, &tdy, &avg_dx).unwrap(),
+                globalpool::max_forward(gpu, &s, &tx, &max, &arg).unwrap(),
+                globalpool::max_backward(gpu, &s, &tdy, &arg, &max_dx).unwrap(),
+            ];
+            gpu.run(&dispatches.iter().collect::<Vec<_>>()).unwrap();
+            let name = format!(
+                "global pools [{:?}] {}x{}x{}x{}{}",
+                gpu.family(),
+                s.batch,
+                s.in_h,
+                s.in_w,
+                s.channels,
+                if coarse { " ties" } else { "" }
+            );
+            let want_avg = globalpool::reference::average_forward(&s, &x);
+            check(&format!("{name} average forward"), &avg.read_f32(gpu).unwrap(), &want_avg, F32_BOUND);
+            let want_avg_dx = globalpool::reference::average_backward(&s, &dy);
+            check(&format!("{name} average backward"), &avg_dx.read_f32(gpu).unwrap(), &want_avg_dx, F32_BOUND);
+            let (want_max, want_arg) = globalpool::reference::max_forward(&s, &x);
+            assert_eq!(max.read_f32(gpu).unwrap(), want_max, "{name} max forward");
+            assert_eq!(arg.read_u32(gpu).unwrap(), want_arg, "{name} argmax");
+            let want_max_dx = globalpool::reference::max_backward(&s, &dy, &want_arg);
+            assert_eq!(max_dx.read_f32(gpu).unwrap(), want_max_dx, "{name} max backward");
         }
     }
 }
@@ -817,6 +919,11 @@ fn the_family_chooses_the_entry_from_the_shape() {
             let s = PoolShape { batch: 2, in_h: 5, in_w: 5, channels, size: 2, stride: 1, padding: Padding::Same };
             maxpool::forward(gpu, &s, &t(s.input_len()), &t(s.output_len()), &t(s.output_len())).unwrap().kernel
         };
+        // The global pools' buffer-fed entries serve both families.
+        let global = |channels: usize| {
+            let s = GlobalShape { batch: 2, in_h: 5, in_w: 5, channels };
+            globalpool::max_forward(gpu, &s, &t(s.input_len()), &t(s.output_len()), &t(s.output_len())).unwrap().kernel
+        };
         let dense = |units: usize| {
             let s = DenseShape { batch: 4, inputs: 64, units };
             let (w, b) = (t(64 * units), t(units));
@@ -849,6 +956,7 @@ fn the_family_chooses_the_entry_from_the_shape() {
         let cases = [
             (pool(16), "maxpool::maxpool_forward (textures)", "maxpool::maxpool_forward"),
             (pool(17), "maxpool::maxpool_forward", "maxpool::maxpool_forward"),
+            (global(16), "globalpool::global_max_forward", "globalpool::global_max_forward"),
             (dense(10), "dense::dense_forward_texture", "dense::dense_forward_partial"),
             (dense(12), "dense::dense_forward_partial", "dense::dense_forward_partial"),
             (product(33, 20, 12), "matmul_texture::matmul_texture_64x32", "matmul::matmul_vec4"),

@@ -12,9 +12,11 @@ mod common;
 use common::{rng, uniform};
 use kd_wgpu::model::reference::{self, Batch, Run};
 use kd_wgpu::model::{Architecture, Dims, Mode};
+use kd_wgpu::ops::avgpool;
 use kd_wgpu::ops::conv2d::{self, ConvShape};
 use kd_wgpu::ops::dense::{self, DenseShape};
 use kd_wgpu::ops::feature;
+use kd_wgpu::ops::globalpool::{self, GlobalShape};
 use kd_wgpu::ops::loss::{Distill, UNLABELLED};
 use kd_wgpu::ops::maxpool::{self, PoolShape};
 use kd_wgpu::ops::softmax::reference::softmax;
@@ -256,6 +258,51 @@ fn maxpool_backward_is_gradient_of_forward() {
         let dx = backward(&s, &dy, &argmax);
         let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x).0, &dy));
         check(&format!("maxpool {name} dx"), &f64s(&dx), &num, LAYER_BOUND);
+    }
+}
+
+#[test]
+fn avgpool_backward_is_gradient_of_forward() {
+    use avgpool::reference::{backward, forward};
+    let mut r = rng("avgpool gradients");
+    let pool =
+        |in_h, in_w, size, stride, padding| PoolShape { batch: 2, in_h, in_w, channels: 3, size, stride, padding };
+    let (same, valid) = (Padding::Same, Padding::Valid);
+    // "same" border windows of fewer real cells, overlapping windows (stride 1), windows that
+    // skip cells (stride 3), and "valid" windows that leave the last row unread.
+    for (name, s) in [
+        ("2x2 s1 on 5x6", pool(5, 6, 2, 1, same)),
+        ("3x3 s2 on 7x6", pool(7, 6, 3, 2, same)),
+        ("2x2 s3 on 7x8", pool(7, 8, 2, 3, same)),
+        ("valid 2x2 s2 on 7x6", pool(7, 6, 2, 2, valid)),
+        ("valid 3x3 s2 on 8x7", pool(8, 7, 3, 2, valid)),
+    ] {
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&forward(&s, x), &dy));
+        check(&format!("avgpool {name} dx"), &f64s(&backward(&s, &dy)), &num, LAYER_BOUND);
+    }
+}
+
+#[test]
+fn global_pool_backward_is_gradient_of_forward() {
+    use globalpool::reference::{average_backward, average_forward, max_backward, max_forward};
+    let mut r = rng("global pool gradients");
+    let shape = |batch, in_h, in_w, channels| GlobalShape { batch, in_h, in_w, channels };
+    // Few pixels a window, so that the average's gradient (dy / (h * w)) stays well above the
+    // f32 rounding of its outputs; 1x1 pixels pass the gradient through unchanged.
+    for s in [shape(2, 3, 3, 3), shape(1, 2, 5, 4), shape(3, 1, 1, 5), shape(2, 4, 3, 1)] {
+        let name = format!("{}x{}x{}x{}", s.batch, s.in_h, s.in_w, s.channels);
+        let x = uniform(&mut r, s.input_len(), -1.0, 1.0);
+        let dy = uniform(&mut r, s.output_len(), -1.0, 1.0);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&average_forward(&s, x), &dy));
+        check(&format!("global average {name} dx"), &f64s(&average_backward(&s, &dy)), &num, LAYER_BOUND);
+        // Distinct values 0.1 apart (> 2h): each channel has a unique max that no step changes.
+        let mut x: Vec<f32> = (0..s.input_len()).map(|k| k as f32 * 0.1).collect();
+        x.shuffle(&mut r);
+        let (_, argmax) = max_forward(&s, &x);
+        let num = numeric_grad(&x, H_LAYER, |x| dot(&max_forward(&s, x).0, &dy));
+        check(&format!("global max {name} dx"), &f64s(&max_backward(&s, &dy, &argmax)), &num, LAYER_BOUND);
     }
 }
 

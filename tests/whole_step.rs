@@ -19,7 +19,9 @@ use common::max_rel_error;
 use kd_wgpu::data::{Split, IMAGE_SIDE, NUM_CLASSES};
 use kd_wgpu::gpu::{Gpu, Tensor};
 use kd_wgpu::model::reference::{self, Batch, Route, TrainState};
-use kd_wgpu::model::{Architecture, Conv2D, Dense, Dims, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode, Padding};
+use kd_wgpu::model::{
+    Architecture, AveragePooling2D, Conv2D, Dense, Dims, Dropout, Layer, LeakyReLU, MaxPooling2D, Mode, Padding,
+};
 use kd_wgpu::ops::adam::AdamConfig;
 use kd_wgpu::ops::batch::reference::{offsets, translate};
 use kd_wgpu::ops::batch::Shift;
@@ -393,6 +395,96 @@ fn three_training_steps_of_other_networks_match_the_cpu_reference() {
             samples: 13,
             batch: 6,
             co_trained: Some(dropout_network()),
+            labelled: None,
+        },
+    ];
+    for gpu in common::variants() {
+        for case in &cases {
+            run_case(gpu, case, &mut rng);
+        }
+    }
+}
+
+/// Global average pooling in place of Flatten: Conv2D ("valid") -> ReLU (in the product's
+/// epilogue) -> GlobalAveragePooling2D -> Dense(10).
+fn global_average_network() -> Architecture {
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 1, padding: Padding::Valid }),
+        Layer::ReLU,
+        Layer::GlobalAveragePooling2D,
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("global average net", layers).unwrap()
+}
+
+/// Global max pooling after two convolutions, a Flatten after it (a no-op, as in Keras) and a
+/// hidden Dense layer.
+fn global_max_network() -> Architecture {
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 6, kernel: 3, stride: 2, padding: Padding::Same }),
+        Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
+        Layer::Conv2D(Conv2D { filters: 12, kernel: 3, stride: 2, padding: Padding::Valid }),
+        Layer::GlobalMaxPooling2D,
+        Layer::Flatten,
+        Layer::Dense(Dense { units: 16 }),
+        Layer::ReLU,
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("global max net", layers).unwrap()
+}
+
+/// Average pools: "same" after a LeakyReLU (border windows of fewer cells), "valid" at stride 2
+/// after a ReLU (the last row and column unread).
+fn average_pooling_network() -> Architecture {
+    let (same, valid) = (Padding::Same, Padding::Valid);
+    let layers = vec![
+        Layer::Conv2D(Conv2D { filters: 6, kernel: 3, stride: 2, padding: same }),
+        Layer::LeakyReLU(LeakyReLU { slope: 0.2 }),
+        Layer::AveragePooling2D(AveragePooling2D { size: 3, stride: 2, padding: same }),
+        Layer::Conv2D(Conv2D { filters: 8, kernel: 3, stride: 1, padding: valid }),
+        Layer::ReLU,
+        Layer::AveragePooling2D(AveragePooling2D { size: 2, stride: 2, padding: valid }),
+        Layer::Flatten,
+        Layer::Dense(Dense { units: 10 }),
+    ];
+    Architecture::new("average pooling net", layers).unwrap()
+}
+
+#[test]
+fn three_training_steps_of_average_and_global_pooling_networks_match_the_cpu_reference() {
+    let mut rng = common::rng("whole step, average and global pooling");
+    let distillation = Loss::Distillation(Distill::kl(0.3, 4.0));
+    let gap = global_average_network();
+    let dims: Vec<Dims> = gap.walk().iter().map(|l| l.output).collect();
+    assert_eq!(dims[1], Dims::Image { h: 26, w: 26, c: 8 });
+    assert_eq!(dims[2], Dims::Vector(8));
+    assert_eq!(global_max_network().walk()[3].output, Dims::Vector(12));
+    let avg: Vec<Dims> = average_pooling_network().walk().iter().map(|l| l.output).collect();
+    assert_eq!((avg[2], avg[5]), (Dims::Image { h: 7, w: 7, c: 6 }, Dims::Image { h: 2, w: 2, c: 8 }));
+    let cases = [
+        Case { arch: gap, loss: Loss::CrossEntropy, samples: 21, batch: 8, co_trained: None, labelled: None },
+        Case {
+            arch: global_max_network(),
+            loss: distillation,
+            samples: 13,
+            batch: 6,
+            co_trained: None,
+            labelled: None,
+        },
+        Case {
+            arch: global_average_network(),
+            loss: distillation,
+            samples: 13,
+            batch: 6,
+            co_trained: Some(global_max_network()),
+            labelled: None,
+        },
+        Case {
+            arch: average_pooling_network(),
+            loss: Loss::CrossEntropy,
+            samples: 21,
+            batch: 8,
+            co_trained: None,
             labelled: None,
         },
     ];

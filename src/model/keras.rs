@@ -7,7 +7,9 @@
 //! glorot_uniform and zeros, a softmax anywhere but last (after the Dense(10) logits: the
 //! losses apply it, and the file written back keeps it), a layer too large for its input.
 
-use super::{Architecture, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Padding, IMAGE_INPUT};
+use super::{
+    Architecture, AveragePooling2D, Conv2D, Dense, Dropout, Layer, LeakyReLU, MaxPooling2D, Padding, IMAGE_INPUT,
+};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -53,15 +55,19 @@ pub fn layers_from_json(text: &str) -> Result<Vec<Layer>> {
             "InputLayer" => Err(anyhow::anyhow!("an InputLayer can only come first")),
             "Conv2D" => l.conv2d(),
             "MaxPooling2D" => l.max_pooling2d().map(|p| vec![p]),
+            "AveragePooling2D" => l.average_pooling2d().map(|p| vec![p]),
             "LeakyReLU" => l.leaky_relu().map(|a| vec![a]),
             "ReLU" => l.relu().map(|a| vec![a]),
             "Activation" => l.activation("activation"),
             "Dropout" => l.dropout().map(|d| vec![d]),
             "Flatten" => l.flatten().map(|()| vec![Layer::Flatten]),
+            "GlobalAveragePooling2D" => l.global_pooling().map(|()| vec![Layer::GlobalAveragePooling2D]),
+            "GlobalMaxPooling2D" => l.global_pooling().map(|()| vec![Layer::GlobalMaxPooling2D]),
             "Dense" => l.dense(),
             other => Err(anyhow::anyhow!(
-                "{other} is not a supported layer (supported: InputLayer, Conv2D, MaxPooling2D, LeakyReLU, \
-                 ReLU, Activation, Dropout, Flatten, Dense)"
+                "{other} is not a supported layer (supported: InputLayer, Conv2D, MaxPooling2D, \
+                 AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, LeakyReLU, ReLU, Activation, \
+                 Dropout, Flatten, Dense)"
             )),
         };
         for layer in parsed.with_context(|| at.clone())? {
@@ -258,6 +264,15 @@ impl KerasLayer<'_> {
         Ok(Layer::MaxPooling2D(MaxPooling2D { size, stride, padding }))
     }
 
+    fn average_pooling2d(&self) -> Result<Layer> {
+        let padding = self.padding()?;
+        self.channels_last()?;
+        let size = self.square("pool_size")?.unwrap_or(2);
+        // As MaxPooling2D: strides default to the pool size (null or absent).
+        let stride = self.square("strides")?.unwrap_or(size);
+        Ok(Layer::AveragePooling2D(AveragePooling2D { size, stride, padding }))
+    }
+
     fn leaky_relu(&self) -> Result<Layer> {
         // Keras 3 names it negative_slope (default 0.3), Keras 2 alpha.
         let slope = self.f32("negative_slope")?.or(self.f32("alpha")?).unwrap_or(0.3);
@@ -284,6 +299,12 @@ impl KerasLayer<'_> {
         self.channels_last()
     }
 
+    /// GlobalAveragePooling2D and GlobalMaxPooling2D: (h, w, c) -> (c) only.
+    fn global_pooling(&self) -> Result<()> {
+        self.channels_last()?;
+        self.only("keepdims", &[false.into()], "the output is one vector of channels (keepdims=False)")
+    }
+
     fn dense(&self) -> Result<Vec<Layer>> {
         self.weights()?;
         let dense = Dense { units: self.usize("units")? };
@@ -294,6 +315,7 @@ impl KerasLayer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Dims;
 
     fn sequential(layers: &str) -> String {
         format!(r#"{{"class_name": "Sequential", "config": {{"name": "m", "layers": [{layers}]}}}}"#)
@@ -405,6 +427,83 @@ mod tests {
         let functional = r#"{"class_name": "Functional", "config": {"layers": []}}"#;
         assert!(format!("{:#}", layers_from_json(functional).unwrap_err()).contains("only a Sequential"));
         assert!(format!("{:#}", layers_from_json("{").unwrap_err()).contains("not JSON"));
+    }
+
+    /// Keras 3.15's `to_json()` entries for GlobalAveragePooling2D() and GlobalMaxPooling2D().
+    const GLOBAL_AVERAGE: &str = r#"{"module": "keras.layers", "class_name": "GlobalAveragePooling2D", "config": {"name": "global_average_pooling2d", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "data_format": "channels_last", "keepdims": false}, "registered_name": null}"#;
+    const GLOBAL_MAX: &str = r#"{"module": "keras.layers", "class_name": "GlobalMaxPooling2D", "config": {"name": "global_max_pooling2d", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "data_format": "channels_last", "keepdims": false}, "registered_name": null}"#;
+
+    #[test]
+    fn global_pools_are_read_written_and_refused_as_keras_does() {
+        let conv = r#"{"class_name": "Conv2D", "config": {"name": "c", "filters": 4, "kernel_size": [3, 3]}}"#;
+        let flat = r#"{"class_name": "Flatten", "config": {"name": "f"}}"#;
+        let conv_layer = Layer::Conv2D(Conv2D { filters: 4, kernel: 3, stride: 1, padding: Padding::Valid });
+        let dense = Layer::Dense(Dense { units: 10 });
+        // Keras: (None, 26, 26, 4) -> (None, 4), 0 params; 90 params in all. A Flatten after a
+        // global pool is Keras's no-op on a vector.
+        let average = layers_from_json(&sequential(&format!("{INPUT}, {conv}, {GLOBAL_AVERAGE}, {LOGITS}"))).unwrap();
+        assert_eq!(average, [conv_layer, Layer::GlobalAveragePooling2D, dense]);
+        let max = layers_from_json(&sequential(&format!("{INPUT}, {conv}, {GLOBAL_MAX}, {flat}, {LOGITS}"))).unwrap();
+        assert_eq!(max, [conv_layer, Layer::GlobalMaxPooling2D, Layer::Flatten, dense]);
+        for (layers, line) in [
+            (average, "global_average_pooling2d (GlobalAveragePooling2D)(None, 4)"),
+            (max, "global_max_pooling2d (GlobalMaxPooling2D)(None, 4)"),
+        ] {
+            let arch = Architecture::new("global", layers).unwrap();
+            assert_eq!(arch.param_count(), 90);
+            let summary = arch.summary();
+            assert!(summary.contains(line), "{summary}");
+            let text = to_json(&arch);
+            assert!(text.contains(r#""keepdims":false"#), "{text}");
+            assert_eq!(layers_from_json(&text).unwrap(), arch.layers(), "{text}");
+        }
+        // keepdims=True, channels_first, and a vector input are refused by name.
+        let keepdims = GLOBAL_AVERAGE.replace(r#""keepdims": false"#, r#""keepdims": true"#);
+        let why = err(&format!("{INPUT}, {conv}, {keepdims}, {flat}, {LOGITS}"));
+        assert!(
+            why.contains("layer 3 `global_average_pooling2d` (GlobalAveragePooling2D): option `keepdims` = true"),
+            "{why}"
+        );
+        let first = GLOBAL_MAX.replace("channels_last", "channels_first");
+        let why = err(&format!("{INPUT}, {conv}, {first}, {LOGITS}"));
+        assert!(why.contains("layer 3 `global_max_pooling2d` (GlobalMaxPooling2D): option `data_format`"), "{why}");
+        let why = err(&format!("{INPUT}, {flat}, {GLOBAL_MAX}, {LOGITS}"));
+        assert!(
+            why.contains("layer 3 `global_max_pooling2d` (GlobalMaxPooling2D): GlobalMaxPooling2D(): takes an image"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn average_pools_are_read_and_written_as_keras_does() {
+        // Keras 3.15's to_json() entries for AveragePooling2D(3, padding="same") and
+        // AveragePooling2D((2, 2), strides=(1, 1)): (None, 10, 10, 1), then (None, 9, 9, 1).
+        let same = r#"{"module": "keras.layers", "class_name": "AveragePooling2D", "config": {"name": "average_pooling2d_2", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "pool_size": [3, 3], "padding": "same", "strides": [3, 3], "data_format": "channels_last"}, "registered_name": null}"#;
+        let valid = r#"{"module": "keras.layers", "class_name": "AveragePooling2D", "config": {"name": "average_pooling2d_3", "trainable": true, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null}, "pool_size": [2, 2], "padding": "valid", "strides": [1, 1], "data_format": "channels_last"}, "registered_name": null}"#;
+        let null =
+            r#"{"class_name": "AveragePooling2D", "config": {"name": "p", "pool_size": [2, 2], "strides": null}}"#;
+        let flat = r#"{"class_name": "Flatten", "config": {"name": "f"}}"#;
+        let layers =
+            layers_from_json(&sequential(&format!("{INPUT}, {same}, {valid}, {null}, {flat}, {LOGITS}"))).unwrap();
+        let pool = |size, stride, padding| Layer::AveragePooling2D(AveragePooling2D { size, stride, padding });
+        assert_eq!(layers[..3], [pool(3, 3, Padding::Same), pool(2, 1, Padding::Valid), pool(2, 2, Padding::Valid)]);
+        let arch = Architecture::new("average", layers).unwrap();
+        let dims: Vec<_> = arch.walk().iter().map(|l| l.output).collect();
+        assert_eq!(
+            dims[..3],
+            [Dims::Image { h: 10, w: 10, c: 1 }, Dims::Image { h: 9, w: 9, c: 1 }, Dims::Image { h: 4, w: 4, c: 1 }]
+        );
+        assert_eq!(arch.param_count(), 16 * 10 + 10);
+        let text = to_json(&arch);
+        assert_eq!(layers_from_json(&text).unwrap(), arch.layers(), "{text}");
+        let first = valid.replace("channels_last", "channels_first");
+        assert!(err(&format!("{INPUT}, {first}, {flat}, {LOGITS}")).contains("option `data_format`"));
+        let big = r#"{"class_name": "AveragePooling2D", "config": {"name": "big", "pool_size": 29}}"#;
+        let why = err(&format!("{INPUT}, {big}, {flat}, {LOGITS}"));
+        assert!(
+            why.contains("layer 2 `big` (AveragePooling2D)") && why.contains("larger than its 28x28x1 input"),
+            "{why}"
+        );
     }
 
     #[test]

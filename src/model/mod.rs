@@ -21,7 +21,7 @@ pub mod reference;
 
 pub use crate::ops::Padding;
 use layers::At;
-pub use layers::{Conv2D, Dense, Dropout, Kind, Layer, LeakyReLU, MaxPooling2D, Mode};
+pub use layers::{AveragePooling2D, Conv2D, Dense, Dropout, Kind, Layer, LeakyReLU, MaxPooling2D, Mode};
 
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use anyhow::{ensure, Result};

@@ -4,12 +4,14 @@
 
 pub mod activation;
 pub mod adam;
+pub mod avgpool;
 pub mod batch;
 pub mod common;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod feature;
+pub mod globalpool;
 pub mod loss;
 pub mod matmul;
 pub mod maxpool;
@@ -111,6 +113,7 @@ mod tests {
         vec![
             pair!("leaky_relu", activation::Params, Uniform),
             pair!("adam", adam::Params, Uniform),
+            pair!("avgpool", avgpool::AvgPool, Uniform),
             pair!("batch", batch::Params, Uniform),
             pair!("batch", common::StepState, Struct("StepState")),
             pair!("conv2d", common::Conv, Uniform),
@@ -121,6 +124,7 @@ mod tests {
             pair!("matmul", matmul::Params, Uniform),
             pair!("matmul_subgroup", matmul::Params, Uniform),
             pair!("matmul_texture", matmul::Params, Uniform),
+            pair!("globalpool", globalpool::GlobalPool, Uniform),
             pair!("maxpool", maxpool::Pool, Uniform),
             pair!("reduce", reduce::Params, Uniform),
             pair!("softmax", softmax::Params, Uniform),

@@ -8,19 +8,23 @@
 //! and its arm in [`Layer::kind`], a shader if it needs one, and its Keras class in
 //! `keras.rs` if Keras files may name it.
 
+mod average_pooling2d;
 mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod global_pooling2d;
 mod leaky_relu;
 mod max_pooling2d;
 mod relu;
 mod softmax;
 
+pub use average_pooling2d::AveragePooling2D;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use global_pooling2d::{GlobalAveragePooling2D, GlobalMaxPooling2D};
 pub use leaky_relu::LeakyReLU;
 pub use max_pooling2d::MaxPooling2D;
 pub use relu::ReLU;
@@ -46,6 +50,11 @@ pub enum Layer {
     Dropout(Dropout),
     /// The softmax over the logits, last: the losses apply it ([`Softmax`]).
     Softmax,
+    /// (h, w, c) -> (c): each channel's mean over its pixels.
+    GlobalAveragePooling2D,
+    /// (h, w, c) -> (c): each channel's max over its pixels.
+    GlobalMaxPooling2D,
+    AveragePooling2D(AveragePooling2D),
 }
 
 impl Layer {
@@ -60,6 +69,9 @@ impl Layer {
             Layer::ReLU => &ReLU,
             Layer::Dropout(k) => k,
             Layer::Softmax => &Softmax,
+            Layer::GlobalAveragePooling2D => &GlobalAveragePooling2D,
+            Layer::GlobalMaxPooling2D => &GlobalMaxPooling2D,
+            Layer::AveragePooling2D(k) => k,
         }
     }
 }
