@@ -42,18 +42,7 @@ impl Kind for AveragePooling2D {
     }
 
     fn output(&self, input: Dims) -> Result<Dims, String> {
-        let Dims::Image { h, w, c } = input else { return Err("takes an image, but its input was flattened".into()) };
-        if self.size == 0 || self.stride == 0 {
-            return Err("sizes must be at least 1".into());
-        }
-        super::check_limits(&[
-            ("pool size", self.size, super::MAX_WINDOW),
-            ("strides", self.stride, super::MAX_WINDOW),
-        ])?;
-        let (k, s, p) = (self.size, self.stride, self.padding);
-        let (out_h, out_w) = (p.along(h, k, s).0, p.along(w, k, s).0);
-        super::check_window("pool", k, (h, w, c), (out_h, out_w), p)?;
-        Ok(Dims::Image { h: out_h, w: out_w, c })
+        super::pool_output(input, self.size, self.stride, self.padding)
     }
 
     fn forward(&self, p: &Planned, _: Option<f32>) -> Result<Vec<Dispatch>> {

@@ -111,6 +111,19 @@ fn check_window(
     }
 }
 
+/// A pool's output (MaxPooling2D, AveragePooling2D): `size` x `size` windows every `stride`
+/// pixels with `padding`, channels kept.
+fn pool_output(input: Dims, size: usize, stride: usize, padding: Padding) -> Result<Dims, String> {
+    let Dims::Image { h, w, c } = input else { return Err("takes an image, but its input was flattened".into()) };
+    if size == 0 || stride == 0 {
+        return Err("sizes must be at least 1".into());
+    }
+    check_limits(&[("pool size", size, MAX_WINDOW), ("strides", stride, MAX_WINDOW)])?;
+    let (out_h, out_w) = (padding.along(h, size, stride).0, padding.along(w, size, stride).0);
+    check_window("pool", size, (h, w, c), (out_h, out_w), padding)?;
+    Ok(Dims::Image { h: out_h, w: out_w, c })
+}
+
 /// Training or evaluation, as Keras's `training` argument: Dropout drops only in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
