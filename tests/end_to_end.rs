@@ -281,40 +281,15 @@ fn a_network_from_a_keras_file_trains_saves_and_evaluates() {
     let exe = env!("CARGO_BIN_EXE_kd-wgpu");
     let dir = tempfile::tempdir().unwrap();
     let keras_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keras-small.json");
-    let metrics = dir.path().join("metrics.json");
     let limits = ["--offline", "--train-limit", "960", "--test-limit", "160"];
-    let out = Command::new(exe)
-        .args(["--tune", "off"])
-        .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
-        .args(["--student-epochs", "3", "--save-dir"])
-        .arg(dir.path())
-        .arg("--metrics-out")
-        .arg(&metrics)
-        .args(limits)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, report) = train_keras_student(dir.path(), keras_file, &limits, "3");
     assert!(stdout.contains("dropout_1 (Dropout)"), "the summary lists Keras's layers:\n{stdout}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
     let layers = &report["config"]["student_layers"];
     assert_eq!(layers.as_array().map(Vec::len), Some(11), "{layers}");
     let scratch_accuracy = report["scratch"]["test_accuracy"].as_f64().unwrap();
     assert!(scratch_accuracy > 0.4, "the scratch student learned: {scratch_accuracy}");
 
-    let weights = dir.path().join("scratch.safetensors");
-    let out = Command::new(exe)
-        .args(["--tune", "off"])
-        .arg("evaluate")
-        .arg("--weights")
-        .arg(&weights)
-        .args(limits)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let expected = format!("accuracy: {scratch_accuracy:.4} on 160 images");
-    assert!(stdout.contains(&expected), "evaluate gives the report's accuracy ({expected}):\n{stdout}");
+    evaluate_gives(&dir.path().join("scratch.safetensors"), &limits, scratch_accuracy);
 
     // A file with a layer the engine does not have is refused with its name, before any work.
     let bad = dir.path().join("bad.json");
@@ -337,20 +312,8 @@ fn keras_ios_mnist_convnet_trains_as_a_student() {
     let exe = env!("CARGO_BIN_EXE_kd-wgpu");
     let dir = tempfile::tempdir().unwrap();
     let keras_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/keras-mnist-convnet.json");
-    let metrics = dir.path().join("metrics.json");
     let limits = ["--offline", "--train-limit", "640", "--test-limit", "160"];
-    let out = Command::new(exe)
-        .args(["--tune", "off"])
-        .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
-        .args(["--student-epochs", "1", "--save-dir"])
-        .arg(dir.path())
-        .arg("--metrics-out")
-        .arg(&metrics)
-        .args(limits)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, report) = train_keras_student(dir.path(), keras_file, &limits, "1");
     for line in [
         "conv2d (Conv2D)                 (None, 26, 26, 32)                   320",
         "max_pooling2d (MaxPooling2D)    (None, 13, 13, 32)                     0",
@@ -364,7 +327,6 @@ fn keras_ios_mnist_convnet_trains_as_a_student() {
     ] {
         assert!(stdout.contains(line), "the summary lacks `{line}`:\n{stdout}");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
     let scratch_accuracy = report["scratch"]["test_accuracy"].as_f64().unwrap();
     assert!(scratch_accuracy > 0.3, "the scratch student learned: {scratch_accuracy}");
 
@@ -376,19 +338,7 @@ fn keras_ios_mnist_convnet_trains_as_a_student() {
     let keras_model = header["__metadata__"]["keras_model"].as_str().unwrap();
     assert!(keras_model.contains(r#""activation":"softmax""#), "{keras_model}");
     assert!(keras_model.contains(r#""padding":"valid""#), "{keras_model}");
-
-    let out = Command::new(exe)
-        .args(["--tune", "off"])
-        .arg("evaluate")
-        .arg("--weights")
-        .arg(&weights)
-        .args(limits)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let expected = format!("accuracy: {scratch_accuracy:.4} on 160 images");
-    assert!(stdout.contains(&expected), "evaluate gives the report's accuracy ({expected}):\n{stdout}");
+    evaluate_gives(&weights, &limits, scratch_accuracy);
 
     let refused = |from: &str, to: &str, why: &str| {
         let bad = dir.path().join("bad.json");
@@ -415,6 +365,44 @@ fn keras_ios_mnist_convnet_trains_as_a_student() {
         "layer 5 `max_pooling2d_1` (MaxPooling2D): MaxPooling2D(12, strides=2, padding=\"valid\"): its 12x12 pool \
          window with padding \"valid\" is larger than its 11x11x64 input: the output would be 0x0",
     );
+}
+
+/// Trains a small teacher and the students of `keras_file` for `epochs` on `limits`, saving
+/// into `dir`: the program's output and its metrics.
+fn train_keras_student(
+    dir: &std::path::Path,
+    keras_file: &str,
+    limits: &[&str],
+    epochs: &str,
+) -> (String, serde_json::Value) {
+    let metrics = dir.join("metrics.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off"])
+        .args(["--student-layers", keras_file, "--teacher-channels", "8,12", "--teacher-epochs", "1"])
+        .args(["--student-epochs", epochs, "--save-dir"])
+        .arg(dir)
+        .arg("--metrics-out")
+        .arg(&metrics)
+        .args(limits)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    (stdout, serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap())
+}
+
+/// `kd-wgpu evaluate` of `weights` on `limits` (160 test images) gives `accuracy`.
+fn evaluate_gives(weights: &std::path::Path, limits: &[&str], accuracy: f64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kd-wgpu"))
+        .args(["--tune", "off", "evaluate", "--weights"])
+        .arg(weights)
+        .args(limits)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let expected = format!("accuracy: {accuracy:.4} on 160 images");
+    assert!(stdout.contains(&expected), "evaluate gives the report's accuracy ({expected}):\n{stdout}");
 }
 
 /// The program on a small slice (one teacher epoch, small networks, 160 test images) with
